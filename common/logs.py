@@ -1,0 +1,63 @@
+"""Structured logs: structlog, JSON lines, with secrets removed before anything is written.
+
+Any event key that names secret material (PINs, PIN blocks, keys) is replaced, and card
+numbers are masked, whatever the caller passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(^|_)(pin|pin_block|new_pin|key|bdk|pvk|lmk|secret|password)(_|$)")
+_PAN = re.compile(r"\b(\d{6})\d{3,9}(\d{4})\b")
+REDACTED = "[redacted]"
+
+
+def redact(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: drop secret-named values, mask card numbers in strings."""
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key) and key not in ("pin_mode", "key_version", "key_epoch"):
+            event[key] = REDACTED
+        elif isinstance(value, str):
+            event[key] = _PAN.sub(lambda m: m.group(1) + "******" + m.group(2), value)
+    return event
+
+
+def configure_logging(level: str = "warning", *, json: bool = True) -> None:
+    """Send structlog and stdlib logging to stderr as one JSON object per line."""
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.WARNING)
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[*shared[1:], renderer], foreign_pre_chain=[]
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to ``name``."""
+    return structlog.get_logger(name)

@@ -1,0 +1,58 @@
+"""A Merkle tree over record hashes (RFC 6962 shape), so one record can later be proven part of
+a signed frame without revealing the others."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+_LEAF = b"\x00"
+_NODE = b"\x01"
+
+
+def leaf_hash(record: bytes) -> bytes:
+    """The hash of one record as a leaf."""
+    return hashlib.sha256(_LEAF + record).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """The root over leaf hashes; an odd node at the end of a level is carried up unchanged."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    level = list(leaves)
+    while len(level) > 1:
+        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
+
+
+def merkle_path(leaves: Sequence[bytes], index: int) -> list[tuple[str, bytes]]:
+    """The sibling hashes from leaf ``index`` to the root, each tagged ``"L"`` or ``"R"``."""
+    if not 0 <= index < len(leaves):
+        raise IndexError("leaf index out of range")
+    path: list[tuple[str, bytes]] = []
+    level = list(leaves)
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(("L" if sibling < index else "R", level[sibling]))
+        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+        index //= 2
+    return path
+
+
+def verify_path(leaf: bytes, path: Sequence[tuple[str, bytes]], root: bytes) -> bool:
+    """True when ``leaf`` and ``path`` lead to ``root``."""
+    node = leaf
+    for side, sibling in path:
+        node = _node(sibling, node) if side == "L" else _node(node, sibling)
+    return node == root

@@ -1,0 +1,50 @@
+"""Reply records: the host's answer to one request."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+
+from common.results import ResultCode
+
+
+class Reply(BaseModel):
+    """The host's answer to one request record.
+
+    ``balance`` and ``available`` are in fen and present where the kind makes them relevant;
+    ``account`` is the opened account's number for ``open_account``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_id: str
+    result: ResultCode
+    reason: str
+    balance: int | None = None
+    available: int | None = None
+    account: str | None = None
+    received_at: dt.datetime
+    processed_at: dt.datetime
+    journal_seq: int | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.result is ResultCode.APPROVED
+
+
+REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """Serialise a reply record to its wire bytes."""
+    return reply.__pydantic_serializer__.to_json(reply)
+
+
+def decode_reply(raw: bytes) -> Reply:
+    """Decode a reply record.
+
+    Raises:
+        pydantic.ValidationError: the bytes are not a reply.
+    """
+    return REPLY_ADAPTER.validate_json(raw)
