@@ -13,6 +13,7 @@ class Reply(BaseModel):
     """The host's answer to one request record.
 
     ``balance`` and ``available`` are in fen and present where the kind makes them relevant;
+    ``amount`` is the money the request moved (for ``close_account``, the cash paid out);
     ``account`` is the opened account's number for ``open_account``.
     """
 
@@ -22,6 +23,7 @@ class Reply(BaseModel):
     result: ResultCode
     reason: str
     balance: int | None = None
+    amount: int | None = None
     available: int | None = None
     account: str | None = None
     received_at: dt.datetime
