@@ -1,0 +1,60 @@
+"""compose.yaml is for users (no Docker engine runs here): check it by parsing it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from branchnet.cli import _parser
+
+COMPOSE = Path(__file__).parents[2] / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    document = yaml.safe_load(COMPOSE.read_text())
+    return dict(document["services"])
+
+
+def _branchnet_commands(services: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        name: spec["command"]
+        for name, spec in services.items()
+        if isinstance(spec.get("command"), list) and spec["command"][0] == "branchnet"
+    }
+
+
+def test_every_branchnet_command_is_a_real_subcommand(services: dict[str, Any]) -> None:
+    commands = _branchnet_commands(services)
+    assert len(commands) >= 6
+    for name, command in commands.items():
+        args = _parser().parse_args(command[1:])
+        assert hasattr(args, "run"), f"{name}: {command} names no runnable command"
+
+
+def test_the_network_has_its_nodes(services: dict[str, Any]) -> None:
+    commands = _branchnet_commands(services)
+    first_words = [c[1] for c in commands.values()]
+    assert first_words.count("branch") == 3
+    assert {"host", "crypto", "keys"} <= set(first_words)
+
+
+def test_rabbitmq_has_management_mqtt_and_a_healthcheck(services: dict[str, Any]) -> None:
+    rabbit = services["rabbitmq"]
+    assert "management" in rabbit["image"]
+    assert "rabbitmq_mqtt" in rabbit["command"]
+    assert "healthcheck" in rabbit
+    assert "1883:1883" in rabbit["ports"]
+
+
+def test_nodes_wait_for_a_healthy_broker_and_the_keys(services: dict[str, Any]) -> None:
+    for name, command in _branchnet_commands(services).items():
+        if command[1] == "keys":
+            continue
+        depends = services[name]["depends_on"]
+        assert depends["rabbitmq"]["condition"] == "service_healthy"
+        assert depends["keys"]["condition"] == "service_completed_successfully"
+        assert services[name]["environment"]["BRANCHNET_AMQP_URL"].startswith("amqp://")
