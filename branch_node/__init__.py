@@ -1,0 +1,1 @@
+"""A branch: terminals, PIN pads, the workload model and the request client."""

@@ -1,0 +1,461 @@
+"""The request client: every terminal's requests, batched into frames, correlated with replies.
+
+Terminals call :meth:`RequestClient.submit` and await the host's :class:`~common.replies.Reply`.
+One sender task puts whatever is waiting (up to ``max_batch`` records) into ONE request frame
+and publishes it. Batching adapts to load: a lone record leaves at once; when several wait,
+the sender lingers ``linger_s`` for more; and while a publish is being confirmed the next
+frame fills up by itself. Each record is encoded once, so a retry (after ``timeout_s`` without
+a reply, at most ``retries`` times) resends the very same bytes: same request id, origin time
+and PIN block, which the host's idempotency answers with the stored reply.
+
+Replies are matched by request id, in any order. A duplicate reply for an answered id is
+counted and ignored. A reply frame that cannot be decoded is dead-lettered; an undecodable
+record inside a good frame is dead-lettered on its own and the rest are used. The number of
+requests in flight is bounded: ``submit`` waits for a slot (back-pressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from pydantic import ValidationError
+
+from branch_node.errors import BranchNotRegistered, ClientClosed, RequestTimeout
+from common.bus import Bus, Delivery, Message, Subscription
+from common.errors import BusClosedError, FrameError, UnroutableError
+from common.frames import (
+    MAX_FRAME_BYTES,
+    MAX_RECORDS,
+    FrameKind,
+    build_frame,
+    decode_frame,
+    encode_frame,
+)
+from common.logs import get_logger
+from common.replies import Reply, decode_reply
+from common.requests import RequestBase, encode_request
+from common.topology import (
+    CORE,
+    DEAD_EXCHANGE,
+    ORIGIN_HEADER,
+    REASON_HEADER,
+    REQUESTS_EXCHANGE,
+    branch_key,
+    branch_reply_queue,
+    branch_topology,
+)
+
+_log = get_logger(__name__)
+#: Room left in a frame for its header line.
+_HEADER_ROOM = 4096
+#: How many finished request ids are remembered to tell duplicates from strays.
+_REMEMBERED = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """How the request client batches, waits and retries.
+
+    Args:
+        max_batch: most records in one frame.
+        linger_s: how long the sender waits for more records when several are queued.
+        timeout_s: how long to wait for a reply after each send.
+        retries: resends after the first send before giving up.
+        max_in_flight: requests submitted but not yet answered; more submits wait.
+        prefetch: reply frames delivered to the client before it acks.
+    """
+
+    max_batch: int = 256
+    linger_s: float = 0.002
+    timeout_s: float = 10.0
+    retries: int = 3
+    max_in_flight: int = 4096
+    prefetch: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch <= MAX_RECORDS:
+            raise ValueError(f"max_batch must lie in 1..{MAX_RECORDS}")
+        if self.linger_s < 0 or self.timeout_s <= 0 or self.retries < 0:
+            raise ValueError("linger_s >= 0, timeout_s > 0 and retries >= 0 are required")
+        if self.max_in_flight < 1 or self.prefetch < 1:
+            raise ValueError("max_in_flight and prefetch must be at least 1")
+
+
+_DEFAULT = ClientConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStatistics:
+    """A snapshot of the client's counters."""
+
+    submitted: int
+    answered: int
+    timeouts: int
+    resends: int
+    in_flight: int
+    queued: int
+    max_in_flight: int
+    frames_sent: int
+    records_sent: int
+    frames_received: int
+    replies_received: int
+    duplicate_replies: int
+    late_replies: int
+    stray_replies: int
+    bad_frames: int
+    bad_records: int
+
+    @property
+    def mean_batch(self) -> float:
+        """Records per request frame so far."""
+        return self.records_sent / self.frames_sent if self.frames_sent else 0.0
+
+
+@dataclass(slots=True)
+class _Counters:
+    submitted: int = 0
+    answered: int = 0
+    timeouts: int = 0
+    resends: int = 0
+    frames_sent: int = 0
+    records_sent: int = 0
+    frames_received: int = 0
+    replies_received: int = 0
+    duplicate_replies: int = 0
+    late_replies: int = 0
+    stray_replies: int = 0
+    bad_frames: int = 0
+    bad_records: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    request_id: str
+    record: bytes = field(repr=False)
+    future: asyncio.Future[Reply]
+    attempts: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+
+class RequestClient:
+    """Sends a branch's requests to the host in frames and hands back the replies.
+
+    Args:
+        bus: a connected bus.
+        branch_id: the branch this client speaks for.
+        on_reply: called with every decoded reply, duplicates included (for audit).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        branch_id: str,
+        *,
+        max_batch: int = _DEFAULT.max_batch,
+        linger_s: float = _DEFAULT.linger_s,
+        timeout_s: float = _DEFAULT.timeout_s,
+        retries: int = _DEFAULT.retries,
+        max_in_flight: int = _DEFAULT.max_in_flight,
+        prefetch: int = _DEFAULT.prefetch,
+        on_reply: Callable[[Reply], None] | None = None,
+    ) -> None:
+        self.config = ClientConfig(max_batch, linger_s, timeout_s, retries, max_in_flight, prefetch)
+        self.branch_id = branch_id
+        self._bus = bus
+        self._on_reply = on_reply
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending: dict[str, _Pending] = {}
+        self._outbox: deque[_Pending] = deque()
+        self._has_work = asyncio.Event()
+        self._batch_full = asyncio.Event()
+        self._finished: dict[str, bool] = {}  # request id -> answered (True) / timed out
+        self._frame_sequence = itertools.count()
+        self._sender: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
+        self._failure: BranchNotRegistered | None = None
+        self._last_batch = 0
+        self._counts = _Counters()
+
+    @classmethod
+    def from_config(
+        cls,
+        bus: Bus,
+        branch_id: str,
+        config: ClientConfig,
+        *,
+        on_reply: Callable[[Reply], None] | None = None,
+    ) -> RequestClient:
+        return cls(
+            bus,
+            branch_id,
+            max_batch=config.max_batch,
+            linger_s=config.linger_s,
+            timeout_s=config.timeout_s,
+            retries=config.retries,
+            max_in_flight=config.max_in_flight,
+            prefetch=config.prefetch,
+            on_reply=on_reply,
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._sender is not None
+
+    async def start(self) -> None:
+        """Declare the branch's topology, consume its reply queue, start the sender."""
+        if self.running:
+            return
+        await self._bus.declare(CORE + branch_topology(self.branch_id))
+        self._subscription = await self._bus.consume(
+            branch_reply_queue(self.branch_id), self._on_frame, prefetch=self.config.prefetch
+        )
+        self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.branch_id}")
+
+    async def stop(self) -> None:
+        """Stop sending and consuming; requests still waiting fail with :class:`ClientClosed`."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await subscription.cancel()
+        self._fail_all(ClientClosed(f"request client of branch {self.branch_id} stopped"))
+
+    async def submit(self, request: RequestBase) -> Reply:
+        """Send ``request`` and return the host's reply.
+
+        Raises:
+            RequestTimeout: no reply after the first send and every retry.
+            BranchNotRegistered: the host does not know this branch.
+            ClientClosed: the client is not running (or stopped meanwhile).
+            ValueError: a request with this id is already in flight.
+        """
+        self._check_usable()
+        request_id = request.request_id
+        if request_id in self._pending:
+            raise ValueError(f"request {request_id} is already in flight")
+        async with self._slots:
+            self._check_usable()
+            pending = _Pending(
+                request_id, encode_request(request), asyncio.get_running_loop().create_future()
+            )
+            self._pending[request_id] = pending
+            self._counts.submitted += 1
+            self._enqueue(pending)
+            try:
+                return await pending.future
+            finally:
+                if pending.timer is not None:
+                    pending.timer.cancel()
+                if self._pending.get(request_id) is pending:
+                    del self._pending[request_id]
+
+    def statistics(self) -> ClientStatistics:
+        """A snapshot of the counters."""
+        return ClientStatistics(
+            in_flight=len(self._pending),
+            queued=len(self._outbox),
+            max_in_flight=self.config.max_in_flight,
+            **asdict(self._counts),
+        )
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise BranchNotRegistered(self.branch_id)
+        if not self.running:
+            raise ClientClosed(f"request client of branch {self.branch_id} is not running")
+
+    def _enqueue(self, pending: _Pending) -> None:
+        self._outbox.append(pending)
+        self._has_work.set()
+        if len(self._outbox) >= self.config.max_batch:
+            self._batch_full.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._has_work.wait()
+            if self._should_linger():
+                self._batch_full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.config.linger_s)
+            batch = self._take_batch()
+            if not self._outbox:
+                self._has_work.clear()
+            if batch:
+                await self._publish(batch)
+
+    def _should_linger(self) -> bool:
+        """Wait for more only when others are clearly coming: several queued, or were."""
+        waiting = len(self._outbox)
+        return (
+            self.config.linger_s > 0
+            and waiting < self.config.max_batch
+            and (waiting > 1 or self._last_batch > 1)
+        )
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        size = _HEADER_ROOM
+        while self._outbox and len(batch) < self.config.max_batch:
+            pending = self._outbox[0]
+            if pending.future.done():  # answered late or abandoned by its caller
+                self._outbox.popleft()
+                continue
+            if batch and size + len(pending.record) + 1 > MAX_FRAME_BYTES:
+                break
+            self._outbox.popleft()
+            batch.append(pending)
+            size += len(pending.record) + 1
+        return batch
+
+    async def _publish(self, batch: list[_Pending]) -> None:
+        sequence = next(self._frame_sequence)
+        frame = build_frame(FrameKind.REQUEST, self.branch_id, sequence, [p.record for p in batch])
+        message = Message(REQUESTS_EXCHANGE, branch_key(self.branch_id), encode_frame(frame))
+        try:
+            await self._bus.publish([message])
+        except UnroutableError:
+            _log.error("branch not registered with the host", branch=self.branch_id)
+            self._failure = BranchNotRegistered(self.branch_id)
+            self._fail_all(self._failure)
+            return
+        except BusClosedError:
+            self._fail_all(ClientClosed(f"the bus of branch {self.branch_id} is closed"))
+            return
+        except Exception as error:  # a transient bus failure: the timers resend the records
+            _log.warning(
+                "request frame not published; will resend",
+                branch=self.branch_id,
+                sequence=sequence,
+                error=type(error).__name__,
+            )
+        else:
+            self._counts.frames_sent += 1
+            self._counts.records_sent += len(batch)
+            _log.debug(
+                "request frame sent", branch=self.branch_id, sequence=sequence, count=len(batch)
+            )
+        self._last_batch = len(batch)
+        loop = asyncio.get_running_loop()
+        for pending in batch:
+            if not pending.future.done():
+                pending.attempts += 1
+                pending.timer = loop.call_later(self.config.timeout_s, self._expire, pending)
+
+    def _expire(self, pending: _Pending) -> None:
+        pending.timer = None
+        if pending.future.done():
+            return
+        if pending.attempts <= self.config.retries:
+            self._counts.resends += 1
+            self._enqueue(pending)
+            return
+        self._counts.timeouts += 1
+        self._remember(pending.request_id, answered=False)
+        pending.future.set_exception(RequestTimeout(pending.request_id, pending.attempts))
+
+    def _fail_all(self, error: Exception) -> None:
+        self._outbox.clear()
+        for pending in list(self._pending.values()):
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    def _remember(self, request_id: str, *, answered: bool) -> None:
+        self._finished[request_id] = answered
+        if len(self._finished) > _REMEMBERED:
+            del self._finished[next(iter(self._finished))]
+
+    # -- receiving --------------------------------------------------------------------------
+
+    async def _on_frame(self, delivery: Delivery) -> None:
+        """Consume one reply frame; nothing in it may stop the consumer."""
+        try:
+            await self._handle_frame(delivery)
+        except Exception as error:
+            _log.error(
+                "reply frame handling failed", branch=self.branch_id, error=type(error).__name__
+            )
+            with contextlib.suppress(Exception):
+                await delivery.nack(requeue=False)
+
+    async def _handle_frame(self, delivery: Delivery) -> None:
+        try:
+            frame = decode_frame(delivery.body, expect=FrameKind.REPLY)
+        except FrameError as error:
+            self._counts.bad_frames += 1
+            _log.warning("reply frame rejected", branch=self.branch_id, reason=str(error))
+            await self._bus.dead_letter(delivery, f"undecodable reply frame: {error}")
+            return
+        self._counts.frames_received += 1
+        bad: list[tuple[bytes, str]] = []
+        for record in frame.records:
+            try:
+                reply = decode_reply(record)
+            except ValidationError as error:
+                problem = error.errors(include_input=False, include_url=False)[0]
+                bad.append((record, f"undecodable reply record: {problem['type']}"))
+                continue
+            self._settle(reply)
+        if bad:
+            await self._dead_letter_records(delivery, frame.header.sequence, bad)
+        await delivery.ack()
+
+    def _settle(self, reply: Reply) -> None:
+        self._counts.replies_received += 1
+        if self._on_reply is not None:
+            try:
+                self._on_reply(reply)
+            except Exception as error:  # an observer's bug must not lose the reply
+                _log.error("reply observer failed", branch=self.branch_id, error=repr(error))
+        pending = self._pending.get(reply.request_id)
+        if pending is None or pending.future.done():
+            answered = self._finished.get(reply.request_id)
+            if answered is None:
+                self._counts.stray_replies += 1
+            elif answered:
+                self._counts.duplicate_replies += 1
+            else:
+                self._counts.late_replies += 1
+            return
+        self._counts.answered += 1
+        self._remember(reply.request_id, answered=True)
+        pending.future.set_result(reply)
+
+    async def _dead_letter_records(
+        self, delivery: Delivery, sequence: int, bad: list[tuple[bytes, str]]
+    ) -> None:
+        self._counts.bad_records += len(bad)
+        _log.warning(
+            "reply records rejected",
+            branch=self.branch_id,
+            sequence=sequence,
+            count=len(bad),
+            reason=bad[0][1],
+        )
+        messages = [
+            Message(
+                DEAD_EXCHANGE,
+                delivery.routing_key,
+                record,
+                {REASON_HEADER: reason, ORIGIN_HEADER: delivery.queue},
+            )
+            for record, reason in bad
+        ]
+        try:
+            await self._bus.publish(messages)
+        except Exception as error:  # keep consuming; the log above says what was lost
+            _log.warning(
+                "rejected reply records not dead-lettered",
+                branch=self.branch_id,
+                error=type(error).__name__,
+            )
