@@ -1,0 +1,283 @@
+"""A batch of request records, decided as if one by one: the pure core of the host.
+
+Two steps around the crypto node's round trip:
+
+1. :func:`plan` sorts each record: a retry of a stored request (its stored reply), a copy of
+   an earlier record of this batch, an id reused with other content (``94``), a refused
+   record, a request to decide (with the PIN command it needs), or a request held back to the
+   next batch. A request is held back when an earlier request of the batch may give its
+   account a new PIN value (an opening or a PIN change: its PIN must not be checked against
+   the old value), and so is every later request on an account already held back, so that
+   each account still sees its requests in arrival order.
+2. :func:`settle` walks the records in arrival order over a :class:`~host_node.ledger.Ledger`,
+   applying the rules with the crypto node's answers, and produces the replies, journal
+   entries, changed accounts and idempotency rows the store then commits in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from common.ids import cash_account
+from common.pin_commands import PinCommand, PinResponse
+from common.replies import Reply
+from common.requests import RecordError, Request
+from common.results import ResultCode
+from host_node.intake import Item
+from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
+from host_node.ledger import AccountState, Customer, Decision, Ledger, decline
+from host_node.rules import accounts_named, changes_pin, decide, needs_crypto, pin_command
+
+MISMATCH_REASON = "request id reused with different content"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """An idempotency row: the fingerprint of a decided request and the reply it got."""
+
+    content_hash: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the store holds for a batch: stored replies by request id, accounts by number."""
+
+    known: Mapping[str, Stored]
+    accounts: Mapping[str, AccountState]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """A retry of a stored request: answer with its stored reply."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Echo:
+    """A copy of an earlier record of the same batch: answer as that one is answered."""
+
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """A known request id with other content: ``94``, journaled, not remembered."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """A record refused before processing, with the code it is answered with."""
+
+    error: RecordError
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A request to decide, with the command the crypto node must answer first."""
+
+    request: Request
+    command: PinCommand | None
+
+
+@dataclass(frozen=True, slots=True)
+class Defer:
+    """A request held back to the next batch."""
+
+
+Action = Replay | Echo | Mismatch | Refuse | Run | Defer
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    actions: tuple[Action, ...]
+    commands: tuple[PinCommand, ...]
+
+    @property
+    def deferred(self) -> list[int]:
+        return [i for i, action in enumerate(self.actions) if isinstance(action, Defer)]
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """An idempotency row to store."""
+
+    request_id: str
+    content_hash: str
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Everything a batch changes, ready to commit in one transaction.
+
+    ``replies`` line up with the batch's items; a deferred item's is None.
+    """
+
+    replies: tuple[Reply | None, ...]
+    entries: tuple[JournalEntry, ...]
+    accounts: tuple[AccountState, ...]
+    customers: Mapping[str, Customer]
+    remembered: tuple[Remembered, ...]
+    head: ChainHead
+
+
+def accounts_to_load(items: Sequence[Item]) -> set[str]:
+    """The ledger accounts a batch may read: the accounts named and the branches' cash."""
+    numbers: set[str] = set()
+    for item in items:
+        numbers.add(cash_account(item.branch_id))
+        if not isinstance(item.record, RecordError):
+            numbers.update(accounts_named(item.record))
+    return numbers
+
+
+def plan(items: Sequence[Item], snapshot: Snapshot, command_ids: Iterator[str]) -> Plan:
+    """Sort a batch's items into actions and collect the PIN commands to send."""
+    firsts: dict[str, int] = {}
+    scheduler = _Scheduler(snapshot, command_ids)
+    actions: list[Action] = []
+    for index, item in enumerate(items):
+        repeat = _repeat(item, snapshot, firsts, items)
+        if repeat is None:
+            firsts[item.request_id] = index
+            record = item.record
+            actions.append(
+                Refuse(record) if isinstance(record, RecordError) else scheduler.run(record)
+            )
+        else:
+            actions.append(Defer() if item.request_id in scheduler.held_ids else repeat)
+    return Plan(tuple(actions), tuple(scheduler.commands))
+
+
+def _repeat(
+    item: Item, snapshot: Snapshot, firsts: Mapping[str, int], items: Sequence[Item]
+) -> Replay | Echo | Mismatch | None:
+    """The action for a request id seen before (stored, or earlier in the batch), else None."""
+    stored = snapshot.known.get(item.request_id)
+    if stored is not None:
+        return Replay(stored.reply) if stored.content_hash == item.content_hash else Mismatch()
+    first = firsts.get(item.request_id)
+    if first is None:
+        return None
+    return Echo(first) if items[first].content_hash == item.content_hash else Mismatch()
+
+
+class _Scheduler:
+    """Decides which fresh requests run in this batch and which wait for the next."""
+
+    def __init__(self, snapshot: Snapshot, command_ids: Iterator[str]) -> None:
+        self.snapshot = snapshot
+        self.command_ids = command_ids
+        self.commands: list[PinCommand] = []
+        self.held_ids: set[str] = set()
+        self.held_accounts: set[str] = set()
+        self.repinned: set[str] = set()
+
+    def run(self, request: Request) -> Run | Defer:
+        named = set(accounts_named(request))
+        repinned = needs_crypto(request) and request.account in self.repinned
+        if repinned or named & self.held_accounts:
+            self.held_ids.add(request.request_id)
+            self.held_accounts.update(named)
+            return Defer()
+        if changes_pin(request):
+            self.repinned.add(request.account)
+        stored = self.snapshot.accounts.get(request.account)
+        command = pin_command(request, stored, next(self.command_ids))
+        if command is not None:
+            self.commands.append(command)
+        return Run(request, command)
+
+
+def settle(
+    items: Sequence[Item],
+    plan_: Plan,
+    snapshot: Snapshot,
+    responses: Mapping[str, PinResponse | None],
+    head: ChainHead,
+    clock: Callable[[], dt.datetime],
+) -> Settlement:
+    """Decide the batch in arrival order and gather what it changes.
+
+    Args:
+        items: the batch's items, as planned.
+        plan_: their actions from :func:`plan`.
+        snapshot: the stored state the plan was made from.
+        responses: the crypto node's answers by command id (None: no answer in time).
+        head: the journal's head before the batch.
+        clock: the processing time source.
+    """
+    ledger = Ledger(snapshot.accounts)
+    replies: list[Reply | None] = []
+    entries: list[JournalEntry] = []
+    customers: dict[str, Customer] = {}
+    remembered: list[Remembered] = []
+    for item, action in zip(items, plan_.actions, strict=True):
+        if isinstance(action, Defer):
+            replies.append(None)
+            continue
+        if isinstance(action, Replay):
+            replies.append(action.reply)
+            continue
+        if isinstance(action, Echo):
+            replies.append(replies[action.first])
+            continue
+        now = clock()
+        decision = _decision(action, ledger, responses, now)
+        ledger.apply(decision, now)
+        if decision.customer is not None and decision.account is not None:
+            customers[decision.account] = decision.customer
+        request = None if isinstance(item.record, RecordError) else item.record
+        entry = seal(
+            head,
+            item.origin(),
+            kind=item.kind,
+            subject=subject_of(request.account if request else None),
+            processed_at=now,
+            postings=decision.postings,
+            result=decision.result,
+            reason=decision.reason,
+        )
+        head = head_of(entry)
+        entries.append(entry)
+        reply = _reply(item, decision, ledger, entry)
+        replies.append(reply)
+        if not isinstance(action, Mismatch):
+            remembered.append(Remembered(item.request_id, item.content_hash, reply))
+    return Settlement(
+        tuple(replies), tuple(entries), tuple(ledger.touched()), customers, tuple(remembered), head
+    )
+
+
+def _decision(
+    action: Mismatch | Refuse | Run,
+    ledger: Ledger,
+    responses: Mapping[str, PinResponse | None],
+    now: dt.datetime,
+) -> Decision:
+    if isinstance(action, Mismatch):
+        return decline(ResultCode.DUPLICATE_MISMATCH, MISMATCH_REASON)
+    if isinstance(action, Refuse):
+        return decline(action.error.code, action.error.reason)
+    pin = responses.get(action.command.command_id) if action.command else None
+    return decide(action.request, ledger, pin, now)
+
+
+def _reply(item: Item, decision: Decision, ledger: Ledger, entry: JournalEntry) -> Reply:
+    reported = ledger.get(decision.report) if decision.report else None
+    approved = decision.result is ResultCode.APPROVED
+    return Reply(
+        request_id=item.request_id,
+        result=decision.result,
+        reason=decision.reason,
+        balance=reported.balance if reported and approved else None,
+        amount=decision.amount if approved else None,
+        account=decision.account if approved else None,
+        received_at=item.received_at,
+        processed_at=entry.processed_at,
+        journal_seq=entry.seq,
+    )

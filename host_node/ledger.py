@@ -1,0 +1,157 @@
+"""The ledger's data and arithmetic: accounts, postings, and a batch's view of them.
+
+Double entry, credit-positive: every decision's postings sum to zero and an account's balance
+is the sum of its postings. Customer accounts are card numbers; each branch's counter cash is
+the ledger account :func:`common.ids.cash_account`, created on first use, so cash paid in at a
+counter is a positive posting to the customer and a negative one to the branch's cash account.
+A branch's cash position is therefore minus its cash account's balance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, NamedTuple
+
+from common.ids import cash_account
+from common.results import ResultCode
+
+AccountKind = Literal["customer", "cash"]
+AccountStatus = Literal["open", "closed"]
+PinMethod = Literal["ibm3624", "visa_pvv"]
+CASH_PREFIX = cash_account("")
+
+
+class Posting(NamedTuple):
+    """One leg of a journal entry: ``amount`` fen credited (positive) or debited to ``account``."""
+
+    account: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    """The stored transform of a PIN (the "变码"): never the PIN or a PIN block."""
+
+    value: str = field(repr=False)
+    method: PinMethod = "ibm3624"
+    key_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """The holder named at account opening; the id number is stored, never logged."""
+
+    name: str = field(repr=False)
+    id_type: str
+    id_number: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """An account as the host knows it now."""
+
+    number: str
+    branch_id: str
+    kind: AccountKind
+    opened_at: dt.datetime
+    balance: int = 0
+    status: AccountStatus = "open"
+    pin: PinRecord | None = None
+    pin_tries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the rules decided for one request.
+
+    ``changes`` are new or updated accounts with their balance untouched; the ``postings`` move
+    the money. A decline may still change state (a wrong PIN is counted). ``report`` names the
+    account whose balance after the decision goes in the reply.
+    """
+
+    result: ResultCode
+    reason: str
+    postings: tuple[Posting, ...] = ()
+    changes: tuple[AccountState, ...] = ()
+    customer: Customer | None = None
+    report: str | None = None
+    amount: int | None = None
+    account: str | None = None
+
+
+def decline(code: ResultCode, reason: str, *changes: AccountState) -> Decision:
+    """A refusal that moves no money, optionally recording ``changes`` (PIN tries)."""
+    return Decision(code, reason, changes=changes)
+
+
+def cash_in(account: str, branch_id: str, amount: int) -> tuple[Posting, ...]:
+    """Cash paid in at ``branch_id``'s counter to ``account``."""
+    return (Posting(account, amount), Posting(cash_account(branch_id), -amount))
+
+
+def cash_out(account: str, branch_id: str, amount: int) -> tuple[Posting, ...]:
+    """Cash paid out of ``account`` at ``branch_id``'s counter."""
+    return (Posting(account, -amount), Posting(cash_account(branch_id), amount))
+
+
+def move(source: str, target: str, amount: int) -> tuple[Posting, ...]:
+    """A transfer from ``source`` to ``target``."""
+    return (Posting(source, -amount), Posting(target, amount))
+
+
+def is_cash_account(number: str) -> bool:
+    return number.startswith(CASH_PREFIX)
+
+
+class Ledger:
+    """Accounts as of now within a batch: a snapshot plus the batch's decisions so far.
+
+    Applying decisions in arrival order here is what makes a batch give the same results as
+    processing its requests one by one.
+    """
+
+    def __init__(self, accounts: Mapping[str, AccountState]) -> None:
+        self._accounts = dict(accounts)
+        self._touched: dict[str, None] = {}
+
+    def get(self, number: str) -> AccountState | None:
+        return self._accounts.get(number)
+
+    def apply(self, decision: Decision, at: dt.datetime) -> None:
+        """Record ``decision``'s account changes, then its postings.
+
+        Raises:
+            ValueError: the postings do not balance or a change tampers with a balance; both
+                are defects in the rules, never the input's fault.
+        """
+        if balance_sum(decision.postings) != 0:
+            raise ValueError("postings of one decision must sum to zero")
+        for change in decision.changes:
+            current = self._accounts.get(change.number)
+            if change.balance != (current.balance if current else 0):
+                raise ValueError("an account change must not alter its balance")
+            self._put(change)
+        for posting in decision.postings:
+            account = self._accounts.get(posting.account) or _new_cash_account(posting.account, at)
+            self._put(replace(account, balance=account.balance + posting.amount))
+
+    def touched(self) -> list[AccountState]:
+        """Every account created or changed so far, in its current state."""
+        return [self._accounts[number] for number in self._touched]
+
+    def _put(self, account: AccountState) -> None:
+        self._accounts[account.number] = account
+        self._touched[account.number] = None
+
+
+def _new_cash_account(number: str, at: dt.datetime) -> AccountState:
+    if not is_cash_account(number):
+        raise ValueError("a posting names an account that does not exist")
+    return AccountState(number, number.removeprefix(CASH_PREFIX), "cash", opened_at=at)
+
+
+def balance_sum(postings: Iterable[Posting]) -> int:
+    """The net of ``postings``; zero for every well-formed journal entry."""
+    return sum(posting.amount for posting in postings)

@@ -1,0 +1,132 @@
+"""The host's side of the crypto node: a batch's PIN commands out in frames, answers back.
+
+Commands go to the default exchange with routing key ``crypto.commands`` and a ``reply_to``
+header naming ``host.crypto-replies``; responses come back there as ``PIN_RESPONSE`` frames
+and are matched to commands by ``command_id``. A command unanswered within the timeout (or
+that could not be sent) gets None, which the rules answer with ``91``. Answers that arrive
+after their batch gave up on them are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from collections.abc import Iterator, Sequence
+
+from pydantic import ValidationError
+
+from common.bus import Bus, Delivery, Message, Subscription
+from common.errors import BusError, FrameError
+from common.frames import MAX_RECORDS, FrameKind, build_frame, decode_frame, encode_frame
+from common.logs import get_logger
+from common.pin_commands import PIN_RESPONSE_ADAPTER, PinCommand, PinResponse
+from common.topology import CRYPTO_COMMANDS, DEFAULT_EXCHANGE, HOST_CRYPTO_REPLIES
+
+#: The header naming the queue the crypto node answers on.
+REPLY_TO_HEADER = "reply_to"
+SENDER = "host"
+
+_log = get_logger(__name__)
+
+
+class PinClient:
+    """Sends PIN commands in frames and awaits their answers together."""
+
+    def __init__(self, bus: Bus, *, timeout_s: float, prefetch: int = 64) -> None:
+        self.bus = bus
+        self.timeout_s = timeout_s
+        self.prefetch = prefetch
+        self._waiting: dict[str, asyncio.Future[PinResponse]] = {}
+        self._sequence = itertools.count(1)
+        self._subscription: Subscription | None = None
+        self.late = 0
+
+    @property
+    def pending(self) -> int:
+        """Commands sent and not yet answered."""
+        return len(self._waiting)
+
+    def command_ids(self) -> Iterator[str]:
+        """Fresh command ids, unique to this client so a predecessor's answers never match."""
+        nonce = secrets.token_hex(4)
+        return (f"{nonce}-{n}" for n in itertools.count(1))
+
+    async def start(self) -> None:
+        self._subscription = await self.bus.consume(
+            HOST_CRYPTO_REPLIES, self._on_frame, prefetch=self.prefetch
+        )
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+
+    async def execute(self, commands: Sequence[PinCommand]) -> dict[str, PinResponse | None]:
+        """Send ``commands`` and wait (up to the timeout) for all their answers.
+
+        Returns:
+            Each command id mapped to its response, or to None when none came in time.
+        """
+        if not commands:
+            return {}
+        loop = asyncio.get_running_loop()
+        futures = {command.command_id: loop.create_future() for command in commands}
+        self._waiting.update(futures)
+        try:
+            await self.bus.publish(self._frames(commands))
+            await asyncio.wait(futures.values(), timeout=self.timeout_s)
+        except BusError as error:
+            _log.warning("pin commands not sent", commands=len(commands), error=str(error))
+        finally:
+            for command_id in futures:
+                self._waiting.pop(command_id, None)
+        return {
+            command_id: future.result() if future.done() and not future.cancelled() else None
+            for command_id, future in futures.items()
+        }
+
+    def _frames(self, commands: Sequence[PinCommand]) -> list[Message]:
+        records = [command.__pydantic_serializer__.to_json(command) for command in commands]
+        return [
+            Message(
+                DEFAULT_EXCHANGE,
+                CRYPTO_COMMANDS,
+                encode_frame(
+                    build_frame(
+                        FrameKind.PIN_COMMAND,
+                        SENDER,
+                        next(self._sequence),
+                        records[start : start + MAX_RECORDS],
+                    )
+                ),
+                {REPLY_TO_HEADER: HOST_CRYPTO_REPLIES},
+            )
+            for start in range(0, len(records), MAX_RECORDS)
+        ]
+
+    async def _on_frame(self, delivery: Delivery) -> None:
+        try:
+            frame = decode_frame(delivery.body, expect=FrameKind.PIN_RESPONSE)
+        except FrameError as error:
+            _log.warning("pin response frame dead-lettered", reason=str(error))
+            await self.bus.dead_letter(delivery, str(error))
+            return
+        unreadable = 0
+        for raw in frame.records:
+            try:
+                response = PIN_RESPONSE_ADAPTER.validate_json(raw)
+            except ValidationError:
+                unreadable += 1
+                continue
+            future = self._waiting.get(response.command_id)
+            if future is None or future.done():
+                self.late += 1
+            else:
+                future.set_result(response)
+        if unreadable:
+            _log.warning("pin responses unreadable", records=unreadable)
+        await delivery.ack()

@@ -1,0 +1,335 @@
+"""The host service: request frames in, batches decided and committed, reply frames out.
+
+The consumer only queues deliveries (a bounded inbox: when it is full the consumer waits and
+the bus holds the rest). One batch loop takes every ready frame up to a record budget, unpacks
+them, reads what the store knows, sends the batch's PIN commands together, decides the batch
+in arrival order, commits it in one transaction, publishes one reply frame per branch, and
+only then acks the frames it answered completely. A crash before the commit redelivers the
+frames; anything replayed after a commit is absorbed by the idempotency table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.bus import Bus, Delivery, Message, Subscription
+from common.errors import BranchnetError, FrameError, UnroutableError
+from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
+from common.logs import get_logger
+from common.replies import Reply, encode_reply
+from common.topology import (
+    CORE,
+    DEAD_EXCHANGE,
+    HOST_REQUESTS,
+    ORIGIN_HEADER,
+    REASON_HEADER,
+    REPLIES_EXCHANGE,
+    branch_key,
+    host_topology,
+)
+from host_node.batch import accounts_to_load, plan, settle
+from host_node.config import HostConfig
+from host_node.intake import DeadRecord, Item, unpack
+from host_node.pin_client import SENDER, PinClient
+from host_node.store import Store, ledger_path
+
+DEFAULT_CONFIG = HostConfig()
+#: Pause after a batch failed for want of the store or the bus, before trying again.
+RETRY_DELAY_S = 0.5
+
+_log = get_logger(__name__)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(eq=False, slots=True)
+class _Inbound:
+    """A request frame in the host's hands, acked once every record of it is answered."""
+
+    delivery: Delivery
+    received_at: dt.datetime
+    branch_id: str = ""
+    sequence: int = 0
+    outstanding: int = 0
+    settled: bool = False
+    results: Counter[str] = field(default_factory=Counter)
+
+    async def ack(self) -> None:
+        await self.delivery.ack()
+        self.settled = True
+
+    async def give_back(self) -> None:
+        if not self.settled:
+            self.settled = True
+            await self.delivery.nack(requeue=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    item: Item
+    inbound: _Inbound
+
+
+@dataclass(slots=True)
+class _Batch:
+    items: list[_Pending] = field(default_factory=list)
+    dead: list[tuple[DeadRecord, _Inbound]] = field(default_factory=list)
+    inbounds: dict[int, _Inbound] = field(default_factory=dict)
+
+    @property
+    def records(self) -> int:
+        return len(self.items) + len(self.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatistics:
+    """A snapshot of the host's work and queues (trio ``statistics()`` style)."""
+
+    frames: int
+    dead_frames: int
+    records: int
+    dead_records: int
+    batches: int
+    deferred: int
+    by_result: Mapping[str, int]
+    inbox: int
+    inbox_bound: int
+    carried: int
+    pin_pending: int
+    journal_seq: int
+
+
+class HostService:
+    """The central host: ledger, rules, PIN routing and journal behind ``host.requests``.
+
+    The caller owns ``bus`` and connects it before :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        data_dir: Path,
+        *,
+        branch_ids: Sequence[str],
+        config: HostConfig = DEFAULT_CONFIG,
+    ) -> None:
+        self.bus = bus
+        self.branch_ids = frozenset(branch_ids)
+        self.config = config
+        self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
+        self._pins = PinClient(bus, timeout_s=config.crypto_timeout_s)
+        self._command_ids = self._pins.command_ids()
+        self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
+        self._carried: list[_Pending] = []
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._idle = False
+        self._reply_sequence = itertools.count(1)
+        self._counts: Counter[str] = Counter()
+        self._by_result: Counter[str] = Counter()
+
+    async def start(self) -> None:
+        """Open the store, declare the topology and start consuming ``host.requests``."""
+        await self.store.open()
+        await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
+        await self._pins.start()
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="host-batches")
+        self._subscription = await self.bus.consume(
+            HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
+        )
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, give back every frame not fully answered, close the store."""
+        if self._task is None:
+            return
+        self._stopping = True
+        if self._idle:
+            self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        unanswered = [pending.inbound for pending in self._carried]
+        while not self._inbox.empty():
+            unanswered.append(self._inbox.get_nowait())
+        await self._give_back(unanswered)
+        self._carried = []
+        await self._pins.stop()
+        await self.store.close()
+
+    def statistics(self) -> HostStatistics:
+        return HostStatistics(
+            frames=self._counts["frames"],
+            dead_frames=self._counts["dead_frames"],
+            records=self._counts["records"],
+            dead_records=self._counts["dead_records"],
+            batches=self._counts["batches"],
+            deferred=self._counts["deferred"],
+            by_result=dict(self._by_result),
+            inbox=self._inbox.qsize(),
+            inbox_bound=self.config.queue_bound,
+            carried=len(self._carried),
+            pin_pending=self._pins.pending,
+            journal_seq=self.store.head.seq,
+        )
+
+    async def _accept(self, delivery: Delivery) -> None:
+        await self._inbox.put(_Inbound(delivery, _now()))
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            batch = _Batch()
+            try:
+                await self._collect(batch)
+                if batch.records:
+                    await self._process(batch)
+            except (BranchnetError, OSError) as error:
+                _log.error("batch failed; frames given back", error=str(error))
+                await self._recover(batch)
+            except Exception:
+                _log.exception("batch failed on a defect; frames given back")
+                await self._recover(batch)
+
+    async def _collect(self, batch: _Batch) -> None:
+        """Take the carried-over records, then every ready frame up to the record budget."""
+        carried, self._carried = self._carried, []
+        batch.items.extend(carried)
+        for pending in carried:
+            batch.inbounds[id(pending.inbound)] = pending.inbound
+        if not carried:
+            self._idle = True
+            try:
+                inbound = await self._inbox.get()
+            finally:
+                self._idle = False
+            await self._open(inbound, batch)
+        while batch.records < self.config.max_batch_records and not self._inbox.empty():
+            await self._open(self._inbox.get_nowait(), batch)
+
+    async def _open(self, inbound: _Inbound, batch: _Batch) -> None:
+        delivery = inbound.delivery
+        batch.inbounds[id(inbound)] = inbound
+        try:
+            unpacked = unpack(
+                delivery.body,
+                delivery.routing_key,
+                self.branch_ids,
+                received_at=inbound.received_at,
+                unpacked_at=_now(),
+            )
+        except FrameError as error:
+            self._counts["dead_frames"] += 1
+            key = delivery.routing_key[:40]
+            _log.warning("request frame dead-lettered", routing_key=key, reason=str(error))
+            await self.bus.dead_letter(delivery, str(error))
+            inbound.settled = True
+            del batch.inbounds[id(inbound)]
+            return
+        self._counts["frames"] += 1
+        self._counts["records"] += unpacked.size
+        inbound.branch_id = unpacked.branch_id
+        inbound.sequence = unpacked.frame.header.sequence
+        inbound.outstanding = unpacked.size
+        batch.items.extend(_Pending(item, inbound) for item in unpacked.items)
+        batch.dead.extend((dead, inbound) for dead in unpacked.dead)
+
+    async def _process(self, batch: _Batch) -> None:
+        replies: Sequence[Reply | None] = ()
+        if batch.items:
+            items = [pending.item for pending in batch.items]
+            snapshot = await self.store.snapshot(
+                {item.request_id for item in items}, accounts_to_load(items)
+            )
+            planned = plan(items, snapshot, self._command_ids)
+            responses = await self._pins.execute(planned.commands)
+            settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
+            await self.store.commit(settlement)
+            replies = settlement.replies
+        self._counts["batches"] += 1
+        answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
+        self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
+        self._counts["deferred"] += len(self._carried)
+        await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
+        for pending, reply in answered:
+            self._by_result[reply.result.value] += 1
+            pending.inbound.results[reply.result.value] += 1
+            pending.inbound.outstanding -= 1
+        for _, inbound in batch.dead:
+            self._counts["dead_records"] += 1
+            inbound.results["dead"] += 1
+            inbound.outstanding -= 1
+        for inbound in batch.inbounds.values():
+            if inbound.outstanding == 0:
+                await inbound.ack()
+                _log.info(
+                    "request frame handled",
+                    branch=inbound.branch_id,
+                    frame_sequence=inbound.sequence,
+                    records=sum(inbound.results.values()),
+                    redelivered=inbound.delivery.redelivered,
+                    results=dict(inbound.results),
+                )
+
+    def _reply_messages(self, answered: Sequence[tuple[_Pending, Reply]]) -> list[Message]:
+        by_branch: dict[str, list[bytes]] = {}
+        for pending, reply in answered:
+            by_branch.setdefault(pending.item.branch_id, []).append(encode_reply(reply))
+        messages = []
+        for branch_id, records in by_branch.items():
+            for start in range(0, len(records), MAX_RECORDS):
+                frame = build_frame(
+                    FrameKind.REPLY,
+                    SENDER,
+                    next(self._reply_sequence),
+                    records[start : start + MAX_RECORDS],
+                )
+                body = encode_frame(frame)
+                messages.append(Message(REPLIES_EXCHANGE, branch_key(branch_id), body))
+        return messages
+
+    def _dead_messages(self, dead: Sequence[tuple[DeadRecord, _Inbound]]) -> list[Message]:
+        return [
+            Message(
+                DEAD_EXCHANGE,
+                inbound.delivery.routing_key,
+                record.raw,
+                {REASON_HEADER: record.reason, ORIGIN_HEADER: HOST_REQUESTS},
+            )
+            for record, inbound in dead
+        ]
+
+    async def _publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        try:
+            await self.bus.publish(messages)
+        except UnroutableError as error:
+            # The rest went out; a branch without a reply queue gets its stored reply on retry.
+            _log.warning("replies unroutable", error=str(error))
+
+    async def _recover(self, batch: _Batch) -> None:
+        """Give back every frame in hand after a failed batch, then pause."""
+        in_hand = [*batch.inbounds.values(), *(p.inbound for p in self._carried)]
+        self._carried = []
+        try:
+            await self._give_back(in_hand)
+        except BranchnetError as error:
+            _log.error("frames not given back", error=str(error))
+        if not self._stopping:
+            await asyncio.sleep(RETRY_DELAY_S)
+
+    @staticmethod
+    async def _give_back(inbounds: Sequence[_Inbound]) -> None:
+        for inbound in inbounds:
+            await inbound.give_back()

@@ -1,0 +1,305 @@
+"""The host's SQLite store: customers, accounts, postings, the journal, the idempotency table.
+
+WAL mode, ``synchronous=FULL`` unless configured otherwise. One writer thread (a
+single-thread executor) does every read and write, so nothing blocks the event loop and no
+two transactions interleave; a batch is one transaction (group commit). PINs and PIN blocks
+never reach this file: accounts hold the PIN's verification value (the "变码") only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from common.replies import decode_reply, encode_reply
+from host_node.batch import Settlement, Snapshot, Stored
+from host_node.config import Synchronous
+from host_node.errors import StoreError
+from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body
+from host_node.ledger import AccountState, Customer, PinRecord
+
+SCHEMA_VERSION = 1
+#: Host parameters per ``IN (...)`` query, well under SQLite's limit.
+_CHUNK = 500
+_T = TypeVar("_T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    id_type     TEXT NOT NULL,
+    id_number   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (id_type, id_number)
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    number          TEXT PRIMARY KEY,
+    customer_id     INTEGER REFERENCES customers (id),
+    branch_id       TEXT NOT NULL,
+    kind            TEXT NOT NULL CHECK (kind IN ('customer', 'cash')),
+    balance         INTEGER NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    has_pin         INTEGER NOT NULL,
+    pin_value       TEXT,
+    pin_method      TEXT,
+    pin_key_version INTEGER,
+    pin_tries       INTEGER NOT NULL,
+    opened_at       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    seq         INTEGER PRIMARY KEY,
+    request_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    result      TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_request ON journal (request_id);
+CREATE TABLE IF NOT EXISTS postings (
+    journal_seq INTEGER NOT NULL REFERENCES journal (seq),
+    account     TEXT NOT NULL REFERENCES accounts (number),
+    amount      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS postings_account ON postings (account);
+CREATE TABLE IF NOT EXISTS idempotency (
+    request_id   TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    reply        TEXT NOT NULL,
+    journal_seq  INTEGER NOT NULL REFERENCES journal (seq)
+);
+"""
+
+_ACCOUNT_COLUMNS = (
+    "number, branch_id, kind, balance, status, pin_value, pin_method, pin_key_version, "
+    "pin_tries, opened_at"
+)
+_UPSERT_ACCOUNT = """
+INSERT INTO accounts (number, customer_id, branch_id, kind, balance, status, has_pin,
+                      pin_value, pin_method, pin_key_version, pin_tries, opened_at)
+VALUES (?, (SELECT id FROM customers WHERE id_type = ? AND id_number = ?), ?, ?, ?, ?, ?,
+        ?, ?, ?, ?, ?)
+ON CONFLICT (number) DO UPDATE SET
+    balance = excluded.balance, status = excluded.status, has_pin = excluded.has_pin,
+    pin_value = excluded.pin_value, pin_method = excluded.pin_method,
+    pin_key_version = excluded.pin_key_version, pin_tries = excluded.pin_tries
+"""
+
+
+def ledger_path(data_dir: Path) -> Path:
+    """Where the host keeps its store under a data directory."""
+    return data_dir / "host" / "ledger.sqlite"
+
+
+def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) the store at ``path`` for writing.
+
+    Raises:
+        StoreError: the file cannot be opened or is not a host store.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute(f"PRAGMA synchronous = {synchronous}")
+        connection.execute("PRAGMA foreign_keys = ON")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise StoreError(f"store schema version {version}, expected {SCHEMA_VERSION}")
+        connection.executescript(_SCHEMA)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except (OSError, sqlite3.Error) as error:
+        raise StoreError(f"cannot open the store at {path}: {error}") from None
+    return connection
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open an existing store without the right to change it.
+
+    Raises:
+        StoreError: there is no readable store at ``path``.
+    """
+    if not path.is_file():
+        raise StoreError(f"no store at {path}")
+    try:
+        return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read the store at {path}: {error}") from None
+
+
+def chain_head(connection: sqlite3.Connection) -> ChainHead:
+    row = connection.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+    return ChainHead(row[0], row[1]) if row else ChainHead()
+
+
+def journal_entries(connection: sqlite3.Connection) -> Iterator[JournalEntry]:
+    """Every journal entry in sequence order, decoded but not verified."""
+    for body, hash_ in connection.execute("SELECT body, hash FROM journal ORDER BY seq"):
+        yield decode_entry(body, hash_)
+
+
+def read_snapshot(
+    connection: sqlite3.Connection, request_ids: Collection[str], accounts: Collection[str]
+) -> Snapshot:
+    """The stored replies of ``request_ids`` and the stored states of ``accounts``."""
+    known = {
+        request_id: Stored(content_hash, decode_reply(reply.encode()))
+        for request_id, content_hash, reply in _select_in(
+            connection,
+            "SELECT request_id, content_hash, reply FROM idempotency WHERE request_id IN",
+            request_ids,
+        )
+    }
+    states = {
+        row[0]: _account_from_row(row)
+        for row in _select_in(
+            connection, f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE number IN", accounts
+        )
+    }
+    return Snapshot(known, states)
+
+
+def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> None:
+    """Commit everything ``settlement`` changes in one transaction, or nothing."""
+    now = dt.datetime.now(dt.UTC).isoformat()
+    customers = settlement.customers
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.executemany(
+            "INSERT INTO customers (name, id_type, id_number, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id_type, id_number) DO NOTHING",
+            [(c.name, c.id_type, c.id_number, now) for c in customers.values()],
+        )
+        connection.executemany(
+            _UPSERT_ACCOUNT,
+            [_account_row(a, customers.get(a.number)) for a in settlement.accounts],
+        )
+        connection.executemany(
+            "INSERT INTO journal (seq, request_id, kind, result, body, hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (e.seq, e.request_id, e.kind, e.result.value, entry_body(e), e.hash)
+                for e in settlement.entries
+            ],
+        )
+        connection.executemany(
+            "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)",
+            [(e.seq, p.account, p.amount) for e in settlement.entries for p in e.postings],
+        )
+        connection.executemany(
+            "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (r.request_id, r.content_hash, encode_reply(r.reply).decode(), r.reply.journal_seq)
+                for r in settlement.remembered
+            ],
+        )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _select_in(
+    connection: sqlite3.Connection, query: str, keys: Iterable[str]
+) -> Iterator[tuple[Any, ...]]:
+    keys = list(keys)
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        yield from connection.execute(f"{query} ({', '.join('?' * len(chunk))})", chunk)
+
+
+def _account_from_row(row: Sequence[Any]) -> AccountState:
+    number, branch_id, kind, balance, status, value, method, key_version, tries, opened = row
+    pin = PinRecord(value, method, key_version) if value is not None else None
+    return AccountState(
+        number=number,
+        branch_id=branch_id,
+        kind=kind,
+        opened_at=dt.datetime.fromisoformat(opened),
+        balance=balance,
+        status=status,
+        pin=pin,
+        pin_tries=tries,
+    )
+
+
+def _account_row(account: AccountState, customer: Customer | None) -> tuple[Any, ...]:
+    pin = account.pin
+    return (
+        account.number,
+        customer.id_type if customer else None,
+        customer.id_number if customer else None,
+        account.branch_id,
+        account.kind,
+        account.balance,
+        account.status,
+        int(pin is not None),
+        pin.value if pin else None,
+        pin.method if pin else None,
+        pin.key_version if pin else None,
+        account.pin_tries,
+        account.opened_at.isoformat(),
+    )
+
+
+class Store:
+    """The store behind one writer thread; every method runs there, off the event loop."""
+
+    def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
+        self.path = path
+        self.synchronous: Synchronous = synchronous
+        self.head = ChainHead()
+        self._connection: sqlite3.Connection | None = None
+        self._writer: ThreadPoolExecutor | None = None
+
+    async def open(self) -> None:
+        """Open (or create) the file and read the journal's head.
+
+        Raises:
+            StoreError: the file cannot be opened.
+        """
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-store")
+        self._connection = await self._run(connect, self.path, self.synchronous)
+        self.head = await self._run(chain_head, self._connection)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._run(self._connection.close)
+            self._connection = None
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    async def snapshot(self, request_ids: Collection[str], accounts: Collection[str]) -> Snapshot:
+        """What the store holds now for a batch's request ids and accounts."""
+        return await self._run(read_snapshot, self._open(), request_ids, accounts)
+
+    async def commit(self, settlement: Settlement) -> None:
+        """Write a batch in one transaction and move the journal head.
+
+        Raises:
+            StoreError: the transaction failed; nothing of it was written.
+        """
+        first = settlement.entries[0] if settlement.entries else None
+        if first and (first.seq, first.prev_hash) != (self.head.seq + 1, self.head.hash):
+            raise StoreError("the settlement does not continue the journal")
+        try:
+            await self._run(write_settlement, self._open(), settlement)
+        except sqlite3.Error as error:
+            raise StoreError(f"batch not committed: {error}") from None
+        self.head = settlement.head
+
+    def _open(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError("the store is not open")
+        return self._connection
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        if self._writer is None:
+            raise StoreError("the store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
