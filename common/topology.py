@@ -28,6 +28,8 @@ DEAD_QUEUE = "bn.dead"
 REASON_HEADER = "x-branchnet-reason"
 #: Header naming the queue a dead-lettered message came from.
 ORIGIN_HEADER = "x-branchnet-origin"
+#: Header naming the queue a command's answers go to (``host.crypto-replies`` for the host).
+REPLY_TO_HEADER = "reply_to"
 
 ExchangeType = Literal["direct", "topic", "fanout"]
 
