@@ -21,10 +21,13 @@ from common.errors import BusError, FrameError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, decode_frame, encode_frame
 from common.logs import get_logger
 from common.pin_commands import PIN_RESPONSE_ADAPTER, PinCommand, PinResponse
-from common.topology import CRYPTO_COMMANDS, DEFAULT_EXCHANGE, HOST_CRYPTO_REPLIES
+from common.topology import (
+    CRYPTO_COMMANDS,
+    DEFAULT_EXCHANGE,
+    HOST_CRYPTO_REPLIES,
+    REPLY_TO_HEADER,
+)
 
-#: The header naming the queue the crypto node answers on.
-REPLY_TO_HEADER = "reply_to"
 SENDER = "host"
 
 _log = get_logger(__name__)
