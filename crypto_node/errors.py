@@ -1,0 +1,42 @@
+"""Exceptions of the crypto node; each names the HSM error code it is answered with.
+
+    CryptoNodeError          (common.errors.BranchnetError)
+    ├── InputFormatError     a malformed PIN, PAN, table or value  -> 15 FORMAT_ERROR
+    ├── UnknownKeyError      a key the HSM does not hold           -> 10 KEY_ERROR
+    └── ReplayError          a KSN counter already used            -> 11 REPLAY
+
+PIN block and DUKPT problems arrive as :class:`common.pinblock.PinBlockError` and
+:class:`common.dukpt.DukptError` and are answered ``15``. Messages never carry PINs, PIN
+blocks, card numbers or key material.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from common.errors import BranchnetError
+from common.pin_commands import HsmError
+
+
+class CryptoNodeError(BranchnetError):
+    """Root of the crypto node's exceptions."""
+
+    code: ClassVar[HsmError] = HsmError.INTERNAL_ERROR
+
+
+class InputFormatError(CryptoNodeError):
+    """An input an algorithm cannot use (wrong length, not digits, not hex)."""
+
+    code = HsmError.FORMAT_ERROR
+
+
+class UnknownKeyError(CryptoNodeError):
+    """The command names a key the HSM does not hold (another BDK, another PVK version)."""
+
+    code = HsmError.KEY_ERROR
+
+
+class ReplayError(CryptoNodeError):
+    """The PIN block's KSN counter was already used by that PIN pad."""
+
+    code = HsmError.REPLAY
