@@ -44,11 +44,10 @@ from common.topology import (
     HOST_CRYPTO_REPLIES,
     ORIGIN_HEADER,
     REASON_HEADER,
+    REPLY_TO_HEADER,
 )
 from crypto_node.hsm import Hsm
 
-#: Header naming the queue a command frame's responses go to.
-REPLY_TO_HEADER = "reply_to"
 #: Header on a dead-lettered record copy: its position in the frame.
 RECORD_HEADER = "x-branchnet-record"
 SENDER = "crypto"
