@@ -1,0 +1,226 @@
+"""Test doubles for the host: a teller that writes requests, a fake HSM, an in-memory bank.
+
+The fake HSM treats a PIN block as the PIN digits padded with ``F`` and uses the clear PIN as
+its "verification value", so pure tests can reason about right and wrong PINs without keys.
+The in-memory bank runs batches through :func:`host_node.batch.plan` and
+:func:`~host_node.batch.settle` and keeps what the store would keep.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from common.ids import card_number, request_id
+from common.pin_commands import (
+    ChangePinCommand,
+    GenerateOffset,
+    HsmError,
+    PinCommand,
+    PinResponse,
+    VerifyPin,
+)
+from common.replies import Reply
+from common.requests import (
+    Balance,
+    ChangePin,
+    CloseAccount,
+    CustomerQuery,
+    Deposit,
+    EncryptedPin,
+    Freeze,
+    IdDocument,
+    OpenAccount,
+    RecordError,
+    Request,
+    Transfer,
+    Withdraw,
+    decode_request,
+    encode_request,
+)
+from host_node.batch import Settlement, Snapshot, Stored, accounts_to_load, plan, settle
+from host_node.intake import Item, content_hash
+from host_node.journal import ChainHead, JournalEntry
+from host_node.ledger import AccountState
+from host_node.store import Store
+
+T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.UTC)
+_command_ids = (f"c{n}" for n in itertools.count())
+
+
+def account_no(serial: int, branch_id: str = "0001") -> str:
+    return card_number(branch_id, "01", serial)
+
+
+def fake_pin(pin: str, ksn_counter: int = 1) -> EncryptedPin:
+    """A "PIN block" the fake HSM reads back in clear."""
+    return EncryptedPin(pin_block=pin.ljust(32, "F"), ksn=f"{0xABCD:016X}{ksn_counter:08X}")
+
+
+class Teller:
+    """Writes one terminal's requests with consecutive request ids."""
+
+    def __init__(self, branch_id: str = "0001", terminal_id: str = "01", start: int = 1) -> None:
+        self.branch_id = branch_id
+        self.terminal_id = terminal_id
+        self._sequence = itertools.count(start)
+        self._ksn = itertools.count(1)
+
+    def pin(self, pin: str) -> EncryptedPin:
+        return fake_pin(pin, next(self._ksn))
+
+    def _base(self) -> dict[str, object]:
+        return {
+            "request_id": request_id(self.branch_id, self.terminal_id, next(self._sequence)),
+            "branch_id": self.branch_id,
+            "teller_id": "T07",
+            "terminal_id": self.terminal_id,
+            "origin_time": T0,
+        }
+
+    def open_account(
+        self,
+        account: str,
+        *,
+        deposit: int = 0,
+        pin: EncryptedPin | None = None,
+        id_number: str = "110101199003071234",
+    ) -> OpenAccount:
+        return OpenAccount(
+            **self._base(),
+            account=account,
+            customer_name="Wang Fang",
+            id_document=IdDocument(id_type="resident_id", number=id_number),
+            pin=pin,
+            initial_deposit=deposit,
+        )
+
+    def deposit(self, account: str, amount: int) -> Deposit:
+        return Deposit(**self._base(), account=account, amount=amount)
+
+    def withdraw(self, account: str, amount: int, pin: EncryptedPin) -> Withdraw:
+        return Withdraw(**self._base(), account=account, amount=amount, pin=pin)
+
+    def transfer(self, account: str, to: str, amount: int, pin: EncryptedPin) -> Transfer:
+        return Transfer(**self._base(), account=account, to_account=to, amount=amount, pin=pin)
+
+    def balance(self, account: str, pin: EncryptedPin) -> Balance:
+        return Balance(**self._base(), account=account, pin=pin)
+
+    def change_pin(self, account: str, pin: EncryptedPin, new_pin: EncryptedPin) -> ChangePin:
+        return ChangePin(**self._base(), account=account, pin=pin, new_pin=new_pin)
+
+    def close(self, account: str, pin: EncryptedPin) -> CloseAccount:
+        return CloseAccount(**self._base(), account=account, pin=pin)
+
+    def freeze(self, account: str) -> Freeze:
+        return Freeze(
+            **self._base(), account=account, authority_ref="court 2026-17", supervisor_id="S1"
+        )
+
+    def customer_query(self, account: str) -> CustomerQuery:
+        return CustomerQuery(**self._base(), account=account, purpose="statement")
+
+
+def fake_hsm(command: PinCommand) -> PinResponse:
+    """Answers like the crypto node, with the clear PIN as the verification value."""
+
+    def clear(encrypted: EncryptedPin) -> str:
+        return encrypted.pin_block.rstrip("F")
+
+    match command:
+        case GenerateOffset():
+            return PinResponse(
+                command_id=command.command_id,
+                error=HsmError.OK,
+                verification_value=clear(command.pin),
+                key_version=1,
+            )
+        case VerifyPin():
+            ok = clear(command.pin) == command.verification_value
+            error = HsmError.OK if ok else HsmError.VERIFICATION_FAILED
+            return PinResponse(command_id=command.command_id, error=error)
+        case ChangePinCommand():
+            if clear(command.pin) != command.verification_value:
+                error = HsmError.VERIFICATION_FAILED
+                return PinResponse(command_id=command.command_id, error=error)
+            return PinResponse(
+                command_id=command.command_id,
+                error=HsmError.OK,
+                verification_value=clear(command.new_pin),
+                key_version=1,
+            )
+    return PinResponse(command_id=command.command_id, error=HsmError.UNKNOWN_COMMAND)
+
+
+def item_of(record: Request | bytes, branch_id: str | None = None) -> Item:
+    """An item as intake makes it from a request (or raw bytes) sent by its own branch."""
+    if isinstance(record, bytes):
+        raw, branch_id = record, branch_id or "0001"
+    else:
+        raw, branch_id = encode_request(record), branch_id or record.branch_id
+    decoded = decode_request(raw, branch_id=branch_id)
+    assert not (isinstance(decoded, RecordError) and decoded.request_id is None)
+    return Item(branch_id, raw, decoded, content_hash(decoded, raw), T0, T0)
+
+
+@dataclass
+class MemoryBank:
+    """What the store keeps, in memory, fed by plan and settle."""
+
+    accounts: dict[str, AccountState] = field(default_factory=dict)
+    known: dict[str, Stored] = field(default_factory=dict)
+    journal: list[JournalEntry] = field(default_factory=list)
+    head: ChainHead = field(default_factory=ChainHead)
+    deferrals: int = 0
+    crypto_up: bool = True
+    _ids: Iterable[str] = field(default_factory=lambda: (f"c{n}" for n in itertools.count()))
+
+    def run(self, records: Sequence[Request | bytes | Item]) -> list[Reply]:
+        """Process ``records`` as batches (the first, then any deferred) until all answered."""
+        items = [r if isinstance(r, Item) else item_of(r) for r in records]
+        answers: dict[int, Reply] = {}
+        todo = list(range(len(items)))
+        while todo:
+            batch = [items[i] for i in todo]
+            snapshot = Snapshot(dict(self.known), dict(self.accounts))
+            planned = plan(batch, snapshot, iter(self._ids))
+            responses = {
+                c.command_id: fake_hsm(c) if self.crypto_up else None for c in planned.commands
+            }
+            settled = settle(batch, planned, snapshot, responses, self.head, lambda: T0)
+            self.accounts.update({a.number: a for a in settled.accounts})
+            for row in settled.remembered:
+                self.known[row.request_id] = Stored(row.content_hash, row.reply)
+            self.journal.extend(settled.entries)
+            self.head = settled.head
+            later = []
+            for index, reply in zip(todo, settled.replies, strict=True):
+                if reply is None:
+                    later.append(index)
+                else:
+                    answers[index] = reply
+            assert len(later) < len(todo), "a batch must make progress"
+            self.deferrals += len(later)
+            todo = later
+        return [answers[i] for i in range(len(items))]
+
+    def balance(self, number: str) -> int:
+        return self.accounts[number].balance
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def run_batch(store: Store, records: Sequence[Request]) -> Settlement:
+    """One batch through a real store, with the fake HSM answering (deferred: unanswered)."""
+    items = [item_of(r) for r in records]
+    snapshot = await store.snapshot({i.request_id for i in items}, accounts_to_load(items))
+    planned = plan(items, snapshot, _command_ids)
+    responses = {c.command_id: fake_hsm(c) for c in planned.commands}
+    settlement = settle(items, planned, snapshot, responses, store.head, now)
+    await store.commit(settlement)
+    return settlement
