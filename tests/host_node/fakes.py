@@ -12,6 +12,7 @@ import datetime as dt
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.ids import card_number, request_id
 from common.pin_commands import (
@@ -71,7 +72,7 @@ class Teller:
     def pin(self, pin: str) -> EncryptedPin:
         return fake_pin(pin, next(self._ksn))
 
-    def _base(self) -> dict[str, object]:
+    def _base(self) -> dict[str, Any]:
         return {
             "request_id": request_id(self.branch_id, self.terminal_id, next(self._sequence)),
             "branch_id": self.branch_id,

@@ -89,7 +89,7 @@ def test_refused_record_with_an_id_is_answered_journaled_and_remembered() -> Non
 def test_pin_requests_after_a_pin_change_wait_for_the_next_batch() -> None:
     teller = Teller()
     bank = opened_bank(teller)
-    batch = [
+    batch: list[Request] = [
         teller.change_pin(A, teller.pin("1234"), teller.pin("8888")),
         teller.withdraw(A, 100, teller.pin("1234")),
         teller.deposit(A, 50),
@@ -109,7 +109,8 @@ def test_copies_of_a_deferred_request_wait_with_it() -> None:
     teller = Teller()
     bank = opened_bank(teller)
     withdraw = teller.withdraw(A, 100, teller.pin("1234"))
-    batch = [teller.change_pin(A, teller.pin("1234"), teller.pin("1111")), withdraw, withdraw]
+    change = teller.change_pin(A, teller.pin("1234"), teller.pin("1111"))
+    batch: list[Request] = [change, withdraw, withdraw]
     snapshot = Snapshot(bank.known, bank.accounts)
     planned = plan([item_of(r) for r in batch], snapshot, command_ids())
     assert [type(a) for a in planned.actions] == [Run, Defer, Defer]
