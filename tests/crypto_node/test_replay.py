@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.dukpt import Ksn
+from common.errors import ConfigError
+from crypto_node.replay import WINDOW, ReplayGuard, ReplayMarks
+
+PAD = bytes.fromhex("A1B2C3D400010001")
+OTHER = bytes.fromhex("A1B2C3D400010002")
+
+
+def _ksn(counter: int, pad: bytes = PAD) -> Ksn:
+    return Ksn(pad, counter)
+
+
+def test_a_used_counter_is_refused_per_pad() -> None:
+    guard = ReplayGuard()
+    assert not guard.is_used(_ksn(5))
+    guard.record(_ksn(5))
+    assert guard.is_used(_ksn(5))
+    assert not guard.is_used(_ksn(5, OTHER))
+    assert not guard.is_used(_ksn(6))
+
+
+def test_late_counters_inside_the_window_are_accepted_once() -> None:
+    guard = ReplayGuard()
+    guard.record(_ksn(100))
+    assert not guard.is_used(_ksn(99))
+    guard.record(_ksn(99))
+    assert guard.is_used(_ksn(99))
+    assert not guard.is_used(_ksn(100 - WINDOW + 1))
+    assert guard.is_used(_ksn(100 - WINDOW))  # too old to tell: refused
+    guard.record(_ksn(100 + WINDOW + 5))
+    assert guard.is_used(_ksn(100)) and guard.is_used(_ksn(99))
+    assert guard.high_water_mark(PAD) == 100 + WINDOW + 5
+
+
+def test_marks_survive_a_restart(tmp_path: Path) -> None:
+    marks = ReplayMarks(tmp_path / "crypto" / "ksn-marks.json")
+    guard = marks.load()
+    for counter in (1, 2, 3, 10):
+        guard.record(_ksn(counter))
+    guard.record(_ksn(7, OTHER))
+    assert guard.dirty
+    marks.save(guard)
+    assert not guard.dirty
+    restored = ReplayMarks(marks.path).load()
+    for counter in (1, 2, 3, 10):
+        assert restored.is_used(_ksn(counter))
+    assert not restored.is_used(_ksn(4)) and not restored.is_used(_ksn(11))
+    assert restored.is_used(_ksn(7, OTHER))
+    assert restored.snapshot() == guard.snapshot()
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["not json", '{"format": "other", "pads": {}}', '{"format": "branchnet-ksn-marks/1"}'],
+)
+def test_a_damaged_marks_file_stops_the_node(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "ksn-marks.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError):
+        ReplayMarks(path).load()
