@@ -1,4 +1,4 @@
-"""Test doubles for the host: a teller that writes requests, a fake HSM, an in-memory bank.
+"""Test doubles for the host: a teller, a fake HSM (pure and on the bus), an in-memory bank.
 
 The fake HSM treats a PIN block as the PIN digits padded with ``F`` and uses the clear PIN as
 its "verification value", so pure tests can reason about right and wrong PINs without keys.
@@ -14,8 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.bus import Bus, Delivery, Message, Subscription
+from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
 from common.ids import card_number, request_id
 from common.pin_commands import (
+    PIN_COMMAND_ADAPTER,
+    PIN_RESPONSE_ADAPTER,
     ChangePinCommand,
     GenerateOffset,
     HsmError,
@@ -41,6 +45,7 @@ from common.requests import (
     decode_request,
     encode_request,
 )
+from common.topology import CORE, CRYPTO_COMMANDS, HOST_CRYPTO_REPLIES, REPLY_TO_HEADER
 from host_node.batch import Settlement, Snapshot, Stored, accounts_to_load, plan, settle
 from host_node.intake import Item, content_hash
 from host_node.journal import ChainHead, JournalEntry
@@ -225,3 +230,48 @@ async def run_batch(store: Store, records: Sequence[Request]) -> Settlement:
     settlement = settle(items, planned, snapshot, responses, store.head, now)
     await store.commit(settlement)
     return settlement
+
+
+class FakeCryptoNode:
+    """Answers ``crypto.commands`` frames with :func:`fake_hsm`, one response frame each."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.frames: list[Frame] = []
+        self.reply_to: list[object] = []
+        self.hold = False
+        self._held: list[Frame] = []
+        self._subscription: Subscription | None = None
+
+    async def start(self) -> None:
+        await self.bus.declare(CORE)
+        self._subscription = await self.bus.consume(CRYPTO_COMMANDS, self._answer, prefetch=8)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+
+    async def release(self) -> None:
+        """Answer every frame received while holding."""
+        self.hold = False
+        for frame in self._held:
+            await self._respond(frame)
+        self._held.clear()
+
+    async def _answer(self, delivery: Delivery) -> None:
+        frame = decode_frame(delivery.body, expect=FrameKind.PIN_COMMAND)
+        self.frames.append(frame)
+        self.reply_to.append(delivery.headers.get(REPLY_TO_HEADER))
+        await delivery.ack()
+        if self.hold:
+            self._held.append(frame)
+        else:
+            await self._respond(frame)
+
+    async def _respond(self, frame: Frame) -> None:
+        responses = [
+            PIN_RESPONSE_ADAPTER.dump_json(fake_hsm(PIN_COMMAND_ADAPTER.validate_json(raw)))
+            for raw in reversed(frame.records)
+        ]
+        reply = build_frame(FrameKind.PIN_RESPONSE, "crypto", len(self.frames), responses)
+        await self.bus.publish([Message("", HOST_CRYPTO_REPLIES, encode_frame(reply))])
