@@ -182,7 +182,8 @@ class HostDerivation:
     """The host side: working keys for any pad of one BDK, from the KSN alone.
 
     Keeps one :class:`KeyDerivation` per recently seen pad (bounded, least recently used
-    dropped). Safe to share between threads.
+    dropped). The pad table is lock-protected; the cached cipher contexts are meant for one
+    thread at a time (the HSM runs its batches one by one).
     """
 
     __slots__ = ("_bdk", "_lock", "_pads", "_pads_cached")

@@ -209,7 +209,9 @@ def init_keys(
     """
     path = crypto_keys_path(data_dir)
     if path.exists() and not force:
-        raise ConfigError(f"keys already exist in {path.parent}; use force to replace them")
+        raise ConfigError(
+            f"keys already exist in {path.parent}; replace them with --force (force=True)"
+        )
     if not 1 <= terminals <= 99:
         raise ConfigError("a branch has 1 to 99 terminals")
     keys = CryptoKeys.generate(home=data_dir)

@@ -100,7 +100,7 @@ class CryptoService:
         self._bus = bus
         self._hsm = hsm
         self._prefetch = prefetch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hsm")
+        self._executor: ThreadPoolExecutor | None = None
         self._sequence = itertools.count()
         self._subscription: Subscription | None = None
         self._stopping = False
@@ -117,6 +117,7 @@ class CryptoService:
         """Declare the topology and start consuming ``crypto.commands``."""
         await self._bus.declare(CORE)
         self._stopping = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hsm")
         self._subscription = await self._bus.consume(
             CRYPTO_COMMANDS, self._on_delivery, prefetch=self._prefetch
         )
@@ -128,7 +129,9 @@ class CryptoService:
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
-        self._executor.shutdown(wait=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     async def _on_delivery(self, delivery: Delivery) -> None:
         if self._stopping:
@@ -193,6 +196,8 @@ class CryptoService:
         """Run the batch on the HSM thread; a failure there answers every command ``99``."""
         loop = asyncio.get_running_loop()
         try:
+            if self._executor is None:
+                raise RuntimeError("the crypto service is not started")
             return await loop.run_in_executor(self._executor, self._hsm.execute_batch, commands)
         except Exception as error:
             _log.error("hsm_batch_failed", error=type(error).__name__)

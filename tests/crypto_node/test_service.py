@@ -217,13 +217,15 @@ async def test_an_unroutable_reply_dead_letters_the_command_frame(node: Node) ->
     assert "unroutable" in str(dead.headers[REASON_HEADER])
 
 
-async def test_stop_leaves_later_frames_in_the_queue(node: Node) -> None:
+async def test_stop_leaves_later_frames_in_the_queue_for_a_restart(node: Node) -> None:
     await node.service.stop()
     assert (await node.host.queue_stats(CRYPTO_COMMANDS)).consumers == 0
     await node.send_records([_encode(Echo(command_id="e"))])
     await asyncio.sleep(0.05)
     assert (await node.host.queue_stats(CRYPTO_COMMANDS)).messages == 1
     assert node.replies.empty()
+    await node.service.start()
+    assert [(r.command_id, r.error) for r in await node.reply()] == [("e", HsmError.OK)]
 
 
 async def test_no_pin_pan_block_or_key_reaches_the_logs(node: Node) -> None:
