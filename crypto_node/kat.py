@@ -153,7 +153,7 @@ def check_case(case: object, index: int) -> tuple[bool, str]:
     """Run one case; ``(passed, line)``. Never raises."""
     case_id = f"case-{index + 1}"
     if isinstance(case, dict) and isinstance(case.get("id"), str) and case["id"].strip():
-        case_id = " ".join(case["id"].split())  # one line per case, whatever the id holds
+        case_id = _one_line(case["id"])  # one line per case, whatever the id holds
     if not isinstance(case, dict):
         return False, f"FAIL {case_id}: malformed case: not a JSON object"
     algorithm = case.get("algorithm")
@@ -176,9 +176,13 @@ def check_case(case: object, index: int) -> tuple[bool, str]:
         return False, f"FAIL {case_id}: malformed case: {algorithm} has no output {unknown[0]!r}"
     if all(str(got.get(name, "")).upper() == str(value).upper() for name, value in expect.items()):
         return True, f"PASS {case_id}"
-    expected = ", ".join(f"{name}={value}" for name, value in expect.items())
-    shown = ", ".join(f"{name}={value}" for name, value in got.items())
+    expected = ", ".join(f"{name}={_one_line(value)}" for name, value in expect.items())
+    shown = ", ".join(f"{name}={_one_line(value)}" for name, value in got.items())
     return False, f"FAIL {case_id}: expected {expected} got {shown}"
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split())
 
 
 def run_kat(path: Path | str) -> tuple[list[str], int]:
