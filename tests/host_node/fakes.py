@@ -8,11 +8,13 @@ The in-memory bank runs batches through :func:`host_node.batch.plan` and
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from common.bus import Bus, Delivery, Message, Subscription
 from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
@@ -27,7 +29,7 @@ from common.pin_commands import (
     PinResponse,
     VerifyPin,
 )
-from common.replies import Reply
+from common.replies import Reply, decode_reply
 from common.requests import (
     Balance,
     ChangePin,
@@ -45,7 +47,17 @@ from common.requests import (
     decode_request,
     encode_request,
 )
-from common.topology import CORE, CRYPTO_COMMANDS, HOST_CRYPTO_REPLIES, REPLY_TO_HEADER
+from common.topology import (
+    CORE,
+    CRYPTO_COMMANDS,
+    DEAD_QUEUE,
+    HOST_CRYPTO_REPLIES,
+    REPLY_TO_HEADER,
+    REQUESTS_EXCHANGE,
+    branch_key,
+    branch_reply_queue,
+    branch_topology,
+)
 from host_node.batch import Settlement, Snapshot, Stored, accounts_to_load, plan, settle
 from host_node.intake import Item, content_hash
 from host_node.journal import ChainHead, JournalEntry
@@ -65,16 +77,32 @@ def fake_pin(pin: str, ksn_counter: int = 1) -> EncryptedPin:
     return EncryptedPin(pin_block=pin.ljust(32, "F"), ksn=f"{0xABCD:016X}{ksn_counter:08X}")
 
 
-class Teller:
-    """Writes one terminal's requests with consecutive request ids."""
+class PinEntry(Protocol):
+    def encrypt(self, pin: str, pan: str) -> EncryptedPin: ...
 
-    def __init__(self, branch_id: str = "0001", terminal_id: str = "01", start: int = 1) -> None:
+
+class Teller:
+    """Writes one terminal's requests with consecutive request ids.
+
+    PINs go through ``pad`` (a real PIN pad) when given, else through :func:`fake_pin`.
+    """
+
+    def __init__(
+        self,
+        branch_id: str = "0001",
+        terminal_id: str = "01",
+        start: int = 1,
+        pad: PinEntry | None = None,
+    ) -> None:
         self.branch_id = branch_id
         self.terminal_id = terminal_id
+        self.pad = pad
         self._sequence = itertools.count(start)
         self._ksn = itertools.count(1)
 
-    def pin(self, pin: str) -> EncryptedPin:
+    def pin(self, pin: str, pan: str = "") -> EncryptedPin:
+        if self.pad is not None:
+            return self.pad.encrypt(pin, pan)
         return fake_pin(pin, next(self._ksn))
 
     def _base(self) -> dict[str, Any]:
@@ -275,3 +303,76 @@ class FakeCryptoNode:
         ]
         reply = build_frame(FrameKind.PIN_RESPONSE, "crypto", len(self.frames), responses)
         await self.bus.publish([Message("", HOST_CRYPTO_REPLIES, encode_frame(reply))])
+
+
+class BranchDesk:
+    """A branch's end of the bus: sends request frames, collects reply frames and dead letters."""
+
+    def __init__(self, bus: Bus, branch_id: str = "0001") -> None:
+        self.bus = bus
+        self.branch_id = branch_id
+        self.replies: dict[str, list[Reply]] = {}
+        self.reply_frames: list[Frame] = []
+        self.dead: list[Delivery] = []
+        self._sequence = itertools.count(1)
+
+    async def start(self) -> None:
+        await self.bus.declare(CORE + branch_topology(self.branch_id))
+        await self.bus.consume(branch_reply_queue(self.branch_id), self._on_reply, prefetch=64)
+
+    async def watch_dead_letters(self) -> None:
+        await self.bus.consume(DEAD_QUEUE, self._on_dead, prefetch=64)
+
+    async def send(
+        self,
+        records: Sequence[Request | bytes],
+        *,
+        sender: str | None = None,
+        routing_key: str | None = None,
+    ) -> None:
+        raws = [r if isinstance(r, bytes) else encode_request(r) for r in records]
+        frame = build_frame(FrameKind.REQUEST, sender or self.branch_id, next(self._sequence), raws)
+        await self.send_body(encode_frame(frame), routing_key=routing_key)
+
+    async def send_body(self, body: bytes, *, routing_key: str | None = None) -> None:
+        key = routing_key or branch_key(self.branch_id)
+        await self.bus.publish([Message(REQUESTS_EXCHANGE, key, body)])
+
+    async def ask(self, records: Sequence[Request], timeout: float = 5.0) -> list[Reply]:
+        """Send ``records`` in one frame and wait for the reply to each (retries included)."""
+        wanted: list[tuple[str, int]] = []
+        occurrences: Counter[str] = Counter()
+        for record in records:
+            known = len(self.replies.get(record.request_id, ()))
+            wanted.append((record.request_id, known + occurrences[record.request_id]))
+            occurrences[record.request_id] += 1
+        await self.send(records)
+        return await self._replies(wanted, timeout)
+
+    async def answers(self, request_ids: Sequence[str], timeout: float = 5.0) -> list[Reply]:
+        """The first reply to each of ``request_ids``, waiting for them to arrive."""
+        return await self._replies([(rid, 0) for rid in request_ids], timeout)
+
+    async def _replies(self, wanted: Sequence[tuple[str, int]], timeout: float) -> list[Reply]:
+        async with asyncio.timeout(timeout):
+            while any(len(self.replies.get(rid, ())) <= n for rid, n in wanted):
+                await asyncio.sleep(0.005)
+        return [self.replies[rid][n] for rid, n in wanted]
+
+    async def dead_letters(self, count: int, timeout: float = 5.0) -> list[Delivery]:
+        async with asyncio.timeout(timeout):
+            while len(self.dead) < count:
+                await asyncio.sleep(0.005)
+        return self.dead
+
+    async def _on_reply(self, delivery: Delivery) -> None:
+        frame = decode_frame(delivery.body, expect=FrameKind.REPLY)
+        self.reply_frames.append(frame)
+        for raw in frame.records:
+            reply = decode_reply(raw)
+            self.replies.setdefault(reply.request_id, []).append(reply)
+        await delivery.ack()
+
+    async def _on_dead(self, delivery: Delivery) -> None:
+        self.dead.append(delivery)
+        await delivery.ack()
