@@ -15,8 +15,9 @@ from branch_node.pinpad import load_pinpads
 from common.bus import Message
 from common.embedded_bus import EmbeddedBroker, EmbeddedBus
 from common.errors import BusError
-from common.frames import MAX_FRAME_BYTES
-from common.requests import encode_request
+from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
+from common.replies import Reply
+from common.requests import Request, encode_request
 from common.results import ResultCode
 from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
@@ -86,8 +87,8 @@ def teller(keys_dir: Path) -> Teller:
     return Teller(pad=load_pinpads(keys_dir, "0001")["01"])
 
 
-def codes(replies: Sequence[object]) -> list[str]:
-    return [getattr(reply, "result").value for reply in replies]  # noqa: B009
+def codes(replies: Sequence[Reply]) -> list[str]:
+    return [reply.result.value for reply in replies]
 
 
 async def open_accounts(desk: BranchDesk, teller: Teller) -> None:
@@ -137,7 +138,7 @@ async def test_wrong_pins_move_nothing_and_the_third_locks(
     assert codes(await desk.ask(wrong)) == ["55", "55"]
     right = await desk.ask([teller.balance(A, teller.pin(PIN, A))])
     assert codes(right) == ["00"] and right[0].balance == 10_000
-    attempts = [teller.withdraw(A, 1_000, teller.pin("111111", A)) for _ in range(3)]
+    attempts: list[Request] = [teller.withdraw(A, 1_000, teller.pin("111111", A)) for _ in range(3)]
     attempts.append(teller.balance(A, teller.pin(PIN, A)))
     attempts.append(teller.deposit(A, 1))
     assert codes(await desk.ask(attempts)) == ["55", "55", "75", "75", "00"]
@@ -207,7 +208,7 @@ async def test_bad_records_are_answered_or_dead_lettered_and_the_rest_proceeds(
         "amount as text": (variant(request_id="0001-01-0000000908", amount="5"), "13"),
     }
     unnamed = [b"not json at all", b"[1, 2, 3]", variant(request_id="garbage")]
-    frame = [*(raw for raw, _ in records.values()), good, *unnamed]
+    frame: list[Request | bytes] = [*(raw for raw, _ in records.values()), good, *unnamed]
     await desk.send(frame)
     ids = [orjson.loads(raw)["request_id"] for raw, _ in records.values()]
     replies = await desk.answers([*ids, good.request_id])
@@ -242,8 +243,6 @@ async def test_bad_frames_are_dead_lettered_with_a_reason(
     elif case == "sender":
         await desk.send([deposit], sender="0002")
     else:
-        from common.frames import FrameKind, build_frame, encode_frame
-
         reply = build_frame(FrameKind.REPLY, "0001", 1, [encode_request(deposit)])
         await desk.send_body(encode_frame(reply))
     (letter,) = await desk.dead_letters(1)
@@ -371,7 +370,7 @@ async def test_nothing_secret_reaches_the_store_or_the_logs(
             teller.pin(PIN, A),
             teller.pin(NEW_PIN, A),
         ]
-        requests = [
+        requests: list[Request] = [
             teller.open_account(A, deposit=10_000, pin=pins[0], id_number="110101199003075511"),
             teller.withdraw(A, 100, pins[1]),
             teller.withdraw(A, 100, pins[2]),
