@@ -5,6 +5,9 @@ processed it, the kind, the masked subject, the postings, the result, and the sh
 request record's bytes as received. Its hash is the sha256 of its canonical encoding (sorted
 keys, compact JSON, every field but the hash itself), which includes the previous entry's
 hash; changing or dropping any entry breaks every hash after it.
+
+The canonical encoding is orjson's: keys sorted, no spaces, datetimes in RFC 3339 as given
+(``+00:00`` for UTC, no offset for a naive origin time), postings as ``[account, amount]``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict, TypeAdapter
 
 from common.ids import mask_pan
 from common.results import ResultCode
@@ -25,10 +29,15 @@ from host_node.ledger import Posting
 GENESIS_HASH = "0" * 64
 
 
-class JournalEntry(BaseModel):
-    """One processed request, as evidence."""
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One processed request, as evidence.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    ``body`` is the canonical encoding the hash covers, as made at sealing or as stored; it is
+    derived data, so it takes no part in comparisons, and :func:`verify_chain` recomputes it.
+    """
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     seq: int
     prev_hash: str
@@ -47,6 +56,7 @@ class JournalEntry(BaseModel):
     reason: str
     record_hash: str
     hash: str
+    body: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +91,17 @@ def subject_of(account: str | None) -> str:
     return mask_pan(account) if account else ""
 
 
+_BODY_FIELDS = tuple(f.name for f in fields(JournalEntry) if f.name not in ("hash", "body"))
+_ENTRY_ADAPTER: TypeAdapter[JournalEntry] = TypeAdapter(JournalEntry)
+
+
 def entry_body(entry: JournalEntry) -> bytes:
     """The canonical encoding of ``entry`` without its own hash: what the hash covers."""
-    document = entry.model_dump(mode="json", exclude={"hash"})
+    return _canonical({name: getattr(entry, name) for name in _BODY_FIELDS})
+
+
+def _canonical(document: dict[str, Any]) -> bytes:
+    document["postings"] = [[account, amount] for account, amount in document["postings"]]
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
@@ -103,26 +121,26 @@ def seal(
     reason: str,
 ) -> JournalEntry:
     """The entry after ``head`` for one processed request, hash included."""
-    draft = JournalEntry(
-        seq=head.seq + 1,
-        prev_hash=head.hash,
-        request_id=origin.request_id,
-        branch_id=origin.branch_id,
-        teller_id=origin.teller_id,
-        terminal_id=origin.terminal_id,
-        origin_time=origin.origin_time,
-        received_at=origin.received_at,
-        unpacked_at=origin.unpacked_at,
-        processed_at=processed_at,
-        kind=kind,
-        subject=subject,
-        postings=tuple(postings),
-        result=result,
-        reason=reason,
-        record_hash=origin.record_hash,
-        hash="",
-    )
-    return draft.model_copy(update={"hash": body_hash(entry_body(draft))})
+    document: dict[str, Any] = {
+        "seq": head.seq + 1,
+        "prev_hash": head.hash,
+        "request_id": origin.request_id,
+        "branch_id": origin.branch_id,
+        "teller_id": origin.teller_id,
+        "terminal_id": origin.terminal_id,
+        "origin_time": origin.origin_time,
+        "received_at": origin.received_at,
+        "unpacked_at": origin.unpacked_at,
+        "processed_at": processed_at,
+        "kind": kind,
+        "subject": subject,
+        "postings": tuple(postings),
+        "result": result,
+        "reason": reason,
+        "record_hash": origin.record_hash,
+    }
+    body = _canonical(dict(document))
+    return JournalEntry(**document, hash=body_hash(body), body=body)
 
 
 def decode_entry(body: bytes, hash_: str) -> JournalEntry:
@@ -131,7 +149,7 @@ def decode_entry(body: bytes, hash_: str) -> JournalEntry:
     Raises:
         pydantic.ValidationError: the body is not an entry.
     """
-    return JournalEntry.model_validate({**orjson.loads(body), "hash": hash_})
+    return _ENTRY_ADAPTER.validate_python({**orjson.loads(body), "hash": hash_, "body": body})
 
 
 def head_of(entry: JournalEntry) -> ChainHead:

@@ -116,9 +116,10 @@ def changes_pin(request: Request) -> bool:
 
 def accounts_named(request: Request) -> tuple[str, ...]:
     """The customer accounts ``request`` names."""
-    to_account = getattr(request, "to_account", None)
+    if isinstance(request, Transfer):
+        return (request.account, request.to_account)
     account: str = request.account
-    return (account,) if to_account is None else (account, to_account)
+    return (account,)
 
 
 def crypto_refusal(error: HsmError) -> Decision:

@@ -182,7 +182,7 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             "INSERT INTO journal (seq, request_id, kind, result, body, hash) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (e.seq, e.request_id, e.kind, e.result.value, entry_body(e), e.hash)
+                (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
                 for e in settlement.entries
             ],
         )

@@ -314,6 +314,7 @@ class BranchDesk:
         self.replies: dict[str, list[Reply]] = {}
         self.reply_frames: list[Frame] = []
         self.dead: list[Delivery] = []
+        self._arrived = asyncio.Event()
         self._sequence = itertools.count(1)
 
     async def start(self) -> None:
@@ -356,7 +357,8 @@ class BranchDesk:
     async def _replies(self, wanted: Sequence[tuple[str, int]], timeout: float) -> list[Reply]:
         async with asyncio.timeout(timeout):
             while any(len(self.replies.get(rid, ())) <= n for rid, n in wanted):
-                await asyncio.sleep(0.005)
+                self._arrived.clear()
+                await self._arrived.wait()
         return [self.replies[rid][n] for rid, n in wanted]
 
     async def dead_letters(self, count: int, timeout: float = 5.0) -> list[Delivery]:
@@ -371,6 +373,7 @@ class BranchDesk:
         for raw in frame.records:
             reply = decode_reply(raw)
             self.replies.setdefault(reply.request_id, []).append(reply)
+        self._arrived.set()
         await delivery.ack()
 
     async def _on_dead(self, delivery: Delivery) -> None:

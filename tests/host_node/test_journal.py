@@ -63,16 +63,14 @@ def test_a_chain_starts_at_genesis_and_verifies() -> None:
 
 def test_a_changed_entry_breaks_the_chain() -> None:
     entries = chain(3)
-    forged = entries[1].model_copy(
-        update={"postings": (Posting("6200010100000011", 9_999), Posting("CASH-0001", -9_999))}
-    )
+    postings = (Posting("6200010100000011", 9_999), Posting("CASH-0001", -9_999))
+    forged = replace(entries[1], postings=postings)
     assert verify_chain([entries[0], forged, entries[2]]) == "entry 2 does not match its hash"
 
 
 def test_a_resealed_entry_no_longer_links() -> None:
     entries = chain(3)
-    forged = entries[1].model_copy(update={"result": ResultCode.WRONG_PIN})
-    resealed = forged.model_copy(update={"hash": "f" * 64})
+    resealed = replace(entries[1], result=ResultCode.WRONG_PIN, hash="f" * 64)
     assert verify_chain([entries[0], resealed, entries[2]]) is not None
     assert verify_chain([entries[0], entries[2]]) == "entry 3 follows entry 1"
 
@@ -115,6 +113,7 @@ def test_the_stored_body_decodes_to_the_same_entry(
         result=ResultCode.INSUFFICIENT_FUNDS,
         reason=reason,
     )
-    decoded = decode_entry(entry_body(entry), entry.hash)
-    assert decoded == entry
+    assert entry.body == entry_body(entry)
+    decoded = decode_entry(entry.body, entry.hash)
+    assert decoded == entry and decoded.body == entry.body
     assert verify_chain([decoded], ChainHead(7, "a" * 64)) is None
