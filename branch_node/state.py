@@ -36,8 +36,9 @@ class Counter(StrEnum):
     KSN = "ksn"
 
 
-#: The first value of each counter at a brand-new terminal.
-FIRST_VALUES: dict[Counter, int] = {Counter.SEQUENCE: 1, Counter.CARD_SERIAL: 1, Counter.KSN: 1}
+#: The first value of each counter at a brand-new terminal. The KSN position is a PIN pad's
+#: *last used* DUKPT counter (0: none yet), which is what a pad resumes from.
+FIRST_VALUES: dict[Counter, int] = {Counter.SEQUENCE: 1, Counter.CARD_SERIAL: 1, Counter.KSN: 0}
 
 
 @dataclass(slots=True)
@@ -85,7 +86,8 @@ class BranchState:
         return cls(path, branch_id, _parse_marks(text, branch_id, path), block)
 
     def peek(self, terminal_id: str, counter: Counter) -> int:
-        """The next value :meth:`take` would return (a resume point for a PIN pad)."""
+        """The next value :meth:`take` would return; for :attr:`Counter.KSN`, the highest
+        counter that may have been used (what a PIN pad resumes from)."""
         return self._position(terminal_id, counter).next
 
     def take(self, terminal_id: str, counter: Counter) -> int:

@@ -1,0 +1,284 @@
+"""The request client over the embedded bus, against a tiny responder playing the host."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from branch_node.client import RequestClient
+from branch_node.errors import BranchNotRegistered, ClientClosed, RequestTimeout
+from common.bus import Bus, Delivery, Message
+from common.embedded_bus import EmbeddedBroker
+from common.frames import FrameKind, build_frame, encode_frame
+from common.ids import card_number, request_id
+from common.replies import Reply, encode_reply
+from common.requests import Deposit, Request
+from common.results import ResultCode
+from common.topology import (
+    CORE,
+    DEAD_QUEUE,
+    REASON_HEADER,
+    REPLIES_EXCHANGE,
+    branch_key,
+    host_topology,
+)
+from tests.branch_node.fakes import Responder, reply_to
+
+BRANCH = "0001"
+ClientFactory = Callable[..., Awaitable[RequestClient]]
+
+
+def deposit(sequence: int, *, branch: str = BRANCH, terminal: str = "01") -> Deposit:
+    return Deposit(
+        request_id=request_id(branch, terminal, sequence),
+        branch_id=branch,
+        teller_id="T1",
+        terminal_id=terminal,
+        origin_time=dt.datetime.now(dt.UTC),
+        account=card_number(branch, terminal, 1),
+        amount=100 * sequence,
+    )
+
+
+def echo_sequence(request: Request) -> Reply:
+    """Approve, putting the request's sequence in ``balance`` so correlation can be checked."""
+    return reply_to(request.request_id, balance=int(request.request_id.rsplit("-", 1)[1]))
+
+
+@pytest.fixture
+async def broker() -> EmbeddedBroker:
+    return EmbeddedBroker()
+
+
+@pytest.fixture
+async def host_bus(broker: EmbeddedBroker) -> AsyncIterator[Bus]:
+    bus = broker.connect()
+    await bus.connect()
+    await bus.declare(CORE + host_topology([BRANCH]))
+    yield bus
+    await bus.close()
+
+
+@pytest.fixture
+async def dead_letters(host_bus: Bus) -> list[Delivery]:
+    seen: list[Delivery] = []
+
+    async def keep(delivery: Delivery) -> None:
+        seen.append(delivery)
+        await delivery.ack()
+
+    await host_bus.consume(DEAD_QUEUE, keep, prefetch=100)
+    return seen
+
+
+@pytest.fixture
+async def make_client(broker: EmbeddedBroker, host_bus: Bus) -> AsyncIterator[ClientFactory]:
+    started: list[tuple[RequestClient, Bus]] = []
+
+    async def make(branch: str = BRANCH, **options: object) -> RequestClient:
+        bus = broker.connect()
+        await bus.connect()
+        client = RequestClient(bus, branch, **options)  # type: ignore[arg-type]
+        await client.start()
+        started.append((client, bus))
+        return client
+
+    yield make
+    for client, bus in started:
+        await client.stop()
+        await bus.close()
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_many_concurrent_requests_travel_in_few_frames(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, echo_sequence)
+    await responder.start()
+    client = await make_client(max_batch=64)
+    replies = await asyncio.wait_for(
+        asyncio.gather(*(client.submit(deposit(n)) for n in range(1, 301))), 10
+    )
+    assert [r.balance for r in replies] == list(range(1, 301))
+    assert sum(responder.frame_sizes) == 300
+    assert len(responder.frame_sizes) <= 10
+    assert max(responder.frame_sizes) == 64  # frames fill up to max_batch, no further
+    stats = client.statistics()
+    assert stats.frames_sent == len(responder.frame_sizes) and stats.mean_batch >= 30
+    assert stats.answered == 300 and stats.in_flight == 0
+
+
+async def test_under_light_load_a_request_leaves_at_once(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus)
+    await responder.start()
+    client = await make_client(linger_s=0.5)  # a linger this long would show
+    started = time.perf_counter()
+    for n in range(1, 11):
+        await asyncio.wait_for(client.submit(deposit(n)), 5)
+    assert time.perf_counter() - started < 0.5 * 2
+    assert responder.frame_sizes == [1] * 10
+
+
+async def test_replies_in_any_order_reach_the_right_caller(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    # The responder holds 40 replies and answers them in reverse, in one frame.
+    responder = Responder(host_bus, echo_sequence, hold=40)
+    await responder.start()
+    client = await make_client(max_batch=8)
+    replies = await asyncio.wait_for(
+        asyncio.gather(*(client.submit(deposit(n)) for n in range(1, 41))), 10
+    )
+    assert len(responder.frame_sizes) >= 5  # the requests came in several frames
+    assert [r.request_id for r in replies] == [request_id(BRANCH, "01", n) for n in range(1, 41)]
+    assert [r.balance for r in replies] == list(range(1, 41))
+
+
+async def test_a_lost_request_is_resent_with_identical_bytes(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, drop_first=True)
+    await responder.start()
+    client = await make_client(timeout_s=0.1, retries=2)
+    request = deposit(7)
+    reply = await asyncio.wait_for(client.submit(request), 5)
+    assert reply.request_id == request.request_id and reply.approved
+    assert responder.copies[request.request_id] == 2
+    first, second = responder.records
+    assert first == second  # same id, same origin time, same everything
+    assert client.statistics().resends == 1 and client.statistics().timeouts == 0
+
+
+async def test_no_reply_after_every_retry_raises_request_timeout(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, silent=True)
+    await responder.start()
+    client = await make_client(timeout_s=0.05, retries=2)
+    request = deposit(3)
+    with pytest.raises(RequestTimeout) as caught:
+        await asyncio.wait_for(client.submit(request), 5)
+    assert caught.value.request_id == request.request_id and caught.value.attempts == 3
+    assert responder.copies[request.request_id] == 3
+    assert len(set(responder.records)) == 1
+    stats = client.statistics()
+    assert stats.timeouts == 1 and stats.in_flight == 0
+    # A reply that arrives after the caller gave up is counted, not delivered.
+    await responder.send(BRANCH, [reply_to(request.request_id)])
+    await eventually(lambda: client.statistics().late_replies == 1)
+
+
+async def test_a_duplicate_reply_is_ignored_but_counted_and_observed(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, duplicate=True, duplicate_result=ResultCode.WRONG_PIN)
+    await responder.start()
+    observed: list[Reply] = []
+    client = await make_client(on_reply=observed.append)
+    reply = await asyncio.wait_for(client.submit(deposit(1)), 5)
+    assert reply.result is ResultCode.APPROVED
+    await eventually(lambda: client.statistics().duplicate_replies == 1)
+    assert [r.result for r in observed] == [ResultCode.APPROVED, ResultCode.WRONG_PIN]
+
+
+async def test_a_garbage_reply_frame_is_dead_lettered_and_the_client_carries_on(
+    host_bus: Bus, make_client: ClientFactory, dead_letters: list[Delivery]
+) -> None:
+    responder = Responder(host_bus)
+    await responder.start()
+    client = await make_client()
+    await host_bus.publish([Message(REPLIES_EXCHANGE, branch_key(BRANCH), b"\x00garbage")])
+    await eventually(lambda: len(dead_letters) == 1)
+    assert dead_letters[0].body == b"\x00garbage"
+    assert str(dead_letters[0].headers[REASON_HEADER]).startswith("undecodable reply frame")
+    reply = await asyncio.wait_for(client.submit(deposit(1)), 5)
+    assert reply.approved
+    assert client.statistics().bad_frames == 1
+
+
+async def test_a_bad_record_in_a_good_frame_is_dead_lettered_alone(
+    host_bus: Bus, make_client: ClientFactory, dead_letters: list[Delivery]
+) -> None:
+    responder = Responder(host_bus, silent=True)
+    await responder.start()
+    client = await make_client()
+    request = deposit(5)
+    waiting = asyncio.create_task(client.submit(request))
+    await eventually(lambda: responder.copies[request.request_id] == 1)
+    records = [b'{"request_id": 5}', encode_reply(reply_to(request.request_id, balance=42))]
+    frame = build_frame(FrameKind.REPLY, "host", 0, records)
+    await host_bus.publish([Message(REPLIES_EXCHANGE, branch_key(BRANCH), encode_frame(frame))])
+    reply = await asyncio.wait_for(waiting, 5)
+    assert reply.balance == 42
+    await eventually(lambda: len(dead_letters) == 1)
+    assert dead_letters[0].body == b'{"request_id": 5}'
+    assert str(dead_letters[0].headers[REASON_HEADER]).startswith("undecodable reply record")
+    assert client.statistics().bad_records == 1
+
+
+async def test_a_branch_the_host_does_not_know_fails_clearly(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    client = await make_client("0002")
+    with pytest.raises(BranchNotRegistered, match="0002 is not registered"):
+        await asyncio.wait_for(client.submit(deposit(1, branch="0002")), 5)
+    with pytest.raises(BranchNotRegistered):
+        await client.submit(deposit(2, branch="0002"))
+
+
+async def test_in_flight_requests_are_bounded(host_bus: Bus, make_client: ClientFactory) -> None:
+    responder = Responder(host_bus, hold=1000)  # holds every reply for now
+    await responder.start()
+    client = await make_client(max_in_flight=3)
+    tasks = [asyncio.create_task(client.submit(deposit(n))) for n in range(1, 6)]
+    await eventually(lambda: len(responder.records) == 3)
+    await asyncio.sleep(0.05)
+    stats = client.statistics()
+    assert stats.in_flight == 3 and stats.submitted == 3 and len(responder.records) == 3
+    responder.hold = 0
+    held, responder.held = responder.held, []
+    await responder.send(BRANCH, held)
+    replies = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+    assert len(replies) == 5 and len(responder.records) == 5
+
+
+async def test_stop_fails_waiting_callers_and_refuses_new_ones(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, silent=True)
+    await responder.start()
+    client = await make_client()
+    waiting = asyncio.create_task(client.submit(deposit(1)))
+    await eventually(lambda: len(responder.records) == 1)
+    await client.stop()
+    with pytest.raises(ClientClosed):
+        await waiting
+    with pytest.raises(ClientClosed):
+        await client.submit(deposit(2))
+
+
+async def test_the_same_request_id_twice_in_flight_is_refused(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, silent=True)
+    await responder.start()
+    client = await make_client()
+    waiting = asyncio.create_task(client.submit(deposit(1)))
+    await eventually(lambda: client.statistics().in_flight == 1)
+    with pytest.raises(ValueError, match="already in flight"):
+        await client.submit(deposit(1))
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert client.statistics().in_flight == 0
