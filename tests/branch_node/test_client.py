@@ -13,7 +13,7 @@ from branch_node.client import RequestClient
 from branch_node.errors import BranchNotRegistered, ClientClosed, RequestTimeout
 from common.bus import Bus, Delivery, Message
 from common.embedded_bus import EmbeddedBroker
-from common.frames import FrameKind, build_frame, encode_frame
+from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
 from common.ids import card_number, request_id
 from common.replies import Reply, encode_reply
 from common.requests import Deposit, Request
@@ -206,6 +206,35 @@ async def test_a_garbage_reply_frame_is_dead_lettered_and_the_client_carries_on(
     reply = await asyncio.wait_for(client.submit(deposit(1)), 5)
     assert reply.approved
     assert client.statistics().bad_frames == 1
+
+
+def _garbage_frames() -> dict[str, bytes]:
+    reply = encode_reply(reply_to(request_id(BRANCH, "01", 1)))
+    good = encode_frame(build_frame(FrameKind.REPLY, "host", 1, [reply, reply]))
+    return {
+        "empty": b"",
+        "not json": b"\xff\xfe" * 50,
+        "a request frame": encode_frame(build_frame(FrameKind.REQUEST, "0001", 1, [reply])),
+        "a record too many": good + b"\n" + reply,
+        "a tampered record": good.replace(b'"00"', b'"51"', 1),
+        "a header only": good.partition(b"\n")[0],
+        "too large": b"x" * (MAX_FRAME_BYTES + 1),
+    }
+
+
+@pytest.mark.parametrize("body", _garbage_frames().values(), ids=_garbage_frames().keys())
+async def test_garbage_of_any_shape_never_stops_the_consumer(
+    host_bus: Bus, make_client: ClientFactory, dead_letters: list[Delivery], body: bytes
+) -> None:
+    responder = Responder(host_bus)
+    await responder.start()
+    client = await make_client()
+    await host_bus.publish([Message(REPLIES_EXCHANGE, branch_key(BRANCH), body)] * 3)
+    await eventually(lambda: len(dead_letters) == 3)
+    assert all(d.body == body for d in dead_letters)
+    reply = await asyncio.wait_for(client.submit(deposit(1)), 5)
+    assert reply.approved
+    assert client.statistics().bad_frames == 3 and client.statistics().answered == 1
 
 
 async def test_a_bad_record_in_a_good_frame_is_dead_lettered_alone(
