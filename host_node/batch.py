@@ -93,12 +93,10 @@ Action = Replay | Echo | Mismatch | Refuse | Run | Defer
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """Each item's action, in item order, and the PIN commands the batch must send."""
+
     actions: tuple[Action, ...]
     commands: tuple[PinCommand, ...]
-
-    @property
-    def deferred(self) -> list[int]:
-        return [i for i, action in enumerate(self.actions) if isinstance(action, Defer)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +193,7 @@ class _Scheduler:
 
 def settle(
     items: Sequence[Item],
-    plan_: Plan,
+    planned: Plan,
     snapshot: Snapshot,
     responses: Mapping[str, PinResponse | None],
     head: ChainHead,
@@ -205,7 +203,7 @@ def settle(
 
     Args:
         items: the batch's items, as planned.
-        plan_: their actions from :func:`plan`.
+        planned: their actions, from :func:`plan`.
         snapshot: the stored state the plan was made from.
         responses: the crypto node's answers by command id (None: no answer in time).
         head: the journal's head before the batch.
@@ -216,7 +214,7 @@ def settle(
     entries: list[JournalEntry] = []
     customers: dict[str, Customer] = {}
     remembered: list[Remembered] = []
-    for item, action in zip(items, plan_.actions, strict=True):
+    for item, action in zip(items, planned.actions, strict=True):
         if isinstance(action, Defer):
             replies.append(None)
             continue
