@@ -2,11 +2,12 @@
 
 Terminals call :meth:`RequestClient.submit` and await the host's :class:`~common.replies.Reply`.
 One sender task puts whatever is waiting (up to ``max_batch`` records) into ONE request frame
-and publishes it. Batching adapts to load: a lone record leaves at once; when several wait,
-the sender lingers ``linger_s`` for more; and while a publish is being confirmed the next
-frame fills up by itself. Each record is encoded once, so a retry (after ``timeout_s`` without
-a reply, at most ``retries`` times) resends the very same bytes: same request id, origin time
-and PIN block, which the host's idempotency answers with the stored reply.
+and publishes it. Batching adapts to load: a lone record leaves at once; while records keep
+arriving the sender collects them (for at most ``linger_s``); and while a publish is being
+confirmed the next frame fills up by itself. Each record is encoded once, so a retry (after
+``timeout_s`` without a reply, at most ``retries`` times) resends the very same bytes: same
+request id, origin time and PIN block, which the host's idempotency answers with the stored
+reply.
 
 Replies are matched by request id, in any order. A duplicate reply for an answered id is
 counted and ignored. A reply frame that cannot be decoded is dead-lettered; an undecodable
@@ -172,13 +173,11 @@ class RequestClient:
         self._pending: dict[str, _Pending] = {}
         self._outbox: deque[_Pending] = deque()
         self._has_work = asyncio.Event()
-        self._batch_full = asyncio.Event()
         self._finished: dict[str, bool] = {}  # request id -> answered (True) / timed out
         self._frame_sequence = itertools.count()
         self._sender: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._failure: BranchNotRegistered | None = None
-        self._last_batch = 0
         self._counts = _Counters()
 
     @classmethod
@@ -236,12 +235,10 @@ class RequestClient:
             ClientClosed: the client is not running (or stopped meanwhile).
             ValueError: a request with this id is already in flight.
         """
-        self._check_usable()
         request_id = request.request_id
-        if request_id in self._pending:
-            raise ValueError(f"request {request_id} is already in flight")
+        self._check_usable(request_id)
         async with self._slots:
-            self._check_usable()
+            self._check_usable(request_id)
             pending = _Pending(
                 request_id, encode_request(request), asyncio.get_running_loop().create_future()
             )
@@ -267,39 +264,46 @@ class RequestClient:
 
     # -- sending ----------------------------------------------------------------------------
 
-    def _check_usable(self) -> None:
+    def _check_usable(self, request_id: str) -> None:
         if self._failure is not None:
             raise BranchNotRegistered(self.branch_id)
         if not self.running:
             raise ClientClosed(f"request client of branch {self.branch_id} is not running")
+        if request_id in self._pending:
+            raise ValueError(f"request {request_id} is already in flight")
 
     def _enqueue(self, pending: _Pending) -> None:
         self._outbox.append(pending)
         self._has_work.set()
-        if len(self._outbox) >= self.config.max_batch:
-            self._batch_full.set()
 
     async def _send_loop(self) -> None:
         while True:
             await self._has_work.wait()
-            if self._should_linger():
-                self._batch_full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), self.config.linger_s)
+            await self._linger()
             batch = self._take_batch()
             if not self._outbox:
                 self._has_work.clear()
             if batch:
                 await self._publish(batch)
 
-    def _should_linger(self) -> bool:
-        """Wait for more only when others are clearly coming: several queued, or were."""
+    async def _linger(self) -> None:
+        """Collect records while they keep arriving, for at most ``linger_s``.
+
+        Each pass yields to the event loop once, so terminals that are ready (typically woken
+        by the same reply frame) can add their records; as soon as a pass brings nothing new
+        the frame goes. A lone request under light load therefore leaves at once, while a burst
+        fills the frame up to ``max_batch``.
+        """
+        if self.config.linger_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.linger_s
         waiting = len(self._outbox)
-        return (
-            self.config.linger_s > 0
-            and waiting < self.config.max_batch
-            and (waiting > 1 or self._last_batch > 1)
-        )
+        while waiting < self.config.max_batch and loop.time() < deadline:
+            await asyncio.sleep(0)
+            if len(self._outbox) == waiting:
+                return
+            waiting = len(self._outbox)
 
     def _take_batch(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -343,7 +347,6 @@ class RequestClient:
             _log.debug(
                 "request frame sent", branch=self.branch_id, sequence=sequence, count=len(batch)
             )
-        self._last_batch = len(batch)
         loop = asyncio.get_running_loop()
         for pending in batch:
             if not pending.future.done():

@@ -118,6 +118,23 @@ async def test_many_concurrent_requests_travel_in_few_frames(
     assert stats.answered == 300 and stats.in_flight == 0
 
 
+async def test_a_trickle_of_requests_over_a_few_loop_turns_shares_frames(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus)
+    await responder.start()
+    client = await make_client(linger_s=0.5)  # long enough never to be what stops it
+
+    async def customer(n: int) -> Reply:
+        for _ in range(n % 4):  # arrive over several turns of the event loop
+            await asyncio.sleep(0)
+        return await client.submit(deposit(n))
+
+    replies = await asyncio.wait_for(asyncio.gather(*(customer(n) for n in range(1, 101))), 10)
+    assert len(replies) == 100
+    assert len(responder.frame_sizes) <= 2  # without lingering: one frame per loop turn
+
+
 async def test_under_light_load_a_request_leaves_at_once(
     host_bus: Bus, make_client: ClientFactory
 ) -> None:
