@@ -28,6 +28,9 @@ _BORN_AFTER = dt.date(1945, 1, 1)
 _BORN_BEFORE = dt.date(2006, 1, 1)
 #: Cash over this needs the withdrawer's identity document at the counter (DOMAIN.md).
 LARGE_CASH = yuan(50_000)
+#: Cash of this much or more needs an appointment made the day before (DOMAIN.md); the
+#: workload stays under it.
+APPOINTMENT_CASH = yuan(200_000)
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹"
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华建国红玲文斌"
 
@@ -259,6 +262,9 @@ class WorkloadModel:
         account = self._rng.choice(candidates)
         balance = account.balance or 0
         pin, expect, overdraft = self._typed_pin(account)
+        if overdraft and balance + yuan(5_000) >= APPOINTMENT_CASH:
+            # so much cash would need an appointment first: withdraw within the balance
+            overdraft, expect = False, ResultCode.APPROVED
         if overdraft:
             amount = balance + yuan(100 * self._rng.randint(1, 50))
         elif balance == 0:

@@ -9,7 +9,15 @@ from collections.abc import Callable
 import pytest
 
 from branch_node.resident_id import is_valid_resident_id
-from branch_node.workload import AccountStatus, Intent, Mix, WorkloadConfig, WorkloadModel
+from branch_node.workload import (
+    APPOINTMENT_CASH,
+    LARGE_CASH,
+    AccountStatus,
+    Intent,
+    Mix,
+    WorkloadConfig,
+    WorkloadModel,
+)
 from common.ids import card_number, is_valid_account_no
 from common.requests import PIN_KINDS
 from common.results import ResultCode
@@ -201,3 +209,15 @@ def test_intents_do_not_show_pins_or_id_numbers_in_repr() -> None:
 def test_a_config_that_makes_no_sense_is_refused(config: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         WorkloadConfig(**config)  # type: ignore[arg-type]
+
+
+def test_large_cash_shows_an_id_and_never_needs_an_appointment() -> None:
+    config = WorkloadConfig(overdraft_rate=0.5, mix=Mix(deposit=50.0, withdraw=30.0))
+    history = _drive(WorkloadModel(12, config, _cards()), FakeBank(), 6000, lose=_never)
+    withdrawals = [i for i, _ in history if i.kind == "withdraw"]
+    assert max(i.amount or 0 for i in withdrawals) < APPOINTMENT_CASH
+    large = [i for i in withdrawals if (i.amount or 0) > LARGE_CASH]
+    assert large
+    owners = {i.account: i.id_number for i, _ in history if i.kind == "open_account"}
+    assert all(i.id_number == owners[i.account] for i in large)
+    assert all(i.id_number is None for i in withdrawals if (i.amount or 0) <= LARGE_CASH)
