@@ -28,8 +28,10 @@ from branch_node.terminal import TIMEOUT, Outcome, PinEncryptor, Terminal
 from branch_node.workload import WorkloadConfig, WorkloadModel
 from common.bus import Bus
 from common.ids import card_number, terminal_ids
+from common.logs import get_logger
 from common.replies import Reply
 
+_log = get_logger(__name__)
 _DEFAULT_WORKLOAD = WorkloadConfig()
 _DEFAULT_CLIENT = ClientConfig()
 #: Builds a branch's PIN pads by terminal id, given each terminal's last used KSN counter.
@@ -184,7 +186,16 @@ class Branch:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return BranchReport(self.branch_id, tuple(outcomes), self.statistics(), self.results_seen)
+        report = BranchReport(self.branch_id, tuple(outcomes), self.statistics(), self.results_seen)
+        _log.info(
+            "branch run finished",
+            branch=self.branch_id,
+            requests=len(outcomes),
+            timeouts=sum(o.result == TIMEOUT for o in outcomes),
+            surprises=report.statistics.surprises,
+            mean_batch=round(report.statistics.client.mean_batch, 1),
+        )
+        return report
 
     async def stop(self) -> None:
         """Stop the client and write the counters' exact positions."""
