@@ -28,7 +28,12 @@ from typing import TypeVar, cast
 import aio_pika
 import aiormq
 import aiormq.abc
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
 from aiormq.exceptions import (
     AMQPError,
     ChannelInvalidStateError,
@@ -164,19 +169,19 @@ class _AmqpSubscription(Subscription):
         self._queue = queue
         self._handler = handler
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._worker = asyncio.create_task(self._run(), name=f"consume:{queue}")
         self._cancelled = False
+        self._consumer: tuple[AbstractQueue, str] | None = None
+        self._worker = asyncio.create_task(self._run(), name=f"consume:{queue}")
 
     async def start(self) -> None:
         amqp_queue = await self._channel.get_queue(self._queue, ensure=True)
-        self._consumer_tag = await amqp_queue.consume(self._receive)
-        self._amqp_queue = amqp_queue
+        self._consumer = (amqp_queue, await amqp_queue.consume(self._receive))
 
     async def _receive(self, message: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)
 
     async def _run(self) -> None:
-        while True:
+        while not self._cancelled:
             message = await self._inbox.get()
             try:
                 message.channel  # noqa: B018 - raises when the channel has gone
@@ -198,9 +203,10 @@ class _AmqpSubscription(Subscription):
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         # Closing the channel hands its unacked deliveries back to the queue.
-        with contextlib.suppress(*_TRANSIENT):
-            if hasattr(self, "_consumer_tag"):
-                await self._amqp_queue.cancel(self._consumer_tag)
+        if self._consumer is not None:
+            amqp_queue, consumer_tag = self._consumer
+            with contextlib.suppress(*_TRANSIENT):
+                await amqp_queue.cancel(consumer_tag)
         with contextlib.suppress(*_TRANSIENT):
             await self._channel.close()
 
@@ -281,7 +287,13 @@ class AmqpBus(Bus):
             )
         except (AMQPError, OSError, TimeoutError) as exc:
             raise BusError(f"cannot connect to {redact_url(self.url)}: {exc}") from exc
-        self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            self._publisher = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        except BaseException:
+            await connection.close()
+            raise
         self._admin = _AdminChannel(connection)
         self._connection = connection
 
