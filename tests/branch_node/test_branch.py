@@ -1,51 +1,40 @@
-"""A branch's terminals against a host: over a fake bank, and end to end with the real nodes."""
+"""A branch's terminals against a host (a fake bank, then the real nodes), on both buses."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from branch_node.branch import Branch, BranchReport
 from branch_node.client import ClientConfig
 from branch_node.errors import BranchError, BranchNotRegistered
-from common.bus import Bus
-from common.embedded_bus import EmbeddedBroker
 from common.results import ResultCode
 from common.topology import CORE, host_topology
 from tests.branch_node.fakes import FakeBank, FakePinPad, Responder, fake_pinpads
+
+if TYPE_CHECKING:
+    from tests.conftest import BusFactory
 
 #: Results a healthy network gives the workload (approvals and the declines it provokes).
 EXPECTED_RESULTS = {"00", "51", "55", "75"}
 
 
 @pytest.fixture
-async def broker() -> EmbeddedBroker:
-    return EmbeddedBroker()
-
-
-async def _connect(broker: EmbeddedBroker) -> Bus:
-    bus = broker.connect()
-    await bus.connect()
-    return bus
-
-
-@pytest.fixture
-async def bank_host(broker: EmbeddedBroker) -> AsyncIterator[FakeBank]:
+async def bank_host(bus_factory: BusFactory) -> FakeBank:
     """A fake host answering branches 0001 and 0003 from one in-memory bank."""
-    bus = await _connect(broker)
+    bus = await bus_factory("host")
     await bus.declare(CORE + host_topology(["0001", "0003"]))
     bank = FakeBank()
     await Responder(bus, bank.answer).start()
-    yield bank
-    await bus.close()
+    return bank
 
 
 async def _run_branch(
-    broker: EmbeddedBroker,
+    bus_factory: BusFactory,
     data_dir: Path,
     *,
     branch_id: str = "0001",
@@ -54,7 +43,7 @@ async def _run_branch(
     clean_stop: bool = True,
     terminals: int = 2,
 ) -> tuple[Branch, BranchReport]:
-    bus = await _connect(broker)
+    bus = await bus_factory(f"branch-{branch_id}")
     branch = Branch(
         bus,
         branch_id,
@@ -72,14 +61,13 @@ async def _run_branch(
             await branch.stop()
         else:  # a crash: the state file is never closed, the client just goes away
             await branch.client.stop()
-        await bus.close()
     return branch, report
 
 
 async def test_terminals_serve_concurrently_and_every_result_is_predicted(
-    broker: EmbeddedBroker, bank_host: FakeBank, tmp_path: Path
+    bus_factory: BusFactory, bank_host: FakeBank, tmp_path: Path
 ) -> None:
-    _, report = await _run_branch(broker, tmp_path, duration_s=1.0, terminals=3)
+    _, report = await _run_branch(bus_factory, tmp_path, duration_s=1.0, terminals=3)
     outcomes = report.outcomes
     assert len(outcomes) > 100
     assert {o.request_id[:7] for o in outcomes} == {"0001-01", "0001-02", "0001-03"}
@@ -95,18 +83,20 @@ async def test_terminals_serve_concurrently_and_every_result_is_predicted(
 
 
 async def test_max_requests_bounds_a_run(
-    broker: EmbeddedBroker, bank_host: FakeBank, tmp_path: Path
+    bus_factory: BusFactory, bank_host: FakeBank, tmp_path: Path
 ) -> None:
-    _, report = await _run_branch(broker, tmp_path, duration_s=30, max_requests=25)
+    _, report = await _run_branch(bus_factory, tmp_path, duration_s=30, max_requests=25)
     assert len(report.outcomes) == 25
 
 
 @pytest.mark.parametrize("clean_stop", [True, False], ids=["clean stop", "crash"])
 async def test_a_restarted_branch_reuses_no_request_id_card_or_ksn(
-    broker: EmbeddedBroker, bank_host: FakeBank, tmp_path: Path, clean_stop: bool
+    bus_factory: BusFactory, bank_host: FakeBank, tmp_path: Path, clean_stop: bool
 ) -> None:
-    first, before = await _run_branch(broker, tmp_path, max_requests=120, clean_stop=clean_stop)
-    second, after = await _run_branch(broker, tmp_path, max_requests=120)
+    first, before = await _run_branch(
+        bus_factory, tmp_path, max_requests=120, clean_stop=clean_stop
+    )
+    second, after = await _run_branch(bus_factory, tmp_path, max_requests=120)
     assert not {o.request_id for o in before.outcomes} & {o.request_id for o in after.outcomes}
     # A reused card number would be refused by the bank (26) and surprise the model.
     assert [o for o in after.outcomes if o.result != o.expected] == []
@@ -118,33 +108,32 @@ async def test_a_restarted_branch_reuses_no_request_id_card_or_ksn(
 
 
 async def test_a_branch_the_host_does_not_know_fails_clearly(
-    broker: EmbeddedBroker, bank_host: FakeBank, tmp_path: Path
+    bus_factory: BusFactory, bank_host: FakeBank, tmp_path: Path
 ) -> None:
     with pytest.raises(BranchNotRegistered, match="0002"):
-        await _run_branch(broker, tmp_path, branch_id="0002")
+        await _run_branch(bus_factory, tmp_path, branch_id="0002")
 
 
 async def test_every_distinct_result_per_request_id_is_kept(
-    broker: EmbeddedBroker, tmp_path: Path
+    bus_factory: BusFactory, tmp_path: Path
 ) -> None:
-    bus = await _connect(broker)
+    bus = await bus_factory("host")
     await bus.declare(CORE + host_topology(["0001"]))
     bank = FakeBank()
     responder = Responder(
         bus, bank.answer, duplicate=True, duplicate_result=ResultCode.SYSTEM_ERROR
     )
     await responder.start()
-    _, report = await _run_branch(broker, tmp_path, max_requests=10)
+    _, report = await _run_branch(bus_factory, tmp_path, max_requests=10)
     assert len(report.conflicting()) == 10
     assert all(len(seen) == 2 for seen in report.results_seen.values())
     assert report.statistics.client.duplicate_replies == 10
-    await bus.close()
 
 
 async def test_a_terminal_without_a_pin_pad_is_refused_at_start(
-    broker: EmbeddedBroker, tmp_path: Path
+    bus_factory: BusFactory, tmp_path: Path
 ) -> None:
-    bus = await _connect(broker)
+    bus = await bus_factory()
     branch = Branch(
         bus,
         "0001",
@@ -154,17 +143,17 @@ async def test_a_terminal_without_a_pin_pad_is_refused_at_start(
     )
     with pytest.raises(BranchError, match="02, 03"):
         await branch.start()
-    await bus.close()
 
 
 @pytest.mark.slow
-async def test_end_to_end_with_the_real_host_and_crypto_node(tmp_path: Path) -> None:
+async def test_end_to_end_with_the_real_host_and_crypto_node(
+    bus_factory: BusFactory, tmp_path: Path
+) -> None:
     from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
     from host_node import HostService
 
     init_keys(tmp_path, ["0001"], 2)
-    broker = EmbeddedBroker()
-    crypto_bus, host_bus, branch_bus = [await _connect(broker) for _ in range(3)]
+    crypto_bus, host_bus, branch_bus = [await bus_factory(n) for n in ("crypto", "host", "0001")]
     crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(tmp_path)))
     await crypto.start()
     host = HostService(host_bus, tmp_path, branch_ids=["0001"])
@@ -179,8 +168,6 @@ async def test_end_to_end_with_the_real_host_and_crypto_node(tmp_path: Path) -> 
         await branch.stop()
         await host.stop()
         await crypto.stop()
-        for bus in (branch_bus, host_bus, crypto_bus):
-            await bus.close()
     results = Counter(o.result for o in report.outcomes)
     assert len(report.outcomes) > 20
     assert set(results) <= EXPECTED_RESULTS, results

@@ -1,4 +1,4 @@
-"""The request client over the embedded bus, against a tiny responder playing the host."""
+"""The request client on both buses, against a tiny responder playing the host."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
 from branch_node.client import RequestClient
 from branch_node.errors import BranchNotRegistered, ClientClosed, RequestTimeout
 from common.bus import Bus, Delivery, Message
-from common.embedded_bus import EmbeddedBroker
 from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
 from common.ids import card_number, request_id
 from common.replies import Reply, encode_reply
@@ -27,6 +27,9 @@ from common.topology import (
     host_topology,
 )
 from tests.branch_node.fakes import Responder, reply_to
+
+if TYPE_CHECKING:
+    from tests.conftest import BusFactory
 
 BRANCH = "0001"
 ClientFactory = Callable[..., Awaitable[RequestClient]]
@@ -50,17 +53,11 @@ def echo_sequence(request: Request) -> Reply:
 
 
 @pytest.fixture
-async def broker() -> EmbeddedBroker:
-    return EmbeddedBroker()
-
-
-@pytest.fixture
-async def host_bus(broker: EmbeddedBroker) -> AsyncIterator[Bus]:
-    bus = broker.connect()
-    await bus.connect()
+async def host_bus(bus_factory: BusFactory) -> Bus:
+    """The host's connection, with branch 0001 registered (on either bus)."""
+    bus = await bus_factory("host")
     await bus.declare(CORE + host_topology([BRANCH]))
-    yield bus
-    await bus.close()
+    return bus
 
 
 @pytest.fixture
@@ -76,21 +73,18 @@ async def dead_letters(host_bus: Bus) -> list[Delivery]:
 
 
 @pytest.fixture
-async def make_client(broker: EmbeddedBroker, host_bus: Bus) -> AsyncIterator[ClientFactory]:
-    started: list[tuple[RequestClient, Bus]] = []
+async def make_client(bus_factory: BusFactory, host_bus: Bus) -> AsyncIterator[ClientFactory]:
+    started: list[RequestClient] = []
 
     async def make(branch: str = BRANCH, **options: object) -> RequestClient:
-        bus = broker.connect()
-        await bus.connect()
-        client = RequestClient(bus, branch, **options)  # type: ignore[arg-type]
+        client = RequestClient(await bus_factory(f"branch-{branch}"), branch, **options)  # type: ignore[arg-type]
         await client.start()
-        started.append((client, bus))
+        started.append(client)
         return client
 
     yield make
-    for client, bus in started:
+    for client in started:
         await client.stop()
-        await bus.close()
 
 
 async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
