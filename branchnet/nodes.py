@@ -11,7 +11,9 @@ from typing import Any
 from branch_node import Branch, BranchReport
 from branchnet.buses import open_bus
 from common.bus import Bus
+from common.errors import BusError
 from common.logs import get_logger
+from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from host_node import HostService
 
@@ -50,6 +52,24 @@ async def serve_crypto(amqp_url: str, data_dir: Path) -> None:
     await _serve("crypto", amqp_url, lambda bus: CryptoService(bus, Hsm(keys)))
 
 
+async def wait_for_host(bus: Bus, timeout_s: float = 120.0) -> None:
+    """Wait until a host consumes ``host.requests`` (it binds branch keys when it starts).
+
+    Raises:
+        BusError: no host appeared within ``timeout_s``.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        try:
+            if (await bus.queue_stats(HOST_REQUESTS)).consumers > 0:
+                return
+        except BusError:
+            pass  # not declared yet: no host has started on this broker
+        if asyncio.get_running_loop().time() > deadline:
+            raise BusError(f"no host consumed {HOST_REQUESTS} within {timeout_s:.0f} s")
+        await asyncio.sleep(0.25)
+
+
 async def run_branch(
     amqp_url: str,
     data_dir: Path,
@@ -65,6 +85,7 @@ async def run_branch(
     await bus.connect()
     branch = Branch(bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed)
     try:
+        await wait_for_host(bus)
         await branch.start()
         run = asyncio.ensure_future(branch.run(duration_s, max_requests=max_requests))
         signalled = asyncio.ensure_future(_until_signalled())

@@ -112,6 +112,19 @@ def amqp_url(rabbitmq: RabbitMQ) -> Iterator[str]:
         rabbitmq.drop_vhost(url)
 
 
+@pytest.fixture
+def fresh_amqp_url(rabbitmq: RabbitMQ, amqp_url: str) -> Iterator[str]:
+    """A vhost for this test alone (the run's vhost when vhosts cannot be made)."""
+    url = rabbitmq.new_vhost()
+    if url is None:
+        yield amqp_url
+        return
+    try:
+        yield url
+    finally:
+        rabbitmq.drop_vhost(url)
+
+
 @pytest.fixture(scope="session")
 def mqtt_url(rabbitmq: RabbitMQ, amqp_url: str) -> str | None:
     """MQTT into the run's vhost (its ``amq.topic``) when the node is ours, else None."""

@@ -1,0 +1,84 @@
+"""The network as separate processes over RabbitMQ, and a host killed outright mid-load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from branch_node import Branch, ClientConfig
+from branchnet.nodes import wait_for_host
+from branchnet.reconcile import reconcile
+from common.amqp_bus import AmqpBus
+from host_node import ledger_path
+
+
+def _node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "branchnet.cli", *args], env=env, stdout=handle, stderr=handle
+        )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
+    tmp_path: Path, fresh_amqp_url: str
+) -> None:
+    env = {**os.environ, "BRANCHNET_AMQP_URL": fresh_amqp_url, "BRANCHNET_DATA_DIR": str(tmp_path)}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "branchnet.cli", "keys", "init", "--branches", "1"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    crypto = _node(["crypto"], env, logs / "crypto.log")
+    host = _node(["host", "--branches", "1"], env, logs / "host.log")
+    bus = AmqpBus(fresh_amqp_url, name="test-branch")
+    await bus.connect()
+    branch = Branch(
+        bus,
+        "0001",
+        data_dir=tmp_path,
+        terminals=4,
+        seed=11,
+        client_config=ClientConfig(timeout_s=2.0, retries=20),
+    )
+    try:
+        await wait_for_host(bus, timeout_s=60)
+        await branch.start()
+        run = asyncio.create_task(branch.run(120, max_requests=900))
+        while branch.statistics().answered < 300:
+            assert not run.done(), "the branch stopped before the kill"
+            await asyncio.sleep(0.05)
+        host.kill()  # SIGKILL: no drain, no clean close of the store
+        assert host.wait(timeout=30) == -signal.SIGKILL
+        answered_at_kill = branch.statistics().answered
+        await asyncio.sleep(1.0)
+        host = _node(["host", "--branches", "1"], env, logs / "host.log")
+        report = await asyncio.wait_for(run, timeout=300)
+    finally:
+        await branch.stop()
+        await bus.close()
+        for process in (host, crypto):
+            if process.poll() is None:
+                _stop(process)
+
+    answered = [o for o in report.outcomes if o.result != "timeout"]
+    assert len(answered) >= 900 and len(answered) > answered_at_kill + 300
+    assert not [o for o in report.outcomes if o.result == "timeout"]
+    reconciliation = reconcile(ledger_path(tmp_path), [report])
+    failed = {k: v for k, v in reconciliation.checks.items() if not v.ok}
+    assert reconciliation.ok, failed
