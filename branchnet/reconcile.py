@@ -1,6 +1,6 @@
 """End-of-run reconciliation: the host's ledger and journal against what branches were told.
 
-Checks (each a :class:`Check`):
+Checks (each a :class:`host_node.CheckResult`):
 - the store's own invariants (host_node.reconcile.check_store: postings balance per entry,
   balances equal their postings, the hash chain verifies, customer money equals branch cash);
 - ``cash_by_branch``: each branch's counter cash in the ledger equals the cash its approved
@@ -19,17 +19,12 @@ from pathlib import Path
 
 from branch_node import BranchReport
 from common.ids import cash_account
+from host_node import CheckResult as Check
 from host_node import JournalSummary, check_store, journal_index
 
 #: Kinds whose approval always moves money (an opening deposit of zero does not).
 _MOVING_KINDS = frozenset({"deposit", "withdraw", "transfer"})
 _EXAMPLES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class Check:
-    ok: bool
-    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +44,7 @@ class Reconciliation:
 
 def reconcile(store_path: Path, reports: Sequence[BranchReport]) -> Reconciliation:
     """Run every check over the host store at ``store_path`` and the branches' reports."""
-    checks: dict[str, Check] = {
-        name: Check(result.ok, result.detail) for name, result in check_store(store_path).items()
-    }
+    checks: dict[str, Check] = dict(check_store(store_path))
     journal = journal_index(store_path)
     checks["cash_by_branch"] = _cash_by_branch(reports, journal)
     checks["journal_matches_replies"] = _journal_matches_replies(reports, journal)
