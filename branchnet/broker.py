@@ -540,3 +540,17 @@ def _management(
         raise BrokerError(f"management API {method} {path}: HTTP {exc.code}") from exc
     except (OSError, urllib.error.URLError) as exc:
         raise BrokerError(f"management API at {management_url} unreachable: {exc}") from exc
+
+
+def close_connections(management_url: str, amqp_url: str, vhost: str) -> int:
+    """Close every client connection to ``vhost`` (as a network fault would); returns how many."""
+    name = urllib.parse.quote(vhost, safe="")
+    listing = json.loads(
+        _management(management_url, amqp_url, "GET", f"/api/vhosts/{name}/connections", None)
+    )
+    for connection in listing:
+        quoted = urllib.parse.quote(connection["name"], safe="")
+        _management(
+            management_url, amqp_url, "DELETE", f"/api/connections/{quoted}", None, missing_ok=True
+        )
+    return len(listing)

@@ -50,7 +50,8 @@ def configure_logging(level: str = "warning", *, json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[*shared[1:], renderer], foreign_pre_chain=[]
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared[1:]],
         )
     )
     root = logging.getLogger()

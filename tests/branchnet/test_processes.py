@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,22 +11,11 @@ from pathlib import Path
 import pytest
 
 from branch_node import Branch, ClientConfig
+from branchnet.chaos.processes import NodeProcesses
 from branchnet.nodes import wait_for_host
 from branchnet.reconcile import reconcile
 from common.amqp_bus import AmqpBus
 from host_node import ledger_path
-
-
-def _node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "branchnet.cli", *args], env=env, stdout=handle, stderr=handle
-        )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -35,17 +23,15 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
     tmp_path: Path, fresh_amqp_url: str
 ) -> None:
-    env = {**os.environ, "BRANCHNET_AMQP_URL": fresh_amqp_url, "BRANCHNET_DATA_DIR": str(tmp_path)}
-    logs = tmp_path / "logs"
-    logs.mkdir()
+    nodes = NodeProcesses(fresh_amqp_url, tmp_path, branches=1)
     subprocess.run(
         [sys.executable, "-m", "branchnet.cli", "keys", "init", "--branches", "1"],
-        env=env,
+        env=nodes.env,
         check=True,
         capture_output=True,
     )
-    crypto = _node(["crypto"], env, logs / "crypto.log")
-    host = _node(["host", "--branches", "1"], env, logs / "host.log")
+    nodes.start("crypto")
+    nodes.start("host")
     bus = AmqpBus(fresh_amqp_url, name="test-branch")
     await bus.connect()
     branch = Branch(
@@ -63,18 +49,17 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
         while branch.statistics().answered < 300:
             assert not run.done(), "the branch stopped before the kill"
             await asyncio.sleep(0.05)
-        host.kill()  # SIGKILL: no drain, no clean close of the store
-        assert host.wait(timeout=30) == -signal.SIGKILL
+        host = nodes.running["host"]
+        nodes.kill("host")  # SIGKILL: no drain, no clean close of the store
+        assert host.returncode == -signal.SIGKILL
         answered_at_kill = branch.statistics().answered
         await asyncio.sleep(1.0)
-        host = _node(["host", "--branches", "1"], env, logs / "host.log")
+        nodes.start("host")
         report = await asyncio.wait_for(run, timeout=300)
     finally:
         await branch.stop()
         await bus.close()
-        for process in (host, crypto):
-            if process.poll() is None:
-                _stop(process)
+        nodes.stop_all()
 
     answered = [o for o in report.outcomes if o.result != "timeout"]
     assert len(answered) >= 900 and len(answered) > answered_at_kill + 300

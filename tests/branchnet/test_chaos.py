@@ -1,0 +1,166 @@
+"""Fault injection: the checker's classes, the faulty bus, and every scenario in short form."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+from pathlib import Path
+
+import pytest
+
+from branch_node import Outcome
+from branchnet.broker import start_broker, stop_broker
+from branchnet.chaos.checker import classify
+from branchnet.chaos.faults import FaultPlan, FaultyBus
+from branchnet.chaos.scenarios import SCENARIOS, ChaosConfig, run_scenario
+from common.bus import Delivery, Message
+from common.embedded_bus import EmbeddedBroker
+from common.results import ResultCode
+from common.topology import CORE, CRYPTO_COMMANDS, DEFAULT_EXCHANGE
+from host_node import JournalSummary
+from tests.conftest import RabbitMQ
+
+
+def _outcome(request_id: str, result: str) -> Outcome:
+    return Outcome(
+        request_id=request_id,
+        kind="deposit",
+        result=result,
+        amount=100,
+        cash_in=100 if result == "00" else 0,
+        cash_out=0,
+        account="6200010100000011",
+        latency_s=0.01,
+        sent_at=dt.datetime(2026, 11, 28, tzinfo=dt.UTC),
+        expected="00",
+    )
+
+
+def _journaled(request_id: str, result: str, entries: int = 1) -> JournalSummary:
+    return JournalSummary(
+        request_id=request_id,
+        result=ResultCode(result),
+        kind="deposit",
+        entries=entries,
+        postings=(),
+        cash_in={},
+        cash_out={},
+    )
+
+
+def test_the_checker_sorts_every_request_into_its_class() -> None:
+    outcomes = [
+        _outcome("0001-01-0000000001", "00"),  # ok
+        _outcome("0001-01-0000000002", "00"),  # lost: not journaled
+        _outcome("0001-01-0000000003", "00"),  # lost: journaled as a decline
+        _outcome("0001-01-0000000004", "00"),  # duplicated
+        _outcome("0001-01-0000000005", "timeout"),  # unknown, journaled
+        _outcome("0001-01-0000000006", "timeout"),  # unknown, not journaled
+    ]
+    journal = {
+        "0001-01-0000000001": _journaled("0001-01-0000000001", "00"),
+        "0001-01-0000000003": _journaled("0001-01-0000000003", "51"),
+        "0001-01-0000000004": _journaled("0001-01-0000000004", "00", entries=2),
+        "0001-01-0000000005": _journaled("0001-01-0000000005", "00"),
+    }
+    drained = classify(outcomes, journal, drained=True)
+    assert drained.counts == {
+        "ok": 1,
+        "lost": 2,
+        "duplicated": 1,
+        "unknown_resolved": 2,
+        "unknown_unresolved": 0,
+    }
+    assert drained.examples["lost"] == ["0001-01-0000000002", "0001-01-0000000003"]
+    assert not drained.passed
+    in_flight = classify(outcomes[4:], journal, drained=False)
+    assert in_flight.counts["unknown_unresolved"] == 1 and not in_flight.passed
+    assert classify(outcomes[:1], journal, drained=True).passed
+
+
+async def test_the_faulty_bus_duplicates_and_reorders_but_loses_nothing() -> None:
+    broker = EmbeddedBroker()
+    bus = FaultyBus(broker.connect(), FaultPlan(0.5, 0.5, 0.02), random.Random(3))
+    await bus.connect()
+    await bus.declare(CORE)
+    bodies = [str(n).encode() for n in range(200)]
+    await bus.publish([Message(DEFAULT_EXCHANGE, CRYPTO_COMMANDS, b) for b in bodies])
+    seen: list[bytes] = []
+
+    async def collect(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        await delivery.ack()
+
+    await bus.consume(CRYPTO_COMMANDS, collect, prefetch=50)
+    await bus.close()  # held-back messages arrive before the connection closes
+    await asyncio.sleep(0.05)
+    assert set(seen) == set(bodies)
+    assert len(seen) == 200 + bus.duplicated and bus.duplicated > 50
+    assert seen != sorted(seen, key=lambda b: int(b)) and bus.delayed > 50
+
+
+def _assert_passed(report: dict[str, object]) -> None:
+    shown = {k: v for k, v in report.items() if k != "reconciliation"}
+    assert report["passed"], shown
+    assert report["lost"] == report["duplicated"] == report["unknown_unresolved"] == 0, shown
+    assert report["money_conserved"] and report["chain_verified"], shown
+    assert isinstance(report["ok"], int) and report["ok"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_the_deterministic_simulation_holds_for_many_seeds(tmp_path: Path, seed: int) -> None:
+    config = ChaosConfig(data_dir=tmp_path, duration_s=3.0, seed=seed)
+    report = await run_scenario("deterministic", config)
+    _assert_passed(report)
+    faults = report["faults"]
+    assert isinstance(faults, dict)
+    assert faults.get("host_crash", 0) + faults.get("crypto_crash", 0) >= 1
+    assert faults["duplicated_deliveries"] > 0 and faults["delayed_deliveries"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("name", ["host-kill", "crypto-kill", "connection-drop"])
+async def test_process_scenarios_lose_nothing(
+    tmp_path: Path, fresh_amqp_url: str, rabbitmq: RabbitMQ, name: str
+) -> None:
+    if SCENARIOS[name].needs_management and rabbitmq.management_url is None:
+        pytest.fail("connection-drop needs the management API of the test broker")
+    config = ChaosConfig(
+        data_dir=tmp_path,
+        duration_s=8.0,
+        amqp_url=fresh_amqp_url,
+        management_url=rabbitmq.management_url,
+    )
+    report = await run_scenario(name, config)
+    _assert_passed(report)
+    faults = report["faults"]
+    assert isinstance(faults, dict) and sum(faults.values()) >= 1
+    by_result = report["by_result"]
+    assert isinstance(by_result, dict)
+    if name == "crypto-kill":  # PIN requests were answered 91, not left hanging
+        assert by_result.get("91", 0) > 0 and by_result.get("timeout", 0) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_broker_restart_loses_nothing(tmp_path: Path, rabbitmq: RabbitMQ) -> None:
+    if rabbitmq.node is None:
+        pytest.fail("broker-restart needs a private node of its own; unset BRANCHNET_AMQP_URL")
+    broker_dir = tmp_path / "broker"
+    info = await asyncio.to_thread(start_broker, broker_dir)
+    try:
+        config = ChaosConfig(
+            data_dir=tmp_path / "data",
+            duration_s=10.0,
+            amqp_url=info.amqp_url,
+            management_url=info.management_url,
+            broker_dir=broker_dir,
+        )
+        report = await run_scenario("broker-restart", config)
+    finally:
+        await asyncio.to_thread(stop_broker, broker_dir)
+    _assert_passed(report)
+    assert report["faults"] == {"broker_restart": 1}
