@@ -35,7 +35,18 @@ class _Command(BaseModel):
     command_id: str = Field(min_length=1, max_length=40)
 
 
-class GenerateOffset(_Command):
+class _PinBlockCommand(_Command):
+    """A command carrying PIN blocks from a pad.
+
+    ``binding`` names the transaction the blocks belong to (the host sends the request id).
+    A KSN already used is accepted again only with the same binding and the same PIN block —
+    a retransmission of that transaction; without a binding, a used KSN is always a replay.
+    """
+
+    binding: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class GenerateOffset(_PinBlockCommand):
     """Create the PIN verification value for a new PIN (IBM 3624 offset or Visa PVV)."""
 
     code: Literal["GO"] = "GO"
@@ -44,7 +55,7 @@ class GenerateOffset(_Command):
     method: Literal["ibm3624", "visa_pvv"] = "ibm3624"
 
 
-class VerifyPin(_Command):
+class VerifyPin(_PinBlockCommand):
     """Check a PIN block against the stored verification value."""
 
     code: Literal["VP"] = "VP"
@@ -55,7 +66,7 @@ class VerifyPin(_Command):
     key_version: int = 1
 
 
-class ChangePinCommand(_Command):
+class ChangePinCommand(_PinBlockCommand):
     """Verify the old PIN block and produce the verification value of the new one."""
 
     code: Literal["CP"] = "CP"

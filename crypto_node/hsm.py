@@ -35,7 +35,7 @@ from crypto_node import ibm3624, visa_pvv
 from crypto_node.errors import CryptoNodeError, InputFormatError, ReplayError, UnknownKeyError
 from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
-from crypto_node.replay import ReplayGuard, ReplayMarks
+from crypto_node.replay import ReplayGuard, ReplayMarks, fingerprint
 
 _log = get_logger(__name__)
 
@@ -113,18 +113,18 @@ class Hsm:
         if code == "VP":
             command = cast(VerifyPin, command)
             self._check_version(command.key_version)
-            pin = self._open(command.pin, command.pan)
+            pin = self._open(command.pin, command.pan, command.binding)
             ok = self._verify(command.method, pin, command.pan, command.verification_value)
             return _response(command.command_id, _verdict(ok))
         if code == "GO":
             command = cast(GenerateOffset, command)
-            pin = self._open(command.pin, command.pan)
+            pin = self._open(command.pin, command.pan, command.binding)
             return self._value_response(command.command_id, command.method, pin, command.pan)
         if code == "CP":
             command = cast(ChangePinCommand, command)
             self._check_version(command.key_version)
-            old_pin = self._open(command.pin, command.pan)
-            new_pin = self._open(command.new_pin, command.pan)
+            old_pin = self._open(command.pin, command.pan, command.binding)
+            new_pin = self._open(command.new_pin, command.pan, command.binding, "new")
             if not self._verify(command.method, old_pin, command.pan, command.verification_value):
                 return _response(command.command_id, HsmError.VERIFICATION_FAILED)
             return self._value_response(command.command_id, command.method, new_pin, command.pan)
@@ -136,18 +136,25 @@ class Hsm:
         if key_version != self._keys.key_version:
             raise UnknownKeyError("no PVK of that version")
 
-    def _open(self, encrypted: EncryptedPin, pan: str) -> str:
-        """The clear PIN of a pad's block, refusing a used KSN; records the KSN once it works."""
+    def _open(
+        self, encrypted: EncryptedPin, pan: str, binding: str | None, role: str = "pin"
+    ) -> str:
+        """The clear PIN of a pad's block, refusing a used KSN; records the KSN once it works.
+
+        A used KSN is accepted when it comes again bound to the same transaction with the
+        same block in the same role (a retransmission; see :mod:`crypto_node.replay`).
+        """
         if encrypted.format != 4 or len(encrypted.ksn) != 24:
             raise InputFormatError("only ISO 9564 format 4 blocks under AES DUKPT are accepted")
         ksn = Ksn.parse(encrypted.ksn)
         if ksn.initial_key_id[:4] != self._bdk_id:
             raise UnknownKeyError("the KSN names another BDK")
-        if self._replay.is_used(ksn):
+        use = None if binding is None else fingerprint(binding, role, ksn, encrypted.pin_block)
+        if self._replay.is_used(ksn, use):
             raise ReplayError("KSN counter already used")
         key = self._derivation.pin_key(ksn)
         pin = decipher_format4(key, bytes.fromhex(encrypted.pin_block), pan)
-        self._replay.record(ksn)
+        self._replay.record(ksn, use)
         return pin
 
     def _value_response(self, command_id: str, method: str, pin: str, pan: str) -> PinResponse:

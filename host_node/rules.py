@@ -82,7 +82,12 @@ def pin_command(
     if isinstance(request, OpenAccount):
         if request.pin is None or account is not None:
             return None
-        return GenerateOffset(command_id=command_id, pan=request.account, pin=request.pin)
+        return GenerateOffset(
+            command_id=command_id,
+            pan=request.account,
+            pin=request.pin,
+            binding=request.request_id,
+        )
     if request.kind not in PIN_KINDS or account is None:
         return None
     if account.kind != "customer" or account.status != "open" or account.pin is None:
@@ -96,6 +101,7 @@ def pin_command(
         "method": account.pin.method,
         "verification_value": account.pin.value,
         "key_version": account.pin.key_version,
+        "binding": request.request_id,
     }
     if isinstance(request, ChangePin):
         return ChangePinCommand(new_pin=request.new_pin, **check)
