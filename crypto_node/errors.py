@@ -6,7 +6,7 @@
     ├── KeyBlockError        a TR-31 key block that does not open  -> 10 KEY_ERROR
     ├── KeyUsageError        a key used against its header         -> 16 USAGE_ERROR
     ├── ParityError          a DES key without odd parity          -> 17 PARITY_ERROR
-    ├── PinFormatError       a PIN block format translation refused -> 15 FORMAT_ERROR
+    ├── PinFormatError       a PIN block translation refused       -> 20 PIN_FORMAT_REFUSED
     ├── ReplayError          a KSN counter already used            -> 11 REPLAY
     └── LmkError             LMK components missing or inconsistent (start-up only)
 
@@ -68,7 +68,7 @@ class ParityError(CryptoNodeError):
 class PinFormatError(CryptoNodeError):
     """A PIN block format, or translation between formats, the rules do not allow."""
 
-    code = HsmError.FORMAT_ERROR
+    code = HsmError.PIN_FORMAT_REFUSED
 
 
 class LmkError(CryptoNodeError):
