@@ -365,5 +365,5 @@ def _command_id(command: object) -> str:
 
 
 def _response(command_id: str, error: HsmError) -> PinResponse:
-    """A response carrying only a code."""
-    return PinResponse(command_id=command_id, error=error)
+    """A response carrying only a code (built unvalidated: both fields are ours; hot path)."""
+    return PinResponse.model_construct(command_id=command_id, error=error)
