@@ -198,6 +198,8 @@ class Hsm:
             if given is not None and stored.header.version != f"{version % 100:02d}":
                 raise KeyUsageError("the PVK given is not of the version the command names")
             cached = Pvk(stored.check(_PVK_USAGE[method], action))
+            if len(self._pvks) >= _BLOCK_CACHE:
+                self._pvks.clear()  # PVKs given as blocks: keep the cache bounded
             self._pvks[(method, name, action)] = cached
         return cached
 
