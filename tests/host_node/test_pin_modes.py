@@ -11,7 +11,7 @@ import pytest
 from branch_node.pinpad import load_pinpads
 from common.embedded_bus import EmbeddedBroker, EmbeddedBus
 from common.errors import ConfigError
-from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
+from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys, rotate_keys
 from host_node import HostConfig, HostService, ledger_path
 from host_node.pin_local import local_marks_path
 from tests.host_node.fakes import BranchDesk, Teller, account_no
@@ -108,3 +108,40 @@ async def test_software_pin_mode_without_a_key_file_refuses_to_start(tmp_path: P
     with pytest.raises(ConfigError, match="keys init"):
         await host.start()
     await host.store.close()
+
+
+async def test_accounts_keep_verifying_across_a_pvk_and_bdk_rotation(
+    keys_dir: Path, tmp_path: Path
+) -> None:
+    broker = EmbeddedBroker()
+    config = HostConfig(crypto_timeout_s=2.0)
+    host = HostService(await _connected(broker), tmp_path, branch_ids=BRANCHES, config=config)
+    await host.start()
+    desk = BranchDesk(await _connected(broker))
+    await desk.start()
+    crypto_bus = await _connected(broker)
+    crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(keys_dir)))
+    await crypto.start()
+    try:
+        old_pad = load_pinpads(keys_dir, "0001")["01"]
+        teller = Teller(pad=old_pad)
+        opening = teller.open_account(A, deposit=5_000, pin=teller.pin(PIN, A), id_number="X1")
+        assert (await desk.ask([opening]))[0].result.value == "00"
+        await crypto.stop()
+        rotate_keys(keys_dir, "pvk")
+        rotate_keys(keys_dir, "bdk", BRANCHES, 1)
+        crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(keys_dir)))
+        await crypto.start()
+        new_teller = Teller(start=100, pad=load_pinpads(keys_dir, "0001")["01"])
+        # the old account (PVK generation 1) verifies with an old pad and a reissued one
+        for someone in (teller, new_teller):
+            withdrawal = someone.withdraw(A, 100, someone.pin(PIN, A))
+            assert (await desk.ask([withdrawal]))[0].result.value == "00"
+        change = new_teller.change_pin(A, new_teller.pin(PIN, A), new_teller.pin(WRONG, A))
+        assert (await desk.ask([change]))[0].result.value == "00"
+        withdrawal = new_teller.withdraw(A, 100, new_teller.pin(WRONG, A))
+        assert (await desk.ask([withdrawal]))[0].result.value == "00"
+    finally:
+        await crypto.stop()
+        await host.stop()
+    assert _stored_method(tmp_path, A) == ("ibm3624", 2)  # the new PIN's value is generation 2
