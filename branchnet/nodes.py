@@ -15,7 +15,9 @@ from common.errors import BusError
 from common.logs import get_logger
 from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
+from crypto_node.lmk import Lmk
 from host_node import HostService
+from host_node.config import pin_config
 
 _log = get_logger("branchnet.nodes")
 
@@ -44,11 +46,15 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
 
 
 async def serve_host(amqp_url: str, data_dir: Path, branch_ids: tuple[str, ...]) -> None:
-    await _serve("host", amqp_url, lambda bus: HostService(bus, data_dir, branch_ids=branch_ids))
+    await _serve(
+        "host",
+        amqp_url,
+        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, config=pin_config()),
+    )
 
 
-async def serve_crypto(amqp_url: str, data_dir: Path) -> None:
-    keys = load_crypto_keys(data_dir)
+async def serve_crypto(amqp_url: str, data_dir: Path, lmk: Lmk | None = None) -> None:
+    keys = load_crypto_keys(data_dir, lmk)
     await _serve("crypto", amqp_url, lambda bus: CryptoService(bus, Hsm(keys)))
 
 

@@ -220,6 +220,21 @@ def pin_key(bdk: bytes, ksn: Ksn) -> bytes:
     return derivation.pin_key(ksn.counter)
 
 
+def derivation_key(bdk: bytes, ksn: Ksn) -> bytes:
+    """The intermediate derivation key of ``ksn``'s counter (X9.24-3 §6.3.4; known answers).
+
+    Walks from the initial key, adding the counter's one-bits from the highest down.
+    """
+    key = initial_key(bdk, ksn.initial_key_id)
+    reached = 0
+    for bit in reversed(range(32)):
+        if ksn.counter >> bit & 1:
+            reached |= 1 << bit
+            data = _derivation_data(_USAGE_KEY_DERIVATION, ksn.initial_key_id, reached)
+            key = _encryptor(key).update(data)
+    return key
+
+
 def pin_key_from_initial_key(initial_key_bytes: bytes, ksn: Ksn) -> bytes:
     """The PIN-encryption working key for ``ksn``, from the pad's initial key (pad side)."""
     return KeyDerivation(initial_key_bytes, ksn.initial_key_id, cache=0).pin_key(ksn.counter)

@@ -1,4 +1,4 @@
-"""ISO 9564-1 PIN blocks: format 4 (AES, 16 bytes) and formats 0 and 3 (TDES, 8 bytes).
+"""ISO 9564-1 PIN blocks: format 4 (AES, 16 bytes) and formats 0, 1 and 3 (TDES, 8 bytes).
 
 Format 4 (ISO 9564-1:2017 §9.4.2) encrypts twice::
 
@@ -9,6 +9,7 @@ Format 4 (ISO 9564-1:2017 §9.4.2) encrypts twice::
 
 Formats 0 and 3 XOR the PIN field with ``0000`` + the 12 rightmost PAN digits (the check
 digit excluded) and encrypt once; format 0 fills with ``F``, format 3 with random ``A``-``F``.
+Format 1 is not bound to a PAN: its PIN field (control ``1``) is filled with random hex.
 
 Every failure is a :class:`PinBlockError` whose message names the problem, never the PIN,
 PAN, block or key.
@@ -153,6 +154,26 @@ def encipher_format0(key: bytes, pin: str, pan: str) -> bytes:
 def decipher_format0(key: bytes, pin_block: bytes, pan: str) -> str:
     """The PIN inside a format 0 PIN block (raises :class:`PinBlockError` if not one)."""
     return _decipher_tdes("0", "f", key, pin_block, pan)
+
+
+def encipher_format1(key: bytes, pin: str, fill: str | None = None) -> bytes:
+    """Encrypt ``pin`` as an ISO 9564 format 1 PIN block (no PAN; random hex fill)."""
+    _check_pin(pin)
+    size = 14 - len(pin)
+    if fill is None:
+        fill = secrets.token_hex(8)[:size].upper()
+    elif len(fill) != size or re.fullmatch(r"[0-9A-Fa-f]*", fill) is None:
+        raise PinBlockError(f"format 1 fill is {size} hex nibbles")
+    field = int(f"1{len(pin):X}{pin}{fill}", 16)
+    return _tdes(key).encryptor().update(field.to_bytes(8, "big"))
+
+
+def decipher_format1(key: bytes, pin_block: bytes) -> str:
+    """The PIN inside a format 1 PIN block (raises :class:`PinBlockError` if not one)."""
+    if len(pin_block) != TDES_BLOCK_BYTES:
+        raise PinBlockError(f"a format 1 PIN block is {TDES_BLOCK_BYTES} bytes")
+    clear = _tdes(key).decryptor().update(pin_block).hex()
+    return _pin_from_field(clear, "1", "0123456789abcdef")
 
 
 def encipher_format3(key: bytes, pin: str, pan: str, fill: str | None = None) -> bytes:

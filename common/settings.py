@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PinMode = Literal["crypto", "host"]
+PinMethod = Literal["ibm3624", "visa_pvv"]
 DrMode = Literal["sync", "async"]
 
 
@@ -26,6 +27,7 @@ class Settings(BaseSettings):
     branches: int = Field(default=4, ge=1, le=9999)
     terminals: int = Field(default=4, ge=1, le=99)
     pin_mode: PinMode = "crypto"
+    pin_method: PinMethod = "ibm3624"
     dr_mode: DrMode = "sync"
     log_level: str = "warning"
     log_json: bool = True

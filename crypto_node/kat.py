@@ -7,7 +7,12 @@ Every algorithm below calls the functions the HSM and the PIN pad use (``common.
 
 Output: one line per case, ``PASS <id>`` or ``FAIL <id>: ...``, then ``N passed, M failed``.
 A case that is malformed, names an unknown algorithm or raises is a ``FAIL`` line; a file that
-is unreadable or not of this format is one ``FAIL`` line. The status is 1 if anything failed.
+is unreadable or not of this format is one ``FAIL`` line. A case may expect a refusal:
+``"expect": {"error": true}`` (or text the error message must contain). Digit inputs may be
+JSON numbers; hex inputs may hold spaces. Beyond the shared algorithms, ``branchnet`` adds
+``dukpt-aes128-derivation-key`` (``bdk``, ``ksn`` -> ``derivation_key``) and ``tr31-d-unwrap``
+(``kbpk``, ``key_block`` -> ``key``, ``kcv``, ``usage``, ``algorithm``, ``mode_of_use``,
+``version``, ``exportability``). The status is 1 if anything failed.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from typing import Any
 from common import dukpt, pinblock
 from common.dukpt import DukptError, HostDerivation, Ksn
 from common.pinblock import PinBlockError
-from crypto_node import ibm3624, visa_pvv
+from crypto_node import ibm3624, tr31, visa_pvv
 from crypto_node.errors import CryptoNodeError
+from crypto_node.kcv import kcv
 from crypto_node.pvk import Pvk
 
 KAT_FORMAT = "branchnet-kat/1"
@@ -40,13 +46,18 @@ class _Inputs:
 
     def _text(self, name: str) -> str:
         value = self._case.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # a digit field written as a JSON number
         if not isinstance(value, str):
             raise _MalformedCase(f"input {name!r} is missing or not a string")
-        return value
+        return value.strip()
+
+    def has(self, name: str) -> bool:
+        return name in self._case
 
     def hex(self, name: str, *sizes: int) -> bytes:
-        """A byte string of one of ``sizes`` bytes, given as hex."""
-        text = self._text(name)
+        """A byte string of one of ``sizes`` bytes, given as hex (spaces allowed)."""
+        text = self._text(name).replace(" ", "")
         if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", text) or len(text) // 2 not in sizes:
             sizes_text = " or ".join(str(2 * size) for size in sizes)
             raise _MalformedCase(f"input {name!r} must be {sizes_text} hex digits")
@@ -73,6 +84,23 @@ def _hex(data: bytes) -> str:
 def _initial_key(case: _Inputs) -> dict[str, str]:
     key = dukpt.initial_key(case.hex("bdk", 16), case.hex("initial_key_id", 8))
     return {"initial_key": _hex(key)}
+
+
+def _derivation_key(case: _Inputs) -> dict[str, str]:
+    return {"derivation_key": _hex(dukpt.derivation_key(case.hex("bdk", 16), case.ksn()))}
+
+
+def _tr31_unwrap(case: _Inputs) -> dict[str, str]:
+    header, key = tr31.unwrap(case.hex("kbpk", 16, 24, 32), case.text("key_block"))
+    return {
+        "key": _hex(key),
+        "kcv": kcv(key, header.algorithm),
+        "usage": header.usage,
+        "algorithm": header.algorithm,
+        "mode_of_use": header.mode_of_use,
+        "version": header.version,
+        "exportability": header.exportability,
+    }
 
 
 def _pin_key(case: _Inputs) -> dict[str, str]:
@@ -102,10 +130,15 @@ def _dukpt_iso4(case: _Inputs) -> dict[str, str]:
 
 
 def _ibm3624_offset(case: _Inputs) -> dict[str, str]:
+    validation_data = (
+        case.text("validation_data")
+        if case.has("validation_data") or not case.has("pan")
+        else ibm3624.validation_data(case.digits("pan"))
+    )
     offset = ibm3624.generate_offset(
-        Pvk(case.hex("pvk", 16)),
+        Pvk(case.hex("pvk", 16, 24)),
         case.digits("decimalization_table"),
-        case.text("validation_data"),
+        validation_data,
         case.digits("pin"),
     )
     return {"offset": offset}
@@ -113,7 +146,7 @@ def _ibm3624_offset(case: _Inputs) -> dict[str, str]:
 
 def _visa_pvv(case: _Inputs) -> dict[str, str]:
     pvv = visa_pvv.generate_pvv(
-        Pvk(case.hex("pvk", 16)), case.digits("pvki"), case.digits("pin"), case.digits("pan")
+        Pvk(case.hex("pvk", 16, 24)), case.digits("pvki"), case.digits("pin"), case.digits("pan")
     )
     return {"pvv": pvv}
 
@@ -146,6 +179,8 @@ ALGORITHMS: dict[str, Callable[[_Inputs], dict[str, str]]] = {
     "iso9564-0-encipher": _iso0_encipher,
     "iso9564-0-decipher": _iso0_decipher,
     "iso9564-3-decipher": _iso3_decipher,
+    "dukpt-aes128-derivation-key": _derivation_key,
+    "tr31-d-unwrap": _tr31_unwrap,
 }
 
 
@@ -171,6 +206,8 @@ def check_case(case: object, index: int) -> tuple[bool, str]:
         got = {"error": str(error)}
     except Exception as error:
         got = {"error": type(error).__name__}
+    if "error" in expect:
+        return _expected_error(case_id, expect["error"], got)
     unknown = sorted(set(expect) - set(got) - {"error"})
     if unknown and "error" not in got:
         return False, f"FAIL {case_id}: malformed case: {algorithm} has no output {unknown[0]!r}"
@@ -179,6 +216,21 @@ def check_case(case: object, index: int) -> tuple[bool, str]:
     expected = ", ".join(f"{name}={_one_line(value)}" for name, value in expect.items())
     shown = ", ".join(f"{name}={_one_line(value)}" for name, value in got.items())
     return False, f"FAIL {case_id}: expected {expected} got {shown}"
+
+
+def _expected_error(case_id: str, wanted: object, got: Mapping[str, str]) -> tuple[bool, str]:
+    """A case that expects a refusal: ``true`` (any), ``false`` (none) or text the error holds."""
+    error = got.get("error")
+    if wanted is False:
+        ok = error is None
+    elif wanted is True:
+        ok = error is not None
+    else:
+        ok = error is not None and str(wanted).lower() in error.lower()
+    if ok:
+        return True, f"PASS {case_id}"
+    shown = ", ".join(f"{name}={_one_line(value)}" for name, value in got.items())
+    return False, f"FAIL {case_id}: expected error={_one_line(wanted)} got {shown}"
 
 
 def _one_line(value: object) -> str:

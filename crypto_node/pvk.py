@@ -19,10 +19,11 @@ class Pvk:
     __slots__ = ("_encryptor",)
 
     def __init__(self, key: bytes) -> None:
-        if len(key) != PVK_BYTES:
-            raise InputFormatError(f"a PVK is two-key TDES ({PVK_BYTES} bytes)")
+        if len(key) not in (PVK_BYTES, 24):
+            raise InputFormatError("a PVK is two- or three-key TDES (16 or 24 bytes)")
         # K1 K2 K1: cryptography takes two-key TDES as a 24-byte key.
-        self._encryptor = Cipher(TripleDES(key + key[:8]), modes.ECB()).encryptor()
+        full = key + key[:8] if len(key) == PVK_BYTES else key
+        self._encryptor = Cipher(TripleDES(full), modes.ECB()).encryptor()
 
     def __repr__(self) -> str:
         return "Pvk(...)"

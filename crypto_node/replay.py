@@ -1,4 +1,4 @@
-"""Replay refusal: each PIN pad's KSN counters are used once.
+"""Replay refusal: each PIN pad's KSN counters are used once, by one transaction.
 
 Per pad (initial key id) the guard keeps the highest counter used and a window bitmap of the
 :data:`WINDOW` counters below it, as IPsec's anti-replay window does: blocks may arrive a little
@@ -6,61 +6,107 @@ out of order, but a counter already used, or too far below the mark to tell, is 
 A counter is recorded only after its PIN block deciphered, so garbage with a high counter
 cannot push a pad's mark forward.
 
+A used counter may come again only as a *retransmission* of the same transaction: the host
+retries a request whose crypto round trip it made but never committed (it crashed, or its
+store failed). Each counter recorded with a binding (the request id) keeps a fingerprint of
+the binding, the block's role in the command and the PIN block (a keyed hash: the PIN block
+itself is never kept); a later use of the counter is accepted only with the same fingerprint.
+Any other use of a seen counter is a replay.
+
 :class:`ReplayMarks` persists the guard (``data_dir/crypto/ksn-marks.json``, written
-atomically after each batch that used a KSN) so a restarted crypto node still refuses replays.
+atomically after each batch that used a KSN) so a restarted crypto node still refuses replays
+and still recognises retransmissions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.dukpt import Ksn
 from common.errors import ConfigError
 
 WINDOW = 64
-MARKS_FORMAT = "branchnet-ksn-marks/1"
+MARKS_FORMAT = "branchnet-ksn-marks/2"
+_OLD_FORMAT = "branchnet-ksn-marks/1"
+FINGERPRINT_BYTES = 16
 _MASK = (1 << WINDOW) - 1
+_PERSON = b"branchnet-ksn"
+
+
+def fingerprint(binding: str, role: str, ksn: Ksn, pin_block: str) -> bytes:
+    """What identifies one transaction's use of a KSN: binding, role, KSN and PIN block.
+
+    BLAKE2b, personalised; the PIN block cannot be read back from it.
+    """
+    digest = hashlib.blake2b(digest_size=FINGERPRINT_BYTES, person=_PERSON)
+    digest.update(f"{binding}\x1f{role}\x1f{ksn}\x1f{pin_block.upper()}".encode())
+    return digest.digest()
 
 
 @dataclass(slots=True)
 class _Mark:
     high: int
     seen: int  # bit i: counter high - i was used
+    uses: dict[int, bytes] = field(default_factory=dict)  # counter -> fingerprint
 
 
 class ReplayGuard:
     """The counters each PIN pad has used (pure; see :class:`ReplayMarks` for the file)."""
 
-    def __init__(self, marks: dict[bytes, tuple[int, int]] | None = None) -> None:
+    def __init__(
+        self,
+        marks: dict[bytes, tuple[int, int]] | None = None,
+        uses: dict[bytes, dict[int, bytes]] | None = None,
+    ) -> None:
         self._marks = {
-            pad: _Mark(high, seen & _MASK) for pad, (high, seen) in (marks or {}).items()
+            pad: _Mark(high, seen & _MASK, dict((uses or {}).get(pad, {})))
+            for pad, (high, seen) in (marks or {}).items()
         }
         self.dirty = False
 
     def __repr__(self) -> str:
         return f"ReplayGuard(pads={len(self._marks)})"
 
-    def is_used(self, ksn: Ksn) -> bool:
-        """True when ``ksn``'s counter was used, or is too far below the pad's mark to tell."""
+    def is_used(self, ksn: Ksn, fingerprint: bytes | None = None) -> bool:
+        """True when ``ksn`` may not be used now.
+
+        That is: its counter was used by another transaction (or with no fingerprint), or
+        is too far below the pad's mark to tell. A counter used with the same ``fingerprint``
+        is a retransmission and is not refused.
+        """
         mark = self._marks.get(ksn.initial_key_id)
         if mark is None or ksn.counter > mark.high:
             return False
         age = mark.high - ksn.counter
-        return age >= WINDOW or bool(mark.seen >> age & 1)
+        if age >= WINDOW:
+            return True
+        if not mark.seen >> age & 1:
+            return False
+        return fingerprint is None or mark.uses.get(ksn.counter) != fingerprint
 
-    def record(self, ksn: Ksn) -> None:
-        """Mark ``ksn``'s counter used."""
+    def record(self, ksn: Ksn, fingerprint: bytes | None = None) -> None:
+        """Mark ``ksn``'s counter used (by the transaction ``fingerprint`` names, if any)."""
         mark = self._marks.get(ksn.initial_key_id)
+        counter = ksn.counter
         if mark is None:
-            self._marks[ksn.initial_key_id] = _Mark(ksn.counter, 1)
-        elif ksn.counter > mark.high:
-            mark.seen = ((mark.seen << (ksn.counter - mark.high)) | 1) & _MASK
-            mark.high = ksn.counter
+            mark = self._marks[ksn.initial_key_id] = _Mark(counter, 1)
+        elif counter > mark.high:
+            mark.seen = ((mark.seen << (counter - mark.high)) | 1) & _MASK
+            mark.high = counter
+            floor = counter - WINDOW
+            if mark.uses and min(mark.uses) <= floor:
+                mark.uses = {c: f for c, f in mark.uses.items() if c > floor}
         else:
-            mark.seen |= 1 << (mark.high - ksn.counter)
+            age = mark.high - counter
+            if mark.seen >> age & 1:
+                return  # a retransmission: already recorded
+            mark.seen |= 1 << age
+        if fingerprint is not None:
+            mark.uses[counter] = fingerprint
         self.dirty = True
 
     def high_water_mark(self, initial_key_id: bytes) -> int:
@@ -70,6 +116,10 @@ class ReplayGuard:
 
     def snapshot(self) -> dict[bytes, tuple[int, int]]:
         return {pad: (mark.high, mark.seen) for pad, mark in self._marks.items()}
+
+    def uses(self) -> dict[bytes, dict[int, bytes]]:
+        """The fingerprints of the counters in each pad's window."""
+        return {pad: dict(mark.uses) for pad, mark in self._marks.items() if mark.uses}
 
 
 class ReplayMarks:
@@ -84,6 +134,9 @@ class ReplayMarks:
     def load(self) -> ReplayGuard:
         """The guard saved in the file, or an empty one when there is no file yet.
 
+        A file of the first format (no fingerprints) still loads: its counters are refused
+        to every transaction.
+
         Raises:
             ConfigError: the file is unreadable or malformed (refusing to start is safer than
                 forgetting which counters were used).
@@ -97,22 +150,30 @@ class ReplayMarks:
         except ValueError:
             raise ConfigError(f"{self.path} is not JSON") from None
         try:
-            if document["format"] != MARKS_FORMAT:
+            if document["format"] not in (MARKS_FORMAT, _OLD_FORMAT):
                 raise ConfigError(f"{self.path} is not {MARKS_FORMAT}")
-            marks = {
-                bytes.fromhex(pad): (int(high), int(seen, 16))
-                for pad, (high, seen) in document["pads"].items()
-            }
-        except (KeyError, TypeError, ValueError, AttributeError):
+            marks: dict[bytes, tuple[int, int]] = {}
+            uses: dict[bytes, dict[int, bytes]] = {}
+            for pad, entry in document["pads"].items():
+                key = bytes.fromhex(pad)
+                marks[key] = (int(entry[0]), int(entry[1], 16))
+                if len(entry) > 2:
+                    uses[key] = {int(c): bytes.fromhex(f) for c, f in entry[2].items()}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             raise ConfigError(f"{self.path} is malformed") from None
-        return ReplayGuard(marks)
+        return ReplayGuard(marks, uses)
 
     def save(self, guard: ReplayGuard) -> None:
         """Write the guard atomically and durably, then mark it clean."""
+        uses = guard.uses()
         document = {
             "format": MARKS_FORMAT,
             "pads": {
-                pad.hex().upper(): [high, f"{seen:x}"]
+                pad.hex().upper(): [
+                    high,
+                    f"{seen:x}",
+                    {str(c): f.hex() for c, f in sorted(uses.get(pad, {}).items())},
+                ]
                 for pad, (high, seen) in sorted(guard.snapshot().items())
             },
         }

@@ -51,7 +51,7 @@ from crypto_node.hsm import Hsm
 #: Header on a dead-lettered record copy: its position in the frame.
 RECORD_HEADER = "x-branchnet-record"
 SENDER = "crypto"
-_COMMAND_CODES = frozenset({"GO", "VP", "CP", "EC"})
+_COMMAND_CODES = frozenset({"GO", "VP", "CP", "TP", "GK", "IK", "EK", "KC", "EC"})
 
 _log = get_logger(__name__)
 

@@ -27,7 +27,7 @@ from common.requests import RecordError, Request
 from common.results import ResultCode
 from host_node.intake import Item
 from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
-from host_node.ledger import AccountState, Customer, Decision, Ledger, decline
+from host_node.ledger import AccountState, Customer, Decision, Ledger, PinMethod, decline
 from host_node.rules import accounts_named, changes_pin, decide, needs_crypto, pin_command
 
 MISMATCH_REASON = "request id reused with different content"
@@ -133,10 +133,18 @@ def accounts_to_load(items: Sequence[Item]) -> set[str]:
     return numbers
 
 
-def plan(items: Sequence[Item], snapshot: Snapshot, command_ids: Iterator[str]) -> Plan:
-    """Sort a batch's items into actions and collect the PIN commands to send."""
+def plan(
+    items: Sequence[Item],
+    snapshot: Snapshot,
+    command_ids: Iterator[str],
+    pin_method: PinMethod = "ibm3624",
+) -> Plan:
+    """Sort a batch's items into actions and collect the PIN commands to send.
+
+    ``pin_method`` is how new PINs are recorded (IBM 3624 offset or Visa PVV).
+    """
     firsts: dict[str, int] = {}
-    scheduler = _Scheduler(snapshot, command_ids)
+    scheduler = _Scheduler(snapshot, command_ids, pin_method)
     actions: list[Action] = []
     for index, item in enumerate(items):
         repeat = _repeat(item, snapshot, firsts, items)
@@ -167,9 +175,12 @@ def _repeat(
 class _Scheduler:
     """Decides which fresh requests run in this batch and which wait for the next."""
 
-    def __init__(self, snapshot: Snapshot, command_ids: Iterator[str]) -> None:
+    def __init__(
+        self, snapshot: Snapshot, command_ids: Iterator[str], pin_method: PinMethod
+    ) -> None:
         self.snapshot = snapshot
         self.command_ids = command_ids
+        self.pin_method = pin_method
         self.commands: list[PinCommand] = []
         self.held_ids: set[str] = set()
         self.held_accounts: set[str] = set()
@@ -185,7 +196,7 @@ class _Scheduler:
         if changes_pin(request):
             self.repinned.add(request.account)
         stored = self.snapshot.accounts.get(request.account)
-        command = pin_command(request, stored, next(self.command_ids))
+        command = pin_command(request, stored, next(self.command_ids), self.pin_method)
         if command is not None:
             self.commands.append(command)
         return Run(request, command)

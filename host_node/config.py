@@ -5,8 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from common.settings import Settings, load_settings
+
 #: SQLite ``PRAGMA synchronous`` modes the store accepts.
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
+#: Who verifies PINs: the crypto node (default) or the host itself (the weaker option).
+PinMode = Literal["crypto", "host"]
+#: How a new PIN is recorded.
+PinMethod = Literal["ibm3624", "visa_pvv"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +26,9 @@ class HostConfig:
         crypto_timeout_s: how long a batch waits for the crypto node before answering ``91``.
         synchronous: SQLite's ``synchronous`` mode; ``FULL`` survives power loss.
         queue_bound: request frames waiting in the host's inbox before the consumer pushes back.
+        pin_method: how new PINs are recorded: IBM 3624 offset (default) or Visa PVV.
+        pin_mode: ``crypto`` asks the crypto node; ``host`` verifies in the host process with
+            its own key file (see :mod:`host_node.pin_local`; weaker, for a setup without one).
     """
 
     max_batch_records: int = 1024
@@ -27,6 +36,8 @@ class HostConfig:
     crypto_timeout_s: float = 5.0
     synchronous: Synchronous = "FULL"
     queue_bound: int = 512
+    pin_method: PinMethod = "ibm3624"
+    pin_mode: PinMode = "crypto"
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:
@@ -39,3 +50,13 @@ class HostConfig:
             raise ValueError("crypto_timeout_s must be positive")
         if self.synchronous not in ("FULL", "NORMAL", "OFF"):
             raise ValueError(f"unknown synchronous mode {self.synchronous!r}")
+        if self.pin_method not in ("ibm3624", "visa_pvv"):
+            raise ValueError(f"unknown PIN method {self.pin_method!r}")
+        if self.pin_mode not in ("crypto", "host"):
+            raise ValueError(f"unknown PIN mode {self.pin_mode!r}")
+
+
+def pin_config(settings: Settings | None = None) -> HostConfig:
+    """The default config with the PIN mode and method of the settings (``BRANCHNET_PIN_*``)."""
+    settings = settings or load_settings()
+    return HostConfig(pin_method=settings.pin_method, pin_mode=settings.pin_mode)

@@ -42,6 +42,7 @@ from host_node.ledger import (
     Customer,
     Decision,
     Ledger,
+    PinMethod,
     PinRecord,
     cash_in,
     cash_out,
@@ -72,17 +73,28 @@ def decide(request: Request, ledger: Ledger, pin: PinResponse | None, now: dt.da
 
 
 def pin_command(
-    request: Request, account: AccountState | None, command_id: str
+    request: Request,
+    account: AccountState | None,
+    command_id: str,
+    method: PinMethod = "ibm3624",
 ) -> PinCommand | None:
     """The command to send the crypto node for ``request``, or None when none is needed.
 
-    ``account`` is the request's account as stored before the batch. Accounts whose PIN may
-    change inside the batch are the caller's to hold back (see :func:`changes_pin`).
+    ``account`` is the request's account as stored before the batch; ``method`` is how a new
+    PIN is recorded (IBM 3624 offset or Visa PVV; a PIN is verified by its record's method).
+    Accounts whose PIN may change inside the batch are the caller's to hold back (see
+    :func:`changes_pin`).
     """
     if isinstance(request, OpenAccount):
         if request.pin is None or account is not None:
             return None
-        return GenerateOffset(command_id=command_id, pan=request.account, pin=request.pin)
+        return GenerateOffset(
+            command_id=command_id,
+            pan=request.account,
+            pin=request.pin,
+            method=method,
+            binding=request.request_id,
+        )
     if request.kind not in PIN_KINDS or account is None:
         return None
     if account.kind != "customer" or account.status != "open" or account.pin is None:
@@ -96,6 +108,7 @@ def pin_command(
         "method": account.pin.method,
         "verification_value": account.pin.value,
         "key_version": account.pin.key_version,
+        "binding": request.request_id,
     }
     if isinstance(request, ChangePin):
         return ChangePinCommand(new_pin=request.new_pin, **check)
@@ -182,7 +195,8 @@ def _open_account(
             return crypto_refusal(pin.error)
         if pin.verification_value is None:
             return decline(ResultCode.SYSTEM_ERROR, "crypto node gave no verification value")
-        record = PinRecord(pin.verification_value, "ibm3624", pin.key_version or 1)
+        method = pin.method or "ibm3624"
+        record = PinRecord(pin.verification_value, method, pin.key_version or 1)
     account = AccountState(request.account, request.branch_id, "customer", now, pin=record)
     document = request.id_document
     deposit = request.initial_deposit

@@ -37,6 +37,7 @@ from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
+from host_node.pin_local import PinLocal
 from host_node.store import Store, ledger_path
 
 DEFAULT_CONFIG = HostConfig()
@@ -125,7 +126,11 @@ class HostService:
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
-        self._pins = PinClient(bus, timeout_s=config.crypto_timeout_s)
+        self._pins: PinClient | PinLocal = (
+            PinLocal(data_dir)
+            if config.pin_mode == "host"
+            else PinClient(bus, timeout_s=config.crypto_timeout_s)
+        )
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
         self._carried: list[_Pending] = []
@@ -251,7 +256,7 @@ class HostService:
             snapshot = await self.store.snapshot(
                 {item.request_id for item in items}, accounts_to_load(items)
             )
-            planned = plan(items, snapshot, self._command_ids)
+            planned = plan(items, snapshot, self._command_ids, self.config.pin_method)
             responses = await self._pins.execute(planned.commands)
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
             await self.store.commit(settlement)

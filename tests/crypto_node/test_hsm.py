@@ -266,3 +266,58 @@ def test_no_secret_in_reprs(keys: CryptoKeys, hsm: Hsm, pad: PinPad) -> None:
         for secret in secrets:
             assert secret not in text.upper()
     assert Ksn.parse(block.ksn).counter == pad.counter
+
+
+def _bound_verify(hsm: Hsm, pin: EncryptedPin, value: str, binding: str) -> HsmError:
+    command = VerifyPin(
+        command_id="vp", pan=PAN, pin=pin, verification_value=value, binding=binding
+    )
+    return hsm.execute(command).error
+
+
+def test_a_retransmission_of_the_same_transaction_gets_the_same_verdict(
+    hsm: Hsm, pad: PinPad
+) -> None:
+    value = _enroll(hsm, pad)
+    right, wrong = pad.encrypt(PIN, PAN), pad.encrypt("135799", PAN)
+    assert _bound_verify(hsm, right, value, "0001-r1") is HsmError.OK
+    assert _bound_verify(hsm, right, value, "0001-r1") is HsmError.OK
+    assert _bound_verify(hsm, wrong, value, "0001-r2") is HsmError.VERIFICATION_FAILED
+    assert _bound_verify(hsm, wrong, value, "0001-r2") is HsmError.VERIFICATION_FAILED
+    # the same KSN under another transaction, or with no binding, is a replay
+    assert _bound_verify(hsm, right, value, "0001-r3") is HsmError.REPLAY
+    assert _verify(hsm, right, value) is HsmError.REPLAY
+    # the same KSN and binding with another block (a forgery under a used counter)
+    forged = EncryptedPin(pin_block=wrong.pin_block, ksn=right.ksn)
+    assert _bound_verify(hsm, forged, value, "0001-r1") is HsmError.REPLAY
+
+
+def test_a_bound_change_of_pin_is_retransmittable_but_not_reusable(hsm: Hsm, pad: PinPad) -> None:
+    value = _enroll(hsm, pad)
+    old, new = pad.encrypt(PIN, PAN), pad.encrypt("1357", PAN)
+    change = ChangePinCommand(
+        command_id="cp", pan=PAN, pin=old, new_pin=new, verification_value=value, binding="b-1"
+    )
+    first, again = hsm.execute(change), hsm.execute(change)
+    assert first.error is again.error is HsmError.OK
+    assert first.verification_value == again.verification_value
+    swapped = change.model_copy(update={"pin": new, "new_pin": old})
+    assert hsm.execute(swapped).error is HsmError.REPLAY  # a block in another role
+    same = ChangePinCommand(
+        command_id="cp", pan=PAN, pin=old, new_pin=old, verification_value=value, binding="b-1"
+    )
+    assert hsm.execute(same).error is HsmError.REPLAY
+
+
+def test_retransmissions_are_recognised_after_a_restart(tmp_path: Path) -> None:
+    init_keys(tmp_path, ["0001"], 1)
+    keys = load_crypto_keys(tmp_path)
+    pad = PinPad(*keys.pinpad_key("0001", "01"))
+    value = _enroll(Hsm(keys), pad)
+    block = pad.encrypt(PIN, PAN)
+    assert _bound_verify(Hsm(keys), block, value, "0001-r9") is HsmError.OK
+    marks = replay_marks_path(tmp_path).read_text()
+    assert block.pin_block not in marks.upper()
+    restarted = Hsm(load_crypto_keys(tmp_path))
+    assert _bound_verify(restarted, block, value, "0001-r9") is HsmError.OK
+    assert _bound_verify(restarted, block, value, "0001-r10") is HsmError.REPLAY

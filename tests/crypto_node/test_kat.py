@@ -134,3 +134,37 @@ def test_unseen_cases_round_trip(pin: str, pan: str, counter: int) -> None:
     decipher = {"id": "d", "algorithm": "iso9564-4-decipher", "key": pin_key,
                 "pin_block": pin_block, "pan": pan, "expect": {"pin": pin}}  # fmt: skip
     assert check_case(decipher, 0) == (True, "PASS d")
+
+
+HSM_KAT = Path(__file__).parent / "vectors" / "hsm-kat.json"
+
+
+def test_our_own_public_vectors_pass() -> None:
+    """X9.24-3 derivation keys across counter rollovers, TR-31 version D blocks."""
+    lines, status = run_kat(HSM_KAT)
+    assert status == 0, lines
+    assert lines[-1] == "20 passed, 0 failed"
+
+
+def test_a_case_may_expect_a_refusal() -> None:
+    base = {"id": "r", "algorithm": "dukpt-aes128-pin-key", "bdk": "00" * 16}
+    refused = {**base, "ksn": "1234567890123456" + "0001FFFF"}
+    accepted = {**base, "ksn": "1234567890123456" + "00000001"}
+    assert check_case({**refused, "expect": {"error": True}}, 0)[0]
+    assert check_case({**refused, "expect": {"error": "counter"}}, 0)[0]
+    assert not check_case({**refused, "expect": {"error": "parity"}}, 0)[0]
+    assert not check_case({**accepted, "expect": {"error": True}}, 0)[0]
+    assert check_case({**accepted, "expect": {"error": False}}, 0)[0]
+
+
+def test_digit_inputs_may_be_numbers_and_hex_may_hold_spaces() -> None:
+    case = {
+        "id": "n",
+        "algorithm": "visa-pvv",
+        "pvk": "0123 4567 89AB CDEF FEDC BA98 7654 3210",
+        "pvki": 3,
+        "pin": "4524",
+        "pan": "1122334455667788",
+        "expect": {"pvv": "4021"},
+    }
+    assert check_case(case, 0) == (True, "PASS n")

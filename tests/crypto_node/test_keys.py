@@ -29,10 +29,12 @@ def _mode(path: Path) -> int:
 def test_init_writes_private_key_files(tmp_path: Path) -> None:
     init_keys(tmp_path, BRANCHES, 4)
     keys_dir = tmp_path / "keys"
-    assert _mode(keys_dir) == 0o700
+    assert _mode(keys_dir) == 0o700 and _mode(keys_dir / "lmk") == 0o700
     names = sorted(p.name for p in keys_dir.iterdir())
-    assert names == ["crypto.json", "pinpads-0001.json", "pinpads-0002.json"]
-    for path in keys_dir.iterdir():
+    assert names == ["crypto.json", "lmk", "pinpads-0001.json", "pinpads-0002.json"]
+    components = sorted(p.name for p in (keys_dir / "lmk").iterdir())
+    assert components == ["component-1.json", "component-2.json"]
+    for path in [*keys_dir.glob("*.json"), *(keys_dir / "lmk").iterdir()]:
         assert _mode(path) == 0o600
 
 
@@ -61,14 +63,21 @@ def test_init_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     assert not (tmp_path / "keys" / "pinpads-0002.json").exists()
 
 
-def test_loaded_keys_are_checked_and_consistent(tmp_path: Path) -> None:
+def test_the_key_store_holds_key_blocks_and_kcvs_never_a_clear_key(tmp_path: Path) -> None:
     init_keys(tmp_path, BRANCHES, 1)
     keys = load_crypto_keys(tmp_path)
-    document = json.loads((tmp_path / "keys" / "crypto.json").read_text())
-    assert document["bdk"]["kcv"] == aes_kcv(keys.bdk)
-    assert document["pvk"]["kcv"] == tdes_kcv(keys.pvk)
+    text = (tmp_path / "keys" / "crypto.json").read_text()
+    document = json.loads(text)
+    assert document["lmk_kcv"] == keys.lmk.kcv
+    for stored in keys.ring:
+        assert stored.key.hex().upper() not in text.upper()
+        entry = next(e for e in document["keys"] if e["name"] == stored.name)
+        assert entry["block"].startswith("D") and entry["kcv"] == stored.kcv
+    assert keys.lmk.key.hex().upper() not in text.upper()
+    assert {e["block"][5:7] for e in document["keys"]} == {"B0", "K0", "P0", "V1", "V2"}
     assert has_odd_parity(keys.pvk) and keys.pvk[:8] != keys.pvk[8:]
     assert len(keys.bdk) == 16 and len(keys.bdk_id) == 8
+    assert keys.bdk_kcv == aes_kcv(keys.bdk) and keys.pvk_kcv == tdes_kcv(keys.pvk)
     assert keys.home == tmp_path
 
 
@@ -76,36 +85,46 @@ def _tamper(tmp_path: Path, edit: str) -> None:
     init_keys(tmp_path, BRANCHES, 1, force=True)
     path = tmp_path / "keys" / "crypto.json"
     document = json.loads(path.read_text())
-    if edit == "bdk":
-        document["bdk"]["key"] = "00" * 16
-    elif edit == "parity":
-        key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543211")  # 0x11: even parity
-        document["pvk"]["key"] = key.hex().upper()
-        document["pvk"]["kcv"] = tdes_kcv(key)
+    if edit == "block":
+        entry = document["keys"][0]
+        entry["block"] = entry["block"][:-1] + ("0" if entry["block"][-1] != "0" else "1")
+    elif edit == "kcv":
+        document["keys"][1]["kcv"] = "000000"
     elif edit == "table":
         document["decimalization_table"] = "0123456789ABCDEF"
     elif edit == "missing":
-        del document["pvk"]
+        document["keys"] = [e for e in document["keys"] if not e["name"].startswith("pvk-ibm")]
+    elif edit == "component":
+        other = tmp_path / "keys" / "lmk" / "component-2.json"
+        component = json.loads(other.read_text())
+        component["component"] = "00" * 32
+        component["kcv"] = aes_kcv(bytes(32))
+        other.write_text(json.dumps(component))
+    elif edit == "component-kcv":
+        other = tmp_path / "keys" / "lmk" / "component-1.json"
+        component = json.loads(other.read_text())
+        component["kcv"] = "000000"
+        other.write_text(json.dumps(component))
     path.write_text(json.dumps(document))
 
 
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        ("bdk", "check value"),
-        ("parity", "parity"),
+        ("block", "MAC"),
+        ("kcv", "check value"),
         ("table", "decimalization"),
-        ("missing", "malformed"),
+        ("missing", "PVK generation is missing"),
+        ("component", "another LMK"),
+        ("component-kcv", "KCV"),
     ],
 )
 def test_damaged_key_files_are_refused(tmp_path: Path, edit: str, reason: str) -> None:
     _tamper(tmp_path, edit)
     with pytest.raises(ConfigError, match=reason) as caught:
         load_crypto_keys(tmp_path)
-    document = json.loads((tmp_path / "keys" / "crypto.json").read_text())
-    if "pvk" in document:
-        assert document["pvk"]["key"] not in str(caught.value).upper()
-    assert document["bdk"]["key"] not in str(caught.value).upper()
+    for component in (tmp_path / "keys" / "lmk").iterdir():
+        assert json.loads(component.read_text())["component"] not in str(caught.value).upper()
 
 
 def test_missing_or_unreadable_keys(tmp_path: Path) -> None:
@@ -121,10 +140,13 @@ def test_repr_never_shows_key_bytes() -> None:
     keys = CryptoKeys.generate()
     text = repr(keys)
     assert keys.bdk_id in text
-    for secret in (keys.bdk, keys.pvk):
+    for secret in (keys.bdk, keys.pvk, keys.lmk.key, *(k.key for k in keys.ring)):
         assert secret.hex() not in text.lower()
         assert repr(secret) not in text
     assert keys.decimalization_table not in text
+    for stored in keys.ring:
+        assert stored.key.hex() not in repr(stored).lower() and stored.block not in repr(stored)
+    assert keys.lmk.key.hex() not in repr(keys.lmk).lower()
 
 
 def test_tdes_kcv_of_the_classic_test_key() -> None:

@@ -64,3 +64,28 @@ def test_a_damaged_marks_file_stops_the_node(tmp_path: Path, content: str) -> No
     path.write_text(content)
     with pytest.raises(ConfigError):
         ReplayMarks(path).load()
+
+
+def test_a_seen_counter_is_accepted_again_only_with_its_fingerprint(tmp_path: Path) -> None:
+    guard = ReplayGuard()
+    guard.record(_ksn(5), b"A" * 16)
+    guard.record(_ksn(6))
+    assert not guard.is_used(_ksn(5), b"A" * 16)
+    assert guard.is_used(_ksn(5), b"B" * 16) and guard.is_used(_ksn(5))
+    assert guard.is_used(_ksn(6), b"A" * 16)  # recorded without a fingerprint
+    marks = ReplayMarks(tmp_path / "marks.json")
+    marks.save(guard)
+    restored = marks.load()
+    assert not restored.is_used(_ksn(5), b"A" * 16) and restored.is_used(_ksn(5), b"B" * 16)
+    # out of the window, a fingerprint no longer helps and is forgotten
+    restored.record(_ksn(5 + WINDOW), b"C" * 16)
+    assert restored.is_used(_ksn(5), b"A" * 16)
+    assert 5 not in restored.uses()[PAD]
+
+
+def test_a_first_format_marks_file_still_refuses_its_counters(tmp_path: Path) -> None:
+    path = tmp_path / "marks.json"
+    path.write_text('{"format": "branchnet-ksn-marks/1", "pads": {"A1B2C3D400010001": [9, "3"]}}')
+    guard = ReplayMarks(path).load()
+    assert guard.is_used(_ksn(9), b"A" * 16) and guard.is_used(_ksn(8))
+    assert not guard.is_used(_ksn(7))

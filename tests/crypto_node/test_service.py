@@ -15,11 +15,16 @@ from common.frames import FrameKind, build_frame, decode_frame, encode_frame
 from common.pin_commands import (
     PIN_RESPONSE_ADAPTER,
     Echo,
+    ExportKey,
+    GenerateKey,
     GenerateOffset,
     HsmError,
+    KeyCheck,
     PinResponse,
+    TranslatePin,
     VerifyPin,
 )
+from common.pinblock import decipher_format3
 from common.topology import (
     CRYPTO_COMMANDS,
     DEAD_QUEUE,
@@ -253,3 +258,25 @@ async def test_no_pin_pan_block_or_key_reaches_the_logs(node: Node) -> None:
         assert secret.upper() not in text.upper(), secret[:2]
     assert "pin_frame_dead_lettered" in text
     assert repr(node.service).startswith("CryptoService(")
+
+
+async def test_key_and_translation_commands_travel_in_frames(node: Node) -> None:
+    block = node.pad.encrypt(PIN, PAN)
+    commands = [
+        TranslatePin(
+            command_id="tp", pan=PAN, pin_block=block.pin_block, ksn=block.ksn, format=4,
+            destination_key="zpk/legacy", destination_format=3,
+        ),
+        KeyCheck(command_id="kc", key="zpk/legacy"),
+        GenerateKey(command_id="gk", usage="K0", algorithm="A", mode_of_use="B", length=32),
+        ExportKey(command_id="ek", key="pvk-ibm/1", kek="kek/main"),
+    ]  # fmt: skip
+    await node.send_records([c.__pydantic_serializer__.to_json(c) for c in commands])
+    tp, kc, gk, ek = await node.reply()
+    assert tp.error is HsmError.OK and tp.pin_block is not None
+    zpk = node.keys.ring.get("zpk/legacy")
+    assert decipher_format3(zpk.key, bytes.fromhex(tp.pin_block), PAN) == PIN
+    assert kc.error is HsmError.OK and kc.kcv == zpk.kcv
+    assert gk.error is HsmError.OK and gk.key_block is not None and gk.key_block.startswith("D")
+    assert ek.error is HsmError.USAGE_ERROR and ek.key_block is None
+    assert "pin_block" not in repr(tp) and tp.pin_block not in repr(tp)

@@ -22,6 +22,7 @@ from common.results import ResultCode
 from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostConfig, HostService, check_store, journal_index, ledger_path
+from host_node.batch import Settlement
 from tests.host_node.fakes import BranchDesk, Teller, account_no
 
 BRANCHES = ("0001", "0002")
@@ -336,6 +337,40 @@ async def test_frames_replayed_after_a_commit_are_absorbed(
         await host.stop()
     assert len(desk.replies[deposit.request_id]) == 1
     assert journal_index(ledger_path(tmp_path))[deposit.request_id].entries == 1
+
+
+async def test_a_request_redelivered_after_a_failed_commit_gets_its_original_verdict(
+    broker: EmbeddedBroker, crypto: CryptoService, teller: Teller, tmp_path: Path
+) -> None:
+    """The crypto round trip happened, the commit did not: the retry re-sends the same KSNs."""
+    host = await start_host(await connected(broker), tmp_path)
+    desk = BranchDesk(await connected(broker))
+    await desk.start()
+    try:
+        await open_accounts(desk, teller)
+        commit = host.store.commit
+        failures = [OSError("disk gone")]
+
+        async def failing_commit(settlement: Settlement) -> None:
+            if failures:
+                raise failures.pop()
+            await commit(settlement)
+
+        host.store.commit = failing_commit  # type: ignore[method-assign]
+        right = teller.withdraw(A, 1_000, teller.pin(PIN, A))
+        wrong = teller.withdraw(B, 1, teller.pin(PIN, B))
+        change = teller.change_pin(A, teller.pin(PIN, A), teller.pin(NEW_PIN, A))
+        await desk.send([right, wrong, change])
+        replies = await desk.answers([right.request_id, wrong.request_id, change.request_id])
+        assert not failures, "the first commit should have failed"
+        assert codes(replies) == ["00", "55", "00"]
+        assert replies[0].balance == 9_000
+        # the new PIN works; a genuine replay of the old block under a new request does not
+        assert codes(await desk.ask([teller.withdraw(A, 1, teller.pin(NEW_PIN, A))])) == ["00"]
+        replay = teller.withdraw(A, 1, right.pin)
+        assert codes(await desk.ask([replay])) == ["96"]
+    finally:
+        await host.stop()
 
 
 async def test_replies_go_to_each_branch_in_one_frame_per_batch(
