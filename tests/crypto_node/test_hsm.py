@@ -26,21 +26,6 @@ PAN = "6200010100000018"
 PIN = "246810"
 
 
-@pytest.fixture
-def keys() -> CryptoKeys:
-    return CryptoKeys.generate()
-
-
-@pytest.fixture
-def hsm(keys: CryptoKeys) -> Hsm:
-    return Hsm(keys, persist=False)
-
-
-@pytest.fixture
-def pad(keys: CryptoKeys) -> PinPad:
-    return PinPad(*keys.pinpad_key("0001", "01"))
-
-
 def _enroll(hsm: Hsm, pad: PinPad, method: Method = "ibm3624", pin: str = PIN) -> str:
     block = pad.encrypt(pin, PAN)
     response = hsm.execute(GenerateOffset(command_id="go", pan=PAN, pin=block, method=method))

@@ -38,21 +38,6 @@ PAN = "6200010100000018"
 PIN = "246810"
 
 
-@pytest.fixture
-def keys() -> CryptoKeys:
-    return CryptoKeys.generate()
-
-
-@pytest.fixture
-def hsm(keys: CryptoKeys) -> Hsm:
-    return Hsm(keys, persist=False)
-
-
-@pytest.fixture
-def pad(keys: CryptoKeys) -> PinPad:
-    return PinPad(*keys.pinpad_key("0001", "01"))
-
-
 def _block(keys: CryptoKeys, usage: str, mode: str, key: bytes, **header: Any) -> str:
     """A key block under the HSM's LMK (as the host would keep one)."""
     algorithm = header.pop("algorithm", "T")
