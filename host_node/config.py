@@ -20,6 +20,8 @@ class HostConfig:
         crypto_timeout_s: how long a batch waits for the crypto node before answering ``91``.
         synchronous: SQLite's ``synchronous`` mode; ``FULL`` survives power loss.
         queue_bound: request frames waiting in the host's inbox before the consumer pushes back.
+        checkpoint_every: sign a journal checkpoint once this many entries wait for one.
+        checkpoint_interval_s: ... or once the oldest waiting entry is this many seconds old.
     """
 
     max_batch_records: int = 1024
@@ -27,6 +29,8 @@ class HostConfig:
     crypto_timeout_s: float = 5.0
     synchronous: Synchronous = "FULL"
     queue_bound: int = 512
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:
@@ -37,5 +41,7 @@ class HostConfig:
             raise ValueError("queue_bound must hold at least prefetch frames")
         if self.crypto_timeout_s <= 0:
             raise ValueError("crypto_timeout_s must be positive")
+        if self.checkpoint_every < 1 or self.checkpoint_interval_s <= 0:
+            raise ValueError("checkpoints need a positive size and interval")
         if self.synchronous not in ("FULL", "NORMAL", "OFF"):
             raise ValueError(f"unknown synchronous mode {self.synchronous!r}")

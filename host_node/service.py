@@ -21,6 +21,7 @@ from pathlib import Path
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import BranchnetError, FrameError, UnroutableError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
+from common.identity import ensure_identity
 from common.logs import get_logger
 from common.replies import Reply, encode_reply
 from common.topology import (
@@ -34,6 +35,7 @@ from common.topology import (
     host_topology,
 )
 from host_node.batch import accounts_to_load, plan, settle
+from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
@@ -125,6 +127,12 @@ class HostService:
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
+        self.epoch = 0
+        self._signing_key = ensure_identity(data_dir, SIGNER)
+        self._segment = Segment(
+            1, every=config.checkpoint_every, interval_s=config.checkpoint_interval_s
+        )
+        self._checkpointer: asyncio.Task[None] | None = None
         self._pins = PinClient(bus, timeout_s=config.crypto_timeout_s)
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
@@ -140,10 +148,18 @@ class HostService:
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
         await self.store.open()
+        last, hashes = await self.store.checkpoint_tail()
+        self._segment = Segment(
+            last + 1,
+            every=self.config.checkpoint_every,
+            interval_s=self.config.checkpoint_interval_s,
+        )
+        self._segment.extend(hashes)
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._pins.start()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="host-batches")
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="host-checkpoints")
         self._subscription = await self.bus.consume(
             HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
         )
@@ -166,7 +182,43 @@ class HostService:
         await self._give_back(unanswered)
         self._carried = []
         await self._pins.stop()
-        await self.store.close()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
+        try:
+            await self.checkpoint()
+        finally:
+            await self.store.close()
+
+    async def checkpoint(self) -> None:
+        """Sign and store a checkpoint over the entries committed since the last one, if any.
+
+        Raises:
+            StoreError: it was not stored (the entries wait for the next one).
+        """
+        if not self._segment.hashes:
+            return
+        first_seq, hashes = self._segment.take()
+        checkpoint = sign_checkpoint(
+            self._signing_key, hashes, first_seq=first_seq, epoch=self.epoch, signed_at=_now()
+        )
+        try:
+            await self.store.add_checkpoint(checkpoint)
+        except BaseException:
+            self._segment.put_back(first_seq, hashes)
+            raise
+        _log.info("journal checkpoint signed", seq=checkpoint.seq, entries=len(hashes))
+
+    async def _checkpoints(self) -> None:
+        """Sign a checkpoint whenever one is due, until cancelled."""
+        while True:
+            await asyncio.sleep(min(0.5, self.config.checkpoint_interval_s))
+            if self._segment.due():
+                try:
+                    await self.checkpoint()
+                except BranchnetError as error:
+                    _log.error("checkpoint failed; retrying", error=str(error))
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(
@@ -255,6 +307,7 @@ class HostService:
             responses = await self._pins.execute(planned.commands)
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
             await self.store.commit(settlement)
+            self._segment.extend([entry.hash for entry in settlement.entries])
             replies = settlement.replies
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from common.replies import decode_reply, encode_reply
 from host_node.batch import Settlement, Snapshot, Stored
+from host_node.checkpoint import Checkpoint, encode_checkpoint
 from host_node.config import Synchronous
 from host_node.errors import StoreError
 from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body
@@ -66,6 +67,10 @@ CREATE TABLE IF NOT EXISTS postings (
     amount      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS postings_account ON postings (account);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    body        BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     request_id   TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
@@ -140,6 +145,40 @@ def journal_entries(connection: sqlite3.Connection) -> Iterator[JournalEntry]:
     """Every journal entry in sequence order, decoded but not verified."""
     for body, hash_ in connection.execute("SELECT body, hash FROM journal ORDER BY seq"):
         yield decode_entry(body, hash_)
+
+
+def journal_rows(
+    connection: sqlite3.Connection, after: int = 0
+) -> Iterator[tuple[int, bytes, str]]:
+    """``(seq, body, hash)`` of every stored entry after ``after``, as stored (unchecked)."""
+    yield from connection.execute(
+        "SELECT seq, body, hash FROM journal WHERE seq > ? ORDER BY seq", (after,)
+    )
+
+
+def checkpoint_rows(connection: sqlite3.Connection) -> Iterator[tuple[int, bytes]]:
+    """``(seq, encoded checkpoint)`` of every stored checkpoint in sequence order."""
+    yield from connection.execute("SELECT seq, body FROM checkpoints ORDER BY seq")
+
+
+def checkpoint_tail(connection: sqlite3.Connection) -> tuple[int, list[str]]:
+    """The last checkpoint's sequence number and the hashes of the entries after it."""
+    row = connection.execute("SELECT MAX(seq) FROM checkpoints").fetchone()
+    last = row[0] or 0
+    hashes = [
+        h
+        for (h,) in connection.execute(
+            "SELECT hash FROM journal WHERE seq > ? ORDER BY seq", (last,)
+        )
+    ]
+    return last, hashes
+
+
+def write_checkpoint(connection: sqlite3.Connection, checkpoint: Checkpoint) -> None:
+    connection.execute(
+        "INSERT INTO checkpoints (seq, body) VALUES (?, ?)",
+        (checkpoint.seq, encode_checkpoint(checkpoint)),
+    )
 
 
 def read_snapshot(
@@ -293,6 +332,21 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"batch not committed: {error}") from None
         self.head = settlement.head
+
+    async def checkpoint_tail(self) -> tuple[int, list[str]]:
+        """The last checkpoint's sequence number and the entry hashes after it."""
+        return await self._run(checkpoint_tail, self._open())
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a signed checkpoint.
+
+        Raises:
+            StoreError: it was not written.
+        """
+        try:
+            await self._run(write_checkpoint, self._open(), checkpoint)
+        except sqlite3.Error as error:
+            raise StoreError(f"checkpoint not stored: {error}") from None
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
