@@ -49,6 +49,30 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument("--json", action="store_true", help="one JSON document per line")
     show.set_defaults(run=_show)
 
+    evidence = actions.add_parser(
+        "evidence", help="write the evidence bundle of one request, signed by the host"
+    )
+    evidence.add_argument("request_id", help="the disputed request's id")
+    evidence.add_argument("--out", type=Path, required=True, help="the bundle file to write")
+    evidence.add_argument("--seq", type=int, help="a particular journal entry of that request")
+    _data_dir_flag(evidence)
+    evidence.set_defaults(run=_evidence)
+
+    check = actions.add_parser(
+        "verify-evidence", help="check an evidence bundle offline with public keys only"
+    )
+    check.add_argument("file", type=Path, help="the bundle")
+    _public_key_flag(check)
+    check.add_argument(
+        "--branch-key",
+        action="append",
+        default=[],
+        metavar="BRANCH=PEM",
+        help="a branch's public key, for signed frames (repeatable)",
+    )
+    check.add_argument("--data-dir", type=Path, help="take the host's public key from here")
+    check.set_defaults(run=_verify_evidence)
+
     archive = actions.add_parser(
         "archive", help="copy closed segments to another directory, compressed and checksummed"
     )
@@ -146,6 +170,53 @@ def _print_audit(audit: Audit, where: str, *, as_json: bool) -> None:
         print(f"  first broken entry: {audit.first_broken}")
     for finding in audit.findings:
         print(f"  - {finding.problem}")
+
+
+def _evidence(args: argparse.Namespace, settings: Settings) -> int:
+    from common.identity import load_identity
+    from host_node.bundle import build_bundle, encode_bundle
+
+    data_dir = _data_dir(settings)
+    key = load_identity(data_dir, SIGNER)
+    bundle = build_bundle(ledger_path(data_dir), args.request_id, key, seq=args.seq)
+    args.out.write_bytes(encode_bundle(bundle))
+    print(f"evidence for {args.request_id} (entry {bundle['entry']['seq']}) written to {args.out}")
+    return 0
+
+
+def _verify_evidence(args: argparse.Namespace, settings: Settings) -> int:
+    from host_node.bundle import verify_bundle
+
+    try:
+        raw = args.file.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read {args.file}: {type(error).__name__}") from None
+    if args.public_key is None and args.data_dir is None:
+        key = _embedded_key(raw)
+        print("warning: checked against the host key the bundle carries; pass --public-key")
+    else:
+        key = host_public_key(args.data_dir or Path("var"), args.public_key)
+    branch_keys = {}
+    for given in args.branch_key:
+        branch_id, _, pem = given.partition("=")
+        branch_keys[branch_id] = host_public_key(Path("."), Path(pem))
+    checks = verify_bundle(raw, key, branch_keys)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    holds = all(check.ok for check in checks)
+    print("the evidence holds" if holds else "the evidence does NOT hold")
+    return 0 if holds else 4
+
+
+def _embedded_key(raw: bytes) -> Ed25519PublicKey:
+    try:
+        pem = json.loads(raw)["host_public_key"].encode()
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"the bundle carries no usable key: {type(error).__name__}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("the bundle's key is not an Ed25519 key")
+    return key
 
 
 def _archive(args: argparse.Namespace, settings: Settings) -> int:

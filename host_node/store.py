@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from common.replies import decode_reply, encode_reply
 from host_node.batch import Settlement, Snapshot, Stored
 from host_node.checkpoint import Checkpoint, encode_checkpoint
@@ -67,6 +69,19 @@ CREATE TABLE IF NOT EXISTS postings (
     amount      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS postings_account ON postings (account);
+CREATE TABLE IF NOT EXISTS frames (
+    digest      TEXT PRIMARY KEY,
+    header      BLOB NOT NULL,
+    leaves      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    journal_seq   INTEGER PRIMARY KEY REFERENCES journal (seq),
+    frame_digest  TEXT REFERENCES frames (digest),
+    record_index  INTEGER,
+    record        BLOB NOT NULL,
+    pin_outcome   TEXT,
+    documents     TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq         INTEGER PRIMARY KEY,
     body        BLOB NOT NULL
@@ -223,6 +238,26 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             [
                 (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
                 for e in settlement.entries
+            ],
+        )
+        connection.executemany(
+            "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
+            "ON CONFLICT (digest) DO NOTHING",
+            [(digest, f.header, f.leaves) for digest, f in settlement.frames.items()],
+        )
+        connection.executemany(
+            "INSERT INTO evidence (journal_seq, frame_digest, record_index, record, pin_outcome,"
+            " documents) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.seq,
+                    e.frame_digest,
+                    e.record_index,
+                    e.record,
+                    e.pin_outcome,
+                    orjson.dumps(e.documents).decode(),
+                )
+                for e in settlement.evidence
             ],
         )
         connection.executemany(

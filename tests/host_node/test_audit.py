@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import shutil
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from branchnet.simulate import SimulationConfig, simulate
 from common.identity import load_public
 from host_node.archive import audit_archive, segments
 from host_node.audit import Audit, audit_store
 from host_node.checkpoint import SIGNER, decode_checkpoint, encode_checkpoint
 from host_node.journal import ChainHead, JournalEntry, Origin, decode_entry, seal
 from host_node.store import ledger_path
+from tests.host_node.recording import cli, private_copy, record_network
 
 #: Entries each tampering test aims at (well inside the journal).
 TARGET = 40
@@ -29,28 +26,13 @@ TARGET = 40
 @pytest.fixture(scope="module")
 async def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data directory left by a short simulation: a real store with signed checkpoints."""
-    data_dir = tmp_path_factory.mktemp("recorded")
-    report = await simulate(
-        SimulationConfig(
-            branches=2, terminals=2, duration_s=60, max_requests=200, data_dir=data_dir
-        )
-    )
-    assert report["reconciliation"]["ok"]
-    return data_dir
+    return await record_network(tmp_path_factory.mktemp("recorded"))
 
 
 @pytest.fixture
 def data_dir(recorded: Path, tmp_path: Path) -> Path:
     """A private copy of the recorded data directory, free to tamper with."""
-    copy = tmp_path / "data"
-    shutil.copytree(recorded, copy)
-    return copy
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``branchnet`` in a process of its own (its logging setup stays out of the tests)."""
-    command = [sys.executable, "-m", "branchnet.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    return private_copy(recorded, tmp_path / "data")
 
 
 def audit(data_dir: Path) -> Audit:
