@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import journal_cli
+from branchnet import dr_cli, journal_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
 from common.logs import configure_logging
@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.set_defaults(run=_simulate)
 
     host = commands.add_parser("host", help="run the central host over RabbitMQ")
-    host.add_argument("--role", choices=["primary"], default="primary")
+    host.add_argument("--role", choices=["primary", "standby"], default="primary")
+    dr_cli.add_host_flags(host)
     host.add_argument("--branches", type=int, default=None, help="registered branches (default 4)")
     _bus_flags(host, required=True)
     _data_dir_flag(host, "the host's store (default ./var)")
@@ -166,11 +167,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _host(args: argparse.Namespace, settings: Settings) -> int:
-    from branchnet.nodes import serve_host
-
     count = args.branches or settings.branches
-    asyncio.run(serve_host(_amqp_url(settings), _data_dir(settings), tuple(branch_ids(count))))
-    return 0
+    ids = tuple(branch_ids(count))
+    return dr_cli.run_host(args, _amqp_url(settings), _data_dir(settings), ids)
 
 
 def _crypto(args: argparse.Namespace, settings: Settings) -> int:

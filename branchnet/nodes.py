@@ -13,7 +13,8 @@ from branchnet.buses import open_bus
 from common.bus import Bus
 from common.logs import get_logger
 from crypto_node import CryptoService, Hsm, load_crypto_keys
-from host_node import HostService
+from host_node import HostConfig, HostService
+from host_node.standby import StandbyService
 
 _log = get_logger("branchnet.nodes")
 
@@ -41,8 +42,21 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
         _log.warning("node stopped", node=name)
 
 
-async def serve_host(amqp_url: str, data_dir: Path, branch_ids: tuple[str, ...]) -> None:
-    await _serve("host", amqp_url, lambda bus: HostService(bus, data_dir, branch_ids=branch_ids))
+async def serve_host(
+    amqp_url: str,
+    data_dir: Path,
+    branch_ids: tuple[str, ...],
+    config: HostConfig = HostConfig(),  # noqa: B008 - an immutable value
+) -> None:
+    await _serve(
+        "host",
+        amqp_url,
+        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, config=config),
+    )
+
+
+async def serve_standby(amqp_url: str, data_dir: Path) -> None:
+    await _serve("standby", amqp_url, lambda bus: StandbyService(bus, data_dir))
 
 
 async def serve_crypto(amqp_url: str, data_dir: Path) -> None:

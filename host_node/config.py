@@ -7,6 +7,10 @@ from typing import Literal
 
 #: SQLite ``PRAGMA synchronous`` modes the store accepts.
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
+#: Replication to the standby: none, answer after the standby holds a batch, or at once.
+ReplicationMode = Literal["off", "sync", "async"]
+#: What a sync primary does when the standby stops confirming: stop answering, or go async.
+StandbyLost = Literal["stop", "async"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +26,9 @@ class HostConfig:
         queue_bound: request frames waiting in the host's inbox before the consumer pushes back.
         checkpoint_every: sign a journal checkpoint once this many entries wait for one.
         checkpoint_interval_s: ... or once the oldest waiting entry is this many seconds old.
+        replication: ship batches to the standby (``sync``: answer once it holds them).
+        standby_lost: in sync mode, when the standby is silent: ``stop`` or ``async``.
+        standby_timeout_s: how long a sync batch waits for the standby's confirmation.
     """
 
     max_batch_records: int = 1024
@@ -31,6 +38,9 @@ class HostConfig:
     queue_bound: int = 512
     checkpoint_every: int = 1000
     checkpoint_interval_s: float = 2.0
+    replication: ReplicationMode = "off"
+    standby_lost: StandbyLost = "async"
+    standby_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:

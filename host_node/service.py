@@ -39,6 +39,7 @@ from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
+from host_node.replication import FencedError, Replicator, epoch_message, read_fence
 from host_node.store import Store, ledger_path
 
 DEFAULT_CONFIG = HostConfig()
@@ -133,6 +134,16 @@ class HostService:
             1, every=config.checkpoint_every, interval_s=config.checkpoint_interval_s
         )
         self._checkpointer: asyncio.Task[None] | None = None
+        self.replicator: Replicator | None = None
+        if config.replication != "off":
+            self.replicator = Replicator(
+                bus,
+                self._signing_key,
+                self._signing_key.public_key(),
+                mode=config.replication,
+                standby_lost=config.standby_lost,
+                timeout_s=config.standby_timeout_s,
+            )
         self._pins = PinClient(bus, timeout_s=config.crypto_timeout_s)
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
@@ -156,6 +167,10 @@ class HostService:
         )
         self._segment.extend(hashes)
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
+        await self._take_epoch()
+        if self.replicator is not None:
+            self.replicator.epoch = self.epoch
+            await self.replicator.start(self.store.head)
         await self._pins.start()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="host-batches")
@@ -182,6 +197,8 @@ class HostService:
         await self._give_back(unanswered)
         self._carried = []
         await self._pins.stop()
+        if self.replicator is not None:
+            await self.replicator.stop()
         if self._checkpointer is not None:
             self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
@@ -190,6 +207,26 @@ class HostService:
             await self.checkpoint()
         finally:
             await self.store.close()
+
+    async def _take_epoch(self) -> None:
+        """Adopt the store's epoch, unless a promoted host announced a higher one.
+
+        Raises:
+            FencedError: another host is primary in a later epoch (the store is closed).
+        """
+        self.epoch = max(1, await self.store.epoch())
+        fence = await read_fence(self.bus, self._signing_key.public_key())
+        if fence > self.epoch:
+            await self.store.close()
+            raise FencedError(
+                f"a host promoted to epoch {fence} is primary; this host (epoch {self.epoch}) "
+                "refuses to process"
+            )
+        await self.store.set_epoch(self.epoch)
+
+    async def announce_epoch(self) -> None:
+        """Publish this host's epoch on ``dr.epoch``: older primaries will refuse to run."""
+        await self.bus.publish([epoch_message(self._signing_key, self.epoch)])
 
     async def checkpoint(self) -> None:
         """Sign and store a checkpoint over the entries committed since the last one, if any.
@@ -208,6 +245,8 @@ class HostService:
         except BaseException:
             self._segment.put_back(first_seq, hashes)
             raise
+        if self.replicator is not None:
+            await self.replicator.ship_checkpoint(checkpoint)
         _log.info("journal checkpoint signed", seq=checkpoint.seq, entries=len(hashes))
 
     async def _checkpoints(self) -> None:
@@ -308,7 +347,11 @@ class HostService:
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
             await self.store.commit(settlement)
             self._segment.extend([entry.hash for entry in settlement.entries])
+            if self.replicator is not None:
+                await self.replicator.ship(settlement)
             replies = settlement.replies
+        if self.replicator is not None:
+            await self.replicator.held(self.store.head.seq)
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]

@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS evidence (
     pin_outcome   TEXT,
     documents     TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq         INTEGER PRIMARY KEY,
     body        BLOB NOT NULL
@@ -187,6 +191,43 @@ def checkpoint_tail(connection: sqlite3.Connection) -> tuple[int, list[str]]:
         )
     ]
     return last, hashes
+
+
+def read_epoch(connection: sqlite3.Connection) -> int:
+    """The host epoch this store was last primary (or promoted) in; 0 when never set."""
+    row = connection.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def write_epoch(connection: sqlite3.Connection, epoch: int) -> None:
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES ('epoch', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(epoch),),
+    )
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """A consistent snapshot of the store at ``source`` written to ``target`` (replaced).
+
+    Raises:
+        StoreError: either file cannot be used.
+    """
+    origin = connect_read_only(source)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            leftover = target.with_name(target.name + suffix)
+            leftover.unlink(missing_ok=True)
+        copy = sqlite3.connect(target)
+        try:
+            origin.backup(copy)
+        finally:
+            copy.close()
+    except (OSError, sqlite3.Error) as error:
+        raise StoreError(f"snapshot not copied: {error}") from None
+    finally:
+        origin.close()
 
 
 def write_checkpoint(connection: sqlite3.Connection, checkpoint: Checkpoint) -> None:
@@ -371,6 +412,12 @@ class Store:
     async def checkpoint_tail(self) -> tuple[int, list[str]]:
         """The last checkpoint's sequence number and the entry hashes after it."""
         return await self._run(checkpoint_tail, self._open())
+
+    async def epoch(self) -> int:
+        return await self._run(read_epoch, self._open())
+
+    async def set_epoch(self, epoch: int) -> None:
+        await self._run(write_epoch, self._open(), epoch)
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a signed checkpoint.
