@@ -5,8 +5,9 @@ signature and epoch, checks that each batch continues its own chain (sequence an
 writes it to its own store in one transaction, stores each checkpoint whose signature
 verifies, and acks its applied position on ``dr.acks``. A batch it already holds is skipped
 (a redelivery); a batch beyond its head means it missed entries (a wiped or new standby): it
-is then *out of sync*, acks nothing and cannot be promoted until resynchronised from a
-snapshot of the primary's store (:func:`~host_node.store.copy_store`) plus the stream's tail.
+is then *out of sync* (remembered in its store), acks nothing and cannot be promoted until
+resynchronised from a snapshot of the primary's store (:func:`~host_node.store.copy_store`)
+plus the stream's tail.
 
 :func:`promote` applies everything still queued, then gives the store an epoch above every
 epoch seen and announces it on ``dr.epoch``.
@@ -41,6 +42,8 @@ from host_node.replication import (
 from host_node.store import Store, ledger_path
 
 _log = get_logger(__name__)
+#: Store meta key set when a replica missed entries; a snapshot copy clears it.
+_MISSED = "missed"
 
 
 class StandbyService:
@@ -62,6 +65,7 @@ class StandbyService:
     async def start(self) -> None:
         await self.store.open()
         self.epoch = await self.store.epoch()
+        self.in_sync = await self.store.meta(_MISSED) is None
         self._last_checkpoint, _ = await self.store.checkpoint_tail()
         await self.bus.declare(CORE)
         self._subscription = await self.bus.consume(
@@ -122,6 +126,7 @@ class StandbyService:
                     next=entries[0].seq,
                 )
             self.in_sync = False
+            await self.store.set_meta(_MISSED, f"{head.seq + 1}..{entries[0].seq - 1}")
             return
         problem = verify_chain(entries, head)
         if problem is not None:

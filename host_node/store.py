@@ -193,17 +193,17 @@ def checkpoint_tail(connection: sqlite3.Connection) -> tuple[int, list[str]]:
     return last, hashes
 
 
-def read_epoch(connection: sqlite3.Connection) -> int:
-    """The host epoch this store was last primary (or promoted) in; 0 when never set."""
-    row = connection.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-    return int(row[0]) if row else 0
+def read_meta(connection: sqlite3.Connection, key: str) -> str | None:
+    """A value of the store's own (``epoch``: the host epoch; ``missed``: a replica's gap)."""
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
 
 
-def write_epoch(connection: sqlite3.Connection, epoch: int) -> None:
+def write_meta(connection: sqlite3.Connection, key: str, value: str) -> None:
     connection.execute(
-        "INSERT INTO meta (key, value) VALUES ('epoch', ?) "
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        (str(epoch),),
+        (key, value),
     )
 
 
@@ -414,10 +414,17 @@ class Store:
         return await self._run(checkpoint_tail, self._open())
 
     async def epoch(self) -> int:
-        return await self._run(read_epoch, self._open())
+        """The host epoch this store was last primary (or promoted) in; 0 when never set."""
+        return int(await self.meta("epoch") or 0)
 
     async def set_epoch(self, epoch: int) -> None:
-        await self._run(write_epoch, self._open(), epoch)
+        await self.set_meta("epoch", str(epoch))
+
+    async def meta(self, key: str) -> str | None:
+        return await self._run(read_meta, self._open(), key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(write_meta, self._open(), key, value)
 
     async def add_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Store a signed checkpoint.
