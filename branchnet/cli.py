@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_flag(sim, "the host's store and key files (default: a fresh temporary directory)")
     sim.add_argument("--json-report", type=Path, help="write the JSON report to this file")
     sim.add_argument("--quiet", action="store_true", help="no live progress or summary")
+    sim.add_argument("--standby", action="store_true", help="add a DR standby (sync replication)")
     sim.set_defaults(run=_simulate)
 
     host = commands.add_parser("host", help="run the central host over RabbitMQ")
@@ -152,6 +153,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         amqp_url=settings.amqp_url.get_secret_value() if settings.amqp_url else None,
         data_dir=settings.data_dir,
         max_requests=args.max_requests,
+        standby=args.standby,
     )
     console = Console()
     if args.quiet or not console.is_terminal:

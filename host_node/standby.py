@@ -73,6 +73,11 @@ class StandbyService:
         )
         _log.warning("standby consuming", head=self.store.head.seq, epoch=self.epoch)
 
+    @property
+    def signed_to(self) -> int:
+        """The last entry a stored checkpoint covers."""
+        return self._last_checkpoint
+
     async def stop(self) -> None:
         if self._subscription is not None:
             await self._subscription.cancel()
