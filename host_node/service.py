@@ -108,6 +108,10 @@ class HostStatistics:
     carried: int
     pin_pending: int
     journal_seq: int
+    #: Entries shipped to the standby and not yet confirmed (0 without replication).
+    replication_lag: int = 0
+    #: True while a sync primary runs async because its standby went silent.
+    replication_degraded: bool = False
 
 
 class HostService:
@@ -273,6 +277,8 @@ class HostService:
             carried=len(self._carried),
             pin_pending=self._pins.pending,
             journal_seq=self.store.head.seq,
+            replication_lag=self.replicator.lag if self.replicator else 0,
+            replication_degraded=self.replicator.degraded if self.replicator else False,
         )
 
     async def _accept(self, delivery: Delivery) -> None:

@@ -194,7 +194,7 @@ async def test_a_silent_standby_degrades_an_async_fallback_primary_and_it_catche
     primary_dir, standby_dir = dirs
     host = await site.host(primary_dir)
     await day(desk, teller)  # answered after the timeout, with an alert
-    assert host.replicator is not None and host.replicator.degraded
+    assert host.replicator is not None and host.statistics().replication_degraded
     assert host.replicator.lag == 3
     standby = await site.standby(standby_dir)
     await until(lambda: standby.store.head.seq == 3)
@@ -208,9 +208,9 @@ async def test_async_mode_answers_at_once_and_reports_the_lag(
     primary_dir, standby_dir = dirs
     host = await site.host(primary_dir, HostConfig(replication="async", standby_timeout_s=30))
     await day(desk, teller)  # would take 30 s per batch if it waited
-    assert host.replicator is not None and host.replicator.lag == 3
+    assert host.statistics().replication_lag == 3
     standby = await site.standby(standby_dir)
-    await until(lambda: host.replicator is not None and host.replicator.lag == 0)
+    await until(lambda: host.statistics().replication_lag == 0)
     assert standby.store.head == host.store.head
 
 
