@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import hsm_cli
+from branchnet import dr_cli, hsm_cli, journal_cli
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
@@ -61,10 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_flag(sim, "the host's store and key files (default: a fresh temporary directory)")
     sim.add_argument("--json-report", type=Path, help="write the JSON report to this file")
     sim.add_argument("--quiet", action="store_true", help="no live progress or summary")
+    sim.add_argument("--standby", action="store_true", help="add a DR standby (sync replication)")
     sim.set_defaults(run=_simulate)
 
     host = commands.add_parser("host", help="run the central host over RabbitMQ")
-    host.add_argument("--role", choices=["primary"], default="primary")
+    host.add_argument("--role", choices=["primary", "standby"], default="primary")
+    dr_cli.add_host_flags(host)
     host.add_argument("--branches", type=int, default=None, help="registered branches (default 4)")
     _bus_flags(host, required=True)
     _data_dir_flag(host, "the host's store (default ./var)")
@@ -113,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.set_defaults(run=_hsm_bench)
     hsm_cli.register(commands)
+    journal_cli.register(commands)
     chaos_cli.register(commands)
     return parser
 
@@ -153,6 +156,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         amqp_url=settings.amqp_url.get_secret_value() if settings.amqp_url else None,
         data_dir=settings.data_dir,
         max_requests=args.max_requests,
+        standby=args.standby,
     )
     console = Console()
     if args.quiet or not console.is_terminal:
@@ -168,11 +172,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _host(args: argparse.Namespace, settings: Settings) -> int:
-    from branchnet.nodes import serve_host
-
     count = args.branches or settings.branches
-    asyncio.run(serve_host(_amqp_url(settings), _data_dir(settings), tuple(branch_ids(count))))
-    return 0
+    ids = tuple(branch_ids(count))
+    return dr_cli.run_host(args, _amqp_url(settings), _data_dir(settings), ids)
 
 
 def _crypto(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,10 @@ ran in its own process.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +20,11 @@ from branchnet.buses import open_bus
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
+from common.identity import ensure_identity, identity_dir
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostService
 from host_node.config import pin_config
+from host_node.standby import StandbyService
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
@@ -42,6 +47,13 @@ class NetworkConfig:
     terminals: int = 4
     seed: int = 1
     amqp_url: str | None = None
+    #: Run a DR standby (in ``<data_dir>/standby``) with sync replication.
+    standby: bool = False
+
+
+def standby_dir(data_dir: Path) -> Path:
+    """Where a simulation's standby keeps its store and its copy of the host key."""
+    return data_dir / "standby"
 
 
 class Network:
@@ -53,6 +65,7 @@ class Network:
         self.buses: list[Bus] = []
         self.crypto: CryptoService | None = None
         self.host: HostService | None = None
+        self.standby: StandbyService | None = None
         self.branches: list[Branch] = []
 
     def _bus(self, name: str) -> Bus:
@@ -67,9 +80,13 @@ class Network:
         await crypto_bus.connect()
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
+        host_config = pin_config()
+        if config.standby:
+            await self._start_standby()
+            host_config = dataclasses.replace(host_config, replication="sync")
         await host_bus.connect()
         self.host = HostService(
-            host_bus, config.data_dir, branch_ids=config.branch_ids, config=pin_config()
+            host_bus, config.data_dir, branch_ids=config.branch_ids, config=host_config
         )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):
@@ -85,18 +102,41 @@ class Network:
             await branch.start()
             self.branches.append(branch)
 
+    async def _start_standby(self) -> None:
+        data_dir = self.config.data_dir
+        ensure_identity(data_dir, "host")
+        target = identity_dir(standby_dir(data_dir))
+        if not target.exists():
+            shutil.copytree(identity_dir(data_dir), target)
+        bus = self._bus("standby")
+        await bus.connect()
+        self.standby = StandbyService(bus, standby_dir(data_dir))
+        await self.standby.start()
+
     async def stop(self) -> None:
-        """Stop branches, then the host, then the crypto node; close every bus."""
+        """Stop branches, the host, the standby, then the crypto node; close every bus."""
         for branch in self.branches:
             with contextlib.suppress(Exception):
                 await branch.stop()
         if self.host is not None:
             await self.host.stop()
+        if self.standby is not None:
+            head = self.host.store.head.seq if self.host is not None else 0
+            await self._drain_standby(self.standby, head)
         if self.crypto is not None:
             await self.crypto.stop()
         for bus in reversed(self.buses):
             with contextlib.suppress(Exception):
                 await bus.close()
+
+    @staticmethod
+    async def _drain_standby(standby: StandbyService, head: int, timeout_s: float = 10.0) -> None:
+        """Let the standby apply what the host shipped last (to its shutdown checkpoint)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and standby.signed_to < head:
+            await asyncio.sleep(0.05)
+        await standby.stop()
 
     async def __aenter__(self) -> Network:
         try:

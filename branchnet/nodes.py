@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,8 @@ from common.logs import get_logger
 from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from crypto_node.lmk import Lmk
-from host_node import HostService
-from host_node.config import pin_config
+from host_node import HostConfig, HostService
+from host_node.standby import StandbyService, promote
 
 _log = get_logger("branchnet.nodes")
 
@@ -45,12 +46,63 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
         _log.warning("node stopped", node=name)
 
 
-async def serve_host(amqp_url: str, data_dir: Path, branch_ids: tuple[str, ...]) -> None:
+async def serve_host(
+    amqp_url: str,
+    data_dir: Path,
+    branch_ids: tuple[str, ...],
+    config: HostConfig = HostConfig(),  # noqa: B008 - an immutable value
+) -> None:
     await _serve(
         "host",
         amqp_url,
-        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, config=pin_config()),
+        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, config=config),
     )
+
+
+def standby_pid_path(data_dir: Path) -> Path:
+    """Where a running standby writes its process id (``host promote`` signals it)."""
+    return data_dir / "host" / "standby.pid"
+
+
+async def serve_standby(
+    amqp_url: str,
+    data_dir: Path,
+    branch_ids: tuple[str, ...],
+    config: HostConfig = HostConfig(),  # noqa: B008 - an immutable value
+) -> None:
+    """Run a standby until SIGINT/SIGTERM; on SIGUSR1 promote it in place and serve as primary."""
+    bus = open_bus(amqp_url, embedded=None, name="standby")
+    await bus.connect()
+    standby = StandbyService(bus, data_dir)
+    pid_path = standby_pid_path(data_dir)
+    host: HostService | None = None
+    try:
+        await standby.start()
+        pid_path.write_text(f"{os.getpid()}\n")
+        _log.warning("node started", node="standby")
+        promotion = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, promotion.set)
+        stopped = asyncio.ensure_future(_until_signalled())
+        promoted = asyncio.ensure_future(promotion.wait())
+        await asyncio.wait({stopped, promoted}, return_when=asyncio.FIRST_COMPLETED)
+        promoted.cancel()
+        if stopped.done():
+            return
+        await standby.stop()
+        epoch = await promote(bus, data_dir, settle_s=0.1)
+        pid_path.unlink(missing_ok=True)
+        host = HostService(bus, data_dir, branch_ids=branch_ids, config=config)
+        await host.start()
+        _log.warning("node started", node="host", promoted_to_epoch=epoch)
+        await stopped
+    finally:
+        pid_path.unlink(missing_ok=True)
+        if host is not None:
+            await host.stop()
+        else:
+            await standby.stop()
+        await bus.close()
+        _log.warning("node stopped", node="standby" if host is None else "host")
 
 
 async def serve_crypto(amqp_url: str, data_dir: Path, lmk: Lmk | None = None) -> None:

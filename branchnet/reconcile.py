@@ -125,3 +125,36 @@ def _no_conflicting_answers(reports: Sequence[BranchReport]) -> Check:
     if conflicts:
         return Check(False, f"{len(conflicts)} ids answered differently, e.g. {conflicts[0]}")
     return Check(True, f"{len(results)} request ids, each answered consistently")
+
+
+def with_standby(reconciliation: Reconciliation, store_path: Path, standby: Path) -> Reconciliation:
+    """``reconciliation`` plus ``standby_holds_journal``: the standby's store (under the data
+    directory ``standby``) holds the same journal and balances as the host's, and verifies."""
+    from common.identity import load_public
+    from host_node.audit import audit_store
+    from host_node.store import ledger_path
+
+    standby_store = ledger_path(standby)
+    problems: list[str] = []
+    for query in (
+        "SELECT seq, hash FROM journal ORDER BY seq",
+        "SELECT number, balance FROM accounts ORDER BY number",
+    ):
+        if _rows(store_path, query) != _rows(standby_store, query):
+            problems.append(f"differs from the host: {query.split()[-3]}")
+    audit = audit_store(standby_store, load_public(standby, "host"))
+    problems += [finding.problem for finding in audit.findings[:_EXAMPLES]]
+    check = Check(
+        not problems, "; ".join(problems) or f"the standby holds all {audit.entries} entries"
+    )
+    return Reconciliation({**reconciliation.checks, "standby_holds_journal": check})
+
+
+def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    from host_node.store import connect_read_only
+
+    connection = connect_read_only(path)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()

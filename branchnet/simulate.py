@@ -13,8 +13,8 @@ from typing import Any
 
 from branch_node import BranchReport
 from branchnet.latency import histogram, percentiles_ms
-from branchnet.network import Network, NetworkConfig
-from branchnet.reconcile import Reconciliation, reconcile
+from branchnet.network import Network, NetworkConfig, standby_dir
+from branchnet.reconcile import Reconciliation, reconcile, with_standby
 from common.ids import branch_ids
 
 STORE_PATH = Path("host") / "ledger.sqlite"
@@ -29,6 +29,8 @@ class SimulationConfig:
     amqp_url: str | None = None
     data_dir: Path | None = None
     max_requests: int | None = None
+    #: Run a DR standby with sync replication and check it holds what the host holds.
+    standby: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ async def simulate(
         terminals=config.terminals,
         seed=config.seed,
         amqp_url=config.amqp_url,
+        standby=config.standby,
     )
     per_branch = None
     if config.max_requests is not None:
@@ -73,6 +76,8 @@ async def simulate(
             ticker.cancel()
         elapsed = time.monotonic() - started
     reconciliation = reconcile(data_dir / STORE_PATH, reports)
+    if config.standby:
+        reconciliation = with_standby(reconciliation, data_dir / STORE_PATH, standby_dir(data_dir))
     return build_report(config, data_dir, reports, elapsed, reconciliation)
 
 
@@ -123,6 +128,7 @@ def build_report(
         "reconciliation": reconciliation.as_json(),
         "elapsed_s": round(elapsed_s, 3),
         "bus": "amqp" if config.amqp_url else "embedded",
+        "standby": config.standby,
         "branches": config.branches,
         "terminals": config.terminals,
         "seed": config.seed,

@@ -22,6 +22,8 @@ CRYPTO_COMMANDS = "crypto.commands"
 HOST_CRYPTO_REPLIES = "host.crypto-replies"
 DR_REPLICATION = "dr.replication"
 DR_ACKS = "dr.acks"
+#: Epochs announced by promoted hosts; read (never consumed) by a host starting as primary.
+DR_EPOCH = "dr.epoch"
 DEAD_QUEUE = "bn.dead"
 
 #: Header naming why a message was dead-lettered.
@@ -105,6 +107,7 @@ CORE = Topology(
         QueueSpec(HOST_CRYPTO_REPLIES, max_length=100_000),
         QueueSpec(DR_REPLICATION, quorum=True, single_active_consumer=True),
         QueueSpec(DR_ACKS),
+        QueueSpec(DR_EPOCH),
         QueueSpec(DEAD_QUEUE, max_length=1_000_000),
     ),
     bindings=(Binding(DEAD_QUEUE, DEAD_EXCHANGE, ""),),

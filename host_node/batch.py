@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.ids import cash_account
 from common.pin_commands import PinCommand, PinResponse
 from common.replies import Reply
 from common.requests import RecordError, Request
 from common.results import ResultCode
+from host_node.evidence import (
+    EntryEvidence,
+    FrameProof,
+    documents_checked,
+    pin_outcome,
+    redact_record,
+)
 from host_node.intake import Item
 from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
 from host_node.ledger import AccountState, Customer, Decision, Ledger, PinMethod, decline
@@ -112,7 +119,8 @@ class Remembered:
 class Settlement:
     """Everything a batch changes, ready to commit in one transaction.
 
-    ``replies`` line up with the batch's items; a deferred item's is None.
+    ``replies`` line up with the batch's items; a deferred item's is None. ``evidence`` lines
+    up with ``entries``; ``frames`` are the frames it names, by digest.
     """
 
     replies: tuple[Reply | None, ...]
@@ -121,6 +129,8 @@ class Settlement:
     customers: Mapping[str, Customer]
     remembered: tuple[Remembered, ...]
     head: ChainHead
+    evidence: tuple[EntryEvidence, ...] = ()
+    frames: Mapping[str, FrameProof] = field(default_factory=dict)
 
 
 def accounts_to_load(items: Sequence[Item]) -> set[str]:
@@ -225,6 +235,8 @@ def settle(
     entries: list[JournalEntry] = []
     customers: dict[str, Customer] = {}
     remembered: list[Remembered] = []
+    evidence: list[EntryEvidence] = []
+    frames: dict[str, FrameProof] = {}
     for item, action in zip(items, planned.actions, strict=True):
         if isinstance(action, Defer):
             replies.append(None)
@@ -253,12 +265,44 @@ def settle(
         )
         head = head_of(entry)
         entries.append(entry)
+        evidence.append(_evidence(item, action, responses, entry, frames))
         reply = _reply(item, decision, ledger, entry)
         replies.append(reply)
         if not isinstance(action, Mismatch):
             remembered.append(Remembered(item.request_id, item.content_hash, reply))
     return Settlement(
-        tuple(replies), tuple(entries), tuple(ledger.touched()), customers, tuple(remembered), head
+        tuple(replies),
+        tuple(entries),
+        tuple(ledger.touched()),
+        customers,
+        tuple(remembered),
+        head,
+        tuple(evidence),
+        frames,
+    )
+
+
+def _evidence(
+    item: Item,
+    action: Mismatch | Refuse | Run,
+    responses: Mapping[str, PinResponse | None],
+    entry: JournalEntry,
+    frames: dict[str, FrameProof],
+) -> EntryEvidence:
+    """What to keep beside ``entry`` to prove it later (see host_node.evidence)."""
+    command = action.command if isinstance(action, Run) else None
+    response = responses.get(command.command_id) if command is not None else None
+    digest = None
+    if item.frame is not None:
+        digest = item.frame.digest
+        frames[digest] = item.frame
+    return EntryEvidence(
+        seq=entry.seq,
+        frame_digest=digest,
+        record_index=item.index,
+        record=redact_record(item.raw),
+        pin_outcome=pin_outcome(command, response),
+        documents=documents_checked(item.record),
     )
 
 

@@ -13,6 +13,10 @@ Synchronous = Literal["FULL", "NORMAL", "OFF"]
 PinMode = Literal["crypto", "host"]
 #: How a new PIN is recorded.
 PinMethod = Literal["ibm3624", "visa_pvv"]
+#: Replication to the standby: none, answer after the standby holds a batch, or at once.
+ReplicationMode = Literal["off", "sync", "async"]
+#: What a sync primary does when the standby stops confirming: stop answering, or go async.
+StandbyLost = Literal["stop", "async"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,11 @@ class HostConfig:
         pin_method: how new PINs are recorded: IBM 3624 offset (default) or Visa PVV.
         pin_mode: ``crypto`` asks the crypto node; ``host`` verifies in the host process with
             its own key file (see :mod:`host_node.pin_local`; weaker, for a setup without one).
+        checkpoint_every: sign a journal checkpoint once this many entries wait for one.
+        checkpoint_interval_s: ... or once the oldest waiting entry is this many seconds old.
+        replication: ship batches to the standby (``sync``: answer once it holds them).
+        standby_lost: in sync mode, when the standby is silent: ``stop`` or ``async``.
+        standby_timeout_s: how long a sync batch waits for the standby's confirmation.
     """
 
     max_batch_records: int = 1024
@@ -38,6 +47,11 @@ class HostConfig:
     queue_bound: int = 512
     pin_method: PinMethod = "ibm3624"
     pin_mode: PinMode = "crypto"
+    checkpoint_every: int = 1000
+    checkpoint_interval_s: float = 2.0
+    replication: ReplicationMode = "off"
+    standby_lost: StandbyLost = "async"
+    standby_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:
@@ -48,6 +62,8 @@ class HostConfig:
             raise ValueError("queue_bound must hold at least prefetch frames")
         if self.crypto_timeout_s <= 0:
             raise ValueError("crypto_timeout_s must be positive")
+        if self.checkpoint_every < 1 or self.checkpoint_interval_s <= 0:
+            raise ValueError("checkpoints need a positive size and interval")
         if self.synchronous not in ("FULL", "NORMAL", "OFF"):
             raise ValueError(f"unknown synchronous mode {self.synchronous!r}")
         if self.pin_method not in ("ibm3624", "visa_pvv"):

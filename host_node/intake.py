@@ -20,6 +20,7 @@ from common.errors import FrameError
 from common.frames import Frame, FrameKind, decode_frame
 from common.requests import KINDS, RecordError, Request, decode_request
 from common.topology import branch_key
+from host_node.evidence import FrameProof, frame_proof
 from host_node.journal import Origin, record_hash
 
 
@@ -29,7 +30,8 @@ class Item:
 
     ``record`` is the validated request, or the refusal of a record that failed validation.
     ``content_hash`` is the idempotency fingerprint: the sha256 of the request's canonical
-    JSON, or of the raw bytes for a refused record.
+    JSON, or of the raw bytes for a refused record. ``frame`` and ``index`` say where the record
+    stood in its frame (the evidence of who sent it).
     """
 
     branch_id: str
@@ -38,6 +40,8 @@ class Item:
     content_hash: str
     received_at: dt.datetime
     unpacked_at: dt.datetime
+    frame: FrameProof | None = None
+    index: int | None = None
 
     @property
     def request_id(self) -> str:
@@ -132,11 +136,12 @@ def unpack(
     branch_id = sender_branch(frame, routing_key, branch_ids)
     items: list[Item] = []
     dead: list[DeadRecord] = []
-    for raw in frame.records:
+    proof = frame_proof(body, frame.records)
+    for index, raw in enumerate(frame.records):
         record = decode_request(raw, branch_id=branch_id)
         if isinstance(record, RecordError) and record.request_id is None:
             dead.append(DeadRecord(raw, f"{record.code.value} {record.reason}"))
             continue
         hashed = content_hash(record, raw)
-        items.append(Item(branch_id, raw, record, hashed, received_at, unpacked_at))
+        items.append(Item(branch_id, raw, record, hashed, received_at, unpacked_at, proof, index))
     return Unpacked(branch_id, frame, tuple(items), tuple(dead))

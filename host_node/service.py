@@ -21,6 +21,7 @@ from pathlib import Path
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import BranchnetError, FrameError, UnroutableError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
+from common.identity import ensure_identity
 from common.logs import get_logger
 from common.replies import Reply, encode_reply
 from common.topology import (
@@ -34,10 +35,12 @@ from common.topology import (
     host_topology,
 )
 from host_node.batch import accounts_to_load, plan, settle
+from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
+from host_node.replication import FencedError, Replicator, epoch_message, read_fence
 from host_node.store import Store, ledger_path
 
 DEFAULT_CONFIG = HostConfig()
@@ -106,6 +109,10 @@ class HostStatistics:
     carried: int
     pin_pending: int
     journal_seq: int
+    #: Entries shipped to the standby and not yet confirmed (0 without replication).
+    replication_lag: int = 0
+    #: True while a sync primary runs async because its standby went silent.
+    replication_degraded: bool = False
 
 
 class HostService:
@@ -126,6 +133,22 @@ class HostService:
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
+        self.epoch = 0
+        self._signing_key = ensure_identity(data_dir, SIGNER)
+        self._segment = Segment(
+            1, every=config.checkpoint_every, interval_s=config.checkpoint_interval_s
+        )
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.replicator: Replicator | None = None
+        if config.replication != "off":
+            self.replicator = Replicator(
+                bus,
+                self._signing_key,
+                self._signing_key.public_key(),
+                mode=config.replication,
+                standby_lost=config.standby_lost,
+                timeout_s=config.standby_timeout_s,
+            )
         self._pins: PinClient | PinLocal = (
             PinLocal(data_dir)
             if config.pin_mode == "host"
@@ -145,10 +168,22 @@ class HostService:
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
         await self.store.open()
+        last, hashes = await self.store.checkpoint_tail()
+        self._segment = Segment(
+            last + 1,
+            every=self.config.checkpoint_every,
+            interval_s=self.config.checkpoint_interval_s,
+        )
+        self._segment.extend(hashes)
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
+        await self._take_epoch()
+        if self.replicator is not None:
+            self.replicator.epoch = self.epoch
+            await self.replicator.start(self.store.head)
         await self._pins.start()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="host-batches")
+        self._checkpointer = asyncio.create_task(self._checkpoints(), name="host-checkpoints")
         self._subscription = await self.bus.consume(
             HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
         )
@@ -171,7 +206,67 @@ class HostService:
         await self._give_back(unanswered)
         self._carried = []
         await self._pins.stop()
-        await self.store.close()
+        if self.replicator is not None:
+            await self.replicator.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.gather(self._checkpointer, return_exceptions=True)
+            self._checkpointer = None
+        try:
+            await self.checkpoint()
+        finally:
+            await self.store.close()
+
+    async def _take_epoch(self) -> None:
+        """Adopt the store's epoch, unless a promoted host announced a higher one.
+
+        Raises:
+            FencedError: another host is primary in a later epoch (the store is closed).
+        """
+        self.epoch = max(1, await self.store.epoch())
+        fence = await read_fence(self.bus, self._signing_key.public_key())
+        if fence > self.epoch:
+            await self.store.close()
+            raise FencedError(
+                f"a host promoted to epoch {fence} is primary; this host (epoch {self.epoch}) "
+                "refuses to process"
+            )
+        await self.store.set_epoch(self.epoch)
+
+    async def announce_epoch(self) -> None:
+        """Publish this host's epoch on ``dr.epoch``: older primaries will refuse to run."""
+        await self.bus.publish([epoch_message(self._signing_key, self.epoch)])
+
+    async def checkpoint(self) -> None:
+        """Sign and store a checkpoint over the entries committed since the last one, if any.
+
+        Raises:
+            StoreError: it was not stored (the entries wait for the next one).
+        """
+        if not self._segment.hashes:
+            return
+        first_seq, hashes = self._segment.take()
+        checkpoint = sign_checkpoint(
+            self._signing_key, hashes, first_seq=first_seq, epoch=self.epoch, signed_at=_now()
+        )
+        try:
+            await self.store.add_checkpoint(checkpoint)
+        except BaseException:
+            self._segment.put_back(first_seq, hashes)
+            raise
+        if self.replicator is not None:
+            await self.replicator.ship_checkpoint(checkpoint)
+        _log.info("journal checkpoint signed", seq=checkpoint.seq, entries=len(hashes))
+
+    async def _checkpoints(self) -> None:
+        """Sign a checkpoint whenever one is due, until cancelled."""
+        while True:
+            await asyncio.sleep(min(0.5, self.config.checkpoint_interval_s))
+            if self._segment.due():
+                try:
+                    await self.checkpoint()
+                except BranchnetError as error:
+                    _log.error("checkpoint failed; retrying", error=str(error))
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(
@@ -187,6 +282,8 @@ class HostService:
             carried=len(self._carried),
             pin_pending=self._pins.pending,
             journal_seq=self.store.head.seq,
+            replication_lag=self.replicator.lag if self.replicator else 0,
+            replication_degraded=self.replicator.degraded if self.replicator else False,
         )
 
     async def _accept(self, delivery: Delivery) -> None:
@@ -260,7 +357,12 @@ class HostService:
             responses = await self._pins.execute(planned.commands)
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
             await self.store.commit(settlement)
+            self._segment.extend([entry.hash for entry in settlement.entries])
+            if self.replicator is not None:
+                await self.replicator.ship(settlement)
             replies = settlement.replies
+        if self.replicator is not None:
+            await self.replicator.held(self.store.head.seq)
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]

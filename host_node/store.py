@@ -16,8 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from common.replies import decode_reply, encode_reply
 from host_node.batch import Settlement, Snapshot, Stored
+from host_node.checkpoint import Checkpoint, encode_checkpoint
 from host_node.config import Synchronous
 from host_node.errors import StoreError
 from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body
@@ -66,6 +69,27 @@ CREATE TABLE IF NOT EXISTS postings (
     amount      INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS postings_account ON postings (account);
+CREATE TABLE IF NOT EXISTS frames (
+    digest      TEXT PRIMARY KEY,
+    header      BLOB NOT NULL,
+    leaves      BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    journal_seq   INTEGER PRIMARY KEY REFERENCES journal (seq),
+    frame_digest  TEXT REFERENCES frames (digest),
+    record_index  INTEGER,
+    record        BLOB NOT NULL,
+    pin_outcome   TEXT,
+    documents     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq         INTEGER PRIMARY KEY,
+    body        BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS idempotency (
     request_id   TEXT PRIMARY KEY,
     content_hash TEXT NOT NULL,
@@ -142,6 +166,77 @@ def journal_entries(connection: sqlite3.Connection) -> Iterator[JournalEntry]:
         yield decode_entry(body, hash_)
 
 
+def journal_rows(
+    connection: sqlite3.Connection, after: int = 0
+) -> Iterator[tuple[int, bytes, str]]:
+    """``(seq, body, hash)`` of every stored entry after ``after``, as stored (unchecked)."""
+    yield from connection.execute(
+        "SELECT seq, body, hash FROM journal WHERE seq > ? ORDER BY seq", (after,)
+    )
+
+
+def checkpoint_rows(connection: sqlite3.Connection) -> Iterator[tuple[int, bytes]]:
+    """``(seq, encoded checkpoint)`` of every stored checkpoint in sequence order."""
+    yield from connection.execute("SELECT seq, body FROM checkpoints ORDER BY seq")
+
+
+def checkpoint_tail(connection: sqlite3.Connection) -> tuple[int, list[str]]:
+    """The last checkpoint's sequence number and the hashes of the entries after it."""
+    row = connection.execute("SELECT MAX(seq) FROM checkpoints").fetchone()
+    last = row[0] or 0
+    hashes = [
+        h
+        for (h,) in connection.execute(
+            "SELECT hash FROM journal WHERE seq > ? ORDER BY seq", (last,)
+        )
+    ]
+    return last, hashes
+
+
+def read_meta(connection: sqlite3.Connection, key: str) -> str | None:
+    """A value of the store's own (``epoch``: the host epoch; ``missed``: a replica's gap)."""
+    row = connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def write_meta(connection: sqlite3.Connection, key: str, value: str) -> None:
+    connection.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def copy_store(source: Path, target: Path) -> None:
+    """A consistent snapshot of the store at ``source`` written to ``target`` (replaced).
+
+    Raises:
+        StoreError: either file cannot be used.
+    """
+    origin = connect_read_only(source)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            leftover = target.with_name(target.name + suffix)
+            leftover.unlink(missing_ok=True)
+        copy = sqlite3.connect(target)
+        try:
+            origin.backup(copy)
+        finally:
+            copy.close()
+    except (OSError, sqlite3.Error) as error:
+        raise StoreError(f"snapshot not copied: {error}") from None
+    finally:
+        origin.close()
+
+
+def write_checkpoint(connection: sqlite3.Connection, checkpoint: Checkpoint) -> None:
+    connection.execute(
+        "INSERT INTO checkpoints (seq, body) VALUES (?, ?)",
+        (checkpoint.seq, encode_checkpoint(checkpoint)),
+    )
+
+
 def read_snapshot(
     connection: sqlite3.Connection, request_ids: Collection[str], accounts: Collection[str]
 ) -> Snapshot:
@@ -184,6 +279,26 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             [
                 (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
                 for e in settlement.entries
+            ],
+        )
+        connection.executemany(
+            "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
+            "ON CONFLICT (digest) DO NOTHING",
+            [(digest, f.header, f.leaves) for digest, f in settlement.frames.items()],
+        )
+        connection.executemany(
+            "INSERT INTO evidence (journal_seq, frame_digest, record_index, record, pin_outcome,"
+            " documents) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.seq,
+                    e.frame_digest,
+                    e.record_index,
+                    e.record,
+                    e.pin_outcome,
+                    orjson.dumps(e.documents).decode(),
+                )
+                for e in settlement.evidence
             ],
         )
         connection.executemany(
@@ -293,6 +408,34 @@ class Store:
         except sqlite3.Error as error:
             raise StoreError(f"batch not committed: {error}") from None
         self.head = settlement.head
+
+    async def checkpoint_tail(self) -> tuple[int, list[str]]:
+        """The last checkpoint's sequence number and the entry hashes after it."""
+        return await self._run(checkpoint_tail, self._open())
+
+    async def epoch(self) -> int:
+        """The host epoch this store was last primary (or promoted) in; 0 when never set."""
+        return int(await self.meta("epoch") or 0)
+
+    async def set_epoch(self, epoch: int) -> None:
+        await self.set_meta("epoch", str(epoch))
+
+    async def meta(self, key: str) -> str | None:
+        return await self._run(read_meta, self._open(), key)
+
+    async def set_meta(self, key: str, value: str) -> None:
+        await self._run(write_meta, self._open(), key, value)
+
+    async def add_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a signed checkpoint.
+
+        Raises:
+            StoreError: it was not written.
+        """
+        try:
+            await self._run(write_checkpoint, self._open(), checkpoint)
+        except sqlite3.Error as error:
+            raise StoreError(f"checkpoint not stored: {error}") from None
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:

@@ -1,0 +1,308 @@
+"""Replication to the disaster-recovery standby: the wire records, the primary's side, the fence.
+
+The primary ships each committed batch (its journal entries with everything the store wrote
+beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` frames whose
+header the host signs with its identity key. The standby applies them and acks its applied
+position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
+holds it (RPO 0); in ``async`` mode at once, reporting the lag. When the standby does not ack
+within ``standby_timeout_s`` in sync mode, the primary either stops answering
+(``standby_lost="stop"``: the batch's frames go back and are retried) or degrades to async
+with an alert, returning to sync when the standby catches up.
+
+The epoch fence: a promoted standby announces its epoch on ``dr.epoch``; a host starting as
+primary reads every announcement and refuses to run when one is above its own epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import TypeAdapter
+
+from common.bus import Bus, Delivery, Message, Subscription
+from common.errors import FrameError
+from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
+from common.identity import verify
+from common.logs import get_logger
+from common.replies import decode_reply, encode_reply
+from common.topology import DEFAULT_EXCHANGE, DR_ACKS, DR_EPOCH, DR_REPLICATION
+from host_node.batch import Remembered, Settlement
+from host_node.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from host_node.config import ReplicationMode, StandbyLost
+from host_node.errors import HostError
+from host_node.evidence import EntryEvidence, FrameProof
+from host_node.journal import ChainHead, decode_entry, head_of
+from host_node.ledger import AccountState, Customer
+
+PRIMARY_SENDER = "host"
+STANDBY_SENDER = "standby"
+
+_ACCOUNTS: TypeAdapter[list[AccountState]] = TypeAdapter(list[AccountState])
+_log = get_logger(__name__)
+
+
+class ReplicationError(HostError):
+    """The standby did not confirm a batch in time and the host is set to stop answering."""
+
+
+class FencedError(HostError):
+    """A host with a higher epoch is primary; this one must not process."""
+
+
+# --- wire records ------------------------------------------------------------------------
+
+
+def encode_batch(settlement: Settlement) -> bytes:
+    """A committed batch as one replication record (replies are not shipped)."""
+    document = {
+        "entries": [[e.seq, e.hash, e.body.decode()] for e in settlement.entries],
+        "accounts": _ACCOUNTS.dump_python(list(settlement.accounts), mode="json"),
+        "customers": {
+            number: [c.name, c.id_type, c.id_number] for number, c in settlement.customers.items()
+        },
+        "remembered": [
+            [r.request_id, r.content_hash, encode_reply(r.reply).decode()]
+            for r in settlement.remembered
+        ],
+        "evidence": [
+            [e.seq, e.frame_digest, e.record_index, e.record.decode(), e.pin_outcome, e.documents]
+            for e in settlement.evidence
+        ],
+        "frames": {d: [f.header.decode(), f.leaves.hex()] for d, f in settlement.frames.items()},
+    }
+    return orjson.dumps({"batch": document})
+
+
+def decode_batch(document: Mapping[str, Any]) -> Settlement:
+    """The settlement a replication record describes (entries not yet verified).
+
+    Raises:
+        ValueError, KeyError, TypeError, pydantic.ValidationError: not a batch record.
+    """
+    entries = tuple(decode_entry(body.encode(), hash_) for _, hash_, body in document["entries"])
+    if any(e.seq != seq for e, (seq, _, _) in zip(entries, document["entries"], strict=True)):
+        raise ValueError("entry numbers disagree")
+    remembered = tuple(
+        Remembered(rid, content, decode_reply(reply.encode()))
+        for rid, content, reply in document["remembered"]
+    )
+    return Settlement(
+        replies=(),
+        entries=entries,
+        accounts=tuple(_ACCOUNTS.validate_python(document["accounts"])),
+        customers={n: Customer(*fields) for n, fields in document["customers"].items()},
+        remembered=remembered,
+        head=head_of(entries[-1]) if entries else ChainHead(),
+        evidence=tuple(
+            EntryEvidence(
+                seq, digest, index, record.encode(), outcome, tuple(tuple(d) for d in documents)
+            )
+            for seq, digest, index, record, outcome, documents in document["evidence"]
+        ),
+        frames={
+            d: FrameProof(header.encode(), bytes.fromhex(leaves))
+            for d, (header, leaves) in document["frames"].items()
+        },
+    )
+
+
+def encode_checkpoint_record(checkpoint: Checkpoint) -> bytes:
+    return orjson.dumps({"checkpoint": orjson.loads(encode_checkpoint(checkpoint))})
+
+
+def decode_checkpoint_record(document: Mapping[str, Any]) -> Checkpoint:
+    return decode_checkpoint(orjson.dumps(document["checkpoint"]))
+
+
+def _header_bytes(header: FrameHeader) -> bytes:
+    unsigned = header.model_copy(update={"signature": None})
+    return unsigned.__pydantic_serializer__.to_json(unsigned, exclude_none=True)
+
+
+def signed_frame(
+    key: Ed25519PrivateKey,
+    kind: FrameKind,
+    sender: str,
+    sequence: int,
+    records: list[bytes],
+    *,
+    epoch: int,
+) -> bytes:
+    """A frame whose header carries ``key``'s signature over the rest of the header."""
+    frame = build_frame(kind, sender, sequence, records, epoch=epoch)
+    signature = key.sign(_header_bytes(frame.header)).hex()
+    header = frame.header.model_copy(update={"signature": signature})
+    return encode_frame(Frame(header, frame.records))
+
+
+def open_signed_frame(body: bytes, key: Ed25519PublicKey, kind: FrameKind) -> Frame:
+    """Decode a frame and check its header's signature.
+
+    Raises:
+        FrameError: malformed, of another kind, unsigned or not signed by ``key``.
+    """
+    frame = decode_frame(body, expect=kind)
+    signature = frame.header.signature
+    try:
+        valid = signature is not None and verify(
+            key, bytes.fromhex(signature), _header_bytes(frame.header)
+        )
+    except ValueError:
+        valid = False
+    if not valid:
+        raise FrameError(f"{kind} frame not signed by the host")
+    return frame
+
+
+# --- the fence ---------------------------------------------------------------------------
+
+
+def epoch_message(key: Ed25519PrivateKey, epoch: int) -> Message:
+    body = signed_frame(
+        key, FrameKind.ACK, PRIMARY_SENDER, epoch, [orjson.dumps({"epoch": epoch})], epoch=epoch
+    )
+    return Message(DEFAULT_EXCHANGE, DR_EPOCH, body)
+
+
+async def read_fence(bus: Bus, key: Ed25519PublicKey, *, settle_s: float = 0.5) -> int:
+    """The highest epoch a promoted host announced on ``dr.epoch`` (0: none).
+
+    Announcements stay queued: they are read without being acked and go back when the
+    consumer is cancelled.
+    """
+    stats = await bus.queue_stats(DR_EPOCH)
+    if stats.messages == 0:
+        return 0
+    highest = 0
+    seen = asyncio.Event()
+    held: list[Delivery] = []
+
+    async def read(delivery: Delivery) -> None:
+        nonlocal highest
+        held.append(delivery)
+        try:
+            frame = open_signed_frame(delivery.body, key, FrameKind.ACK)
+            highest = max(highest, frame.header.epoch)
+        except FrameError as error:
+            _log.warning("epoch announcement ignored", reason=str(error))
+        if len(held) >= stats.messages:
+            seen.set()
+
+    subscription = await bus.consume(DR_EPOCH, read, prefetch=max(1, stats.messages))
+    try:
+        await asyncio.wait_for(seen.wait(), settle_s * 10)
+    except TimeoutError:
+        pass
+    finally:
+        await subscription.cancel()
+    return highest
+
+
+# --- the primary's side ------------------------------------------------------------------
+
+
+class Replicator:
+    """Ships committed batches and checkpoints to the standby and tracks what it holds."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        key: Ed25519PrivateKey,
+        public_key: Ed25519PublicKey,
+        *,
+        mode: ReplicationMode,
+        standby_lost: StandbyLost,
+        timeout_s: float,
+    ) -> None:
+        self.bus = bus
+        self.key = key
+        self.public_key = public_key
+        self.mode = mode
+        self.standby_lost = standby_lost
+        self.timeout_s = timeout_s
+        self.epoch = 0
+        self.shipped = 0
+        self.acked = 0
+        self.degraded = False
+        self._sequence = 0
+        self._acked = asyncio.Condition()
+        self._subscription: Subscription | None = None
+
+    @property
+    def lag(self) -> int:
+        """Entries shipped that the standby has not confirmed."""
+        return max(0, self.shipped - self.acked)
+
+    async def start(self, head: ChainHead) -> None:
+        self.shipped = head.seq
+        self._subscription = await self.bus.consume(DR_ACKS, self._on_ack, prefetch=64)
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+
+    async def ship(self, settlement: Settlement) -> None:
+        if settlement.entries:
+            await self._send(encode_batch(settlement))
+            self.shipped = settlement.head.seq
+
+    async def ship_checkpoint(self, checkpoint: Checkpoint) -> None:
+        await self._send(encode_checkpoint_record(checkpoint))
+
+    async def _send(self, record: bytes) -> None:
+        self._sequence += 1
+        body = signed_frame(
+            self.key, FrameKind.JOURNAL, PRIMARY_SENDER, self._sequence, [record], epoch=self.epoch
+        )
+        await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_REPLICATION, body)])
+
+    async def held(self, seq: int) -> None:
+        """In sync mode, return once the standby holds entry ``seq`` (see the module doc).
+
+        Raises:
+            ReplicationError: no confirmation in time and the host is set to stop answering.
+        """
+        if self.mode != "sync" or self.degraded or seq <= self.acked:
+            if self.mode == "async" or self.degraded:
+                self._report_lag()
+            return
+        started = time.monotonic()
+        async with self._acked:
+            try:
+                await asyncio.wait_for(
+                    self._acked.wait_for(lambda: self.acked >= seq), self.timeout_s
+                )
+                return
+            except TimeoutError:
+                pass
+        waited = round(time.monotonic() - started, 2)
+        if self.standby_lost == "stop":
+            _log.error("standby silent; not answering", seq=seq, waited_s=waited)
+            raise ReplicationError(f"the standby has not confirmed entry {seq}")
+        self.degraded = True
+        _log.error("ALERT standby silent; degraded to async replication", seq=seq, lag=self.lag)
+
+    def _report_lag(self) -> None:
+        if self.lag:
+            _log.info("replication lag", lag=self.lag, shipped=self.shipped, acked=self.acked)
+
+    async def _on_ack(self, delivery: Delivery) -> None:
+        try:
+            frame = open_signed_frame(delivery.body, self.public_key, FrameKind.ACK)
+            position = max(int(orjson.loads(r)["seq"]) for r in frame.records)
+        except (FrameError, ValueError, KeyError, TypeError) as error:
+            await self.bus.dead_letter(delivery, f"bad standby ack: {error}"[:200])
+            return
+        await delivery.ack()
+        async with self._acked:
+            self.acked = max(self.acked, position)
+            self._acked.notify_all()
+        if self.degraded and self.acked >= self.shipped:
+            self.degraded = False
+            _log.warning("standby caught up; sync replication again", acked=self.acked)
