@@ -67,9 +67,11 @@ async def _run_branch(
 async def test_terminals_serve_concurrently_and_every_result_is_predicted(
     bus_factory: BusFactory, bank_host: FakeBank, tmp_path: Path
 ) -> None:
-    _, report = await _run_branch(bus_factory, tmp_path, duration_s=1.0, terminals=3)
+    _, report = await _run_branch(
+        bus_factory, tmp_path, duration_s=120, terminals=3, max_requests=150
+    )
     outcomes = report.outcomes
-    assert len(outcomes) > 100
+    assert len(outcomes) == 150
     assert {o.request_id[:7] for o in outcomes} == {"0001-01", "0001-02", "0001-03"}
     assert len({o.request_id for o in outcomes}) == len(outcomes)
     assert [o for o in outcomes if o.result != o.expected] == []
