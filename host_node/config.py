@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from host_node.policy import Policy
 
 #: SQLite ``PRAGMA synchronous`` modes the store accepts.
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -20,6 +22,7 @@ class HostConfig:
         crypto_timeout_s: how long a batch waits for the crypto node before answering ``91``.
         synchronous: SQLite's ``synchronous`` mode; ``FULL`` survives power loss.
         queue_bound: request frames waiting in the host's inbox before the consumer pushes back.
+        policy: the rules' thresholds and daily limits.
     """
 
     max_batch_records: int = 1024
@@ -27,6 +30,7 @@ class HostConfig:
     crypto_timeout_s: float = 5.0
     synchronous: Synchronous = "FULL"
     queue_bound: int = 512
+    policy: Policy = field(default_factory=Policy)
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:

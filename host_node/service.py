@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import itertools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
+from host_node.staff import default_staff
 from host_node.store import Store, ledger_path
 
 DEFAULT_CONFIG = HostConfig()
@@ -120,8 +121,10 @@ class HostService:
         *,
         branch_ids: Sequence[str],
         config: HostConfig = DEFAULT_CONFIG,
+        clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self.bus = bus
+        self._clock = clock
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
@@ -140,6 +143,7 @@ class HostService:
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
         await self.store.open()
+        await self.store.enrol_staff(default_staff(sorted(self.branch_ids)))
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._pins.start()
         self._stopping = False
@@ -185,7 +189,7 @@ class HostService:
         )
 
     async def _accept(self, delivery: Delivery) -> None:
-        await self._inbox.put(_Inbound(delivery, _now()))
+        await self._inbox.put(_Inbound(delivery, self._clock()))
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -226,7 +230,7 @@ class HostService:
                 delivery.routing_key,
                 self.branch_ids,
                 received_at=inbound.received_at,
-                unpacked_at=_now(),
+                unpacked_at=self._clock(),
             )
         except FrameError as error:
             self._counts["dead_frames"] += 1
@@ -253,7 +257,15 @@ class HostService:
             )
             planned = plan(items, snapshot, self._command_ids)
             responses = await self._pins.execute(planned.commands)
-            settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
+            settlement = settle(
+                items,
+                planned,
+                snapshot,
+                responses,
+                self.store.head,
+                self._clock,
+                self.config.policy,
+            )
             await self.store.commit(settlement)
             replies = settlement.replies
         self._counts["batches"] += 1
