@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from common.id_documents import IdType
 from common.ids import (
     REQUEST_ID,
     AccountNo,
@@ -24,13 +25,11 @@ from common.ids import (
     TerminalId,
     is_valid_account_no,
 )
-from common.id_documents import IdType
 from common.money import Amount, NonNegativeAmount
 from common.results import ResultCode
 
 #: The largest request record accepted, in bytes.
 MAX_RECORD_BYTES = 8 * 1024
-
 
 
 class _Record(BaseModel):

@@ -43,7 +43,7 @@ def identity_check(
     withdrawer = request.withdrawer
     if withdrawer is None:
         return _refuse("the withdrawer's identity document is required over 50,000 CNY", ())
-    checked = (f"withdrawer {_shown(withdrawer)}",)
+    checked: tuple[str, ...] = (f"withdrawer {_shown(withdrawer)}",)
     problem = document_problem(withdrawer.id_type, withdrawer.number, today)
     if problem is not None:
         return _refuse(f"withdrawer's document: {problem}", checked)
@@ -58,13 +58,11 @@ def identity_check(
     checked += (f"holder {_shown(shown)}",)
     if not _matches(shown, holder):
         return _refuse("the holder's document does not match the customer record", checked)
-    return checked + ("holder matches the customer record",)
+    return (*checked, "holder matches the customer record")
 
 
 def _refuse(reason: str, checked: tuple[str, ...]) -> Decision:
-    return decline(
-        ResultCode.IDENTITY_CHECK_FAILED, reason, rule=IDENTITY_RULE, identities=checked
-    )
+    return decline(ResultCode.IDENTITY_CHECK_FAILED, reason, rule=IDENTITY_RULE, identities=checked)
 
 
 def use_appointment(
@@ -107,4 +105,3 @@ def book(
         report=account.number,
         rule=APPOINTMENT_RULE,
     )
-

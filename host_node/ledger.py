@@ -147,6 +147,10 @@ class Decision:
     rule: str = ""
     identities: tuple[str, ...] = ()
 
+    @property
+    def approved(self) -> bool:
+        return self.result is ResultCode.APPROVED
+
 
 def decline(
     code: ResultCode,

@@ -28,9 +28,7 @@ FREEZE_RULE = "freeze"
 _AUTHORITY = re.compile(r"^(?=.*\d)\S(?:.*\S)?$")
 
 
-def authorised(
-    request: Freeze | Unfreeze | Deduct | UnlockPin, ledger: Ledger
-) -> Decision | None:
+def authorised(request: Freeze | Unfreeze | Deduct | UnlockPin, ledger: Ledger) -> Decision | None:
     """The refusal when the supervisor (and, for court orders, the authority) is not valid."""
     problem = authorisation_problem(
         ledger.staff,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from common.id_documents import document_problem, masked_document
 from common.pin_commands import (
     ChangePinCommand,
     GenerateOffset,
@@ -32,7 +33,6 @@ from common.pin_commands import (
     PinResponse,
     VerifyPin,
 )
-from common.id_documents import document_problem, masked_document
 from common.requests import (
     PIN_KINDS,
     Balance,
@@ -310,6 +310,7 @@ def _withdraw(
         appointments=remaining,
     )
     large = request.amount >= policy.appointment_from
+    rule = large_cash.IDENTITY_RULE if checked else ""
     return Decision(
         ResultCode.APPROVED,
         "approved: appointment used" if large else APPROVED,
@@ -317,7 +318,7 @@ def _withdraw(
         changes=(changed,),
         report=account.number,
         amount=request.amount,
-        rule=large_cash.APPOINTMENT_RULE if large else (large_cash.IDENTITY_RULE if checked else ""),
+        rule=large_cash.APPOINTMENT_RULE if large else rule,
         identities=checked,
     )
 

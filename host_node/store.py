@@ -185,8 +185,7 @@ def read_snapshot(
         )
     }
     states = {
-        row[0]: _account_from_row(row)
-        for row in _select_in(connection, _SELECT_ACCOUNTS, accounts)
+        row[0]: _account_from_row(row) for row in _select_in(connection, _SELECT_ACCOUNTS, accounts)
     }
     return Snapshot(known, states)
 

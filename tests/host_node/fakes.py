@@ -9,17 +9,17 @@ The in-memory bank runs batches through :func:`host_node.batch.plan` and
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import datetime as dt
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common.id_documents import check_character, is_valid_resident_id
 from common.bus import Bus, Delivery, Message, Subscription
 from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
+from common.id_documents import check_character, is_valid_resident_id
 from common.ids import card_number, request_id
 from common.pin_commands import (
     PIN_COMMAND_ADAPTER,
