@@ -8,9 +8,11 @@ ran in its own process.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from branch_node import Branch
 from branchnet.buses import open_bus
@@ -18,7 +20,7 @@ from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
-from host_node import HostService
+from host_node import HostConfig, HostService
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
@@ -41,6 +43,8 @@ class NetworkConfig:
     terminals: int = 4
     seed: int = 1
     amqp_url: str | None = None
+    host_config: HostConfig | None = None
+    host_clock: Callable[[], dt.datetime] | None = None
 
 
 class Network:
@@ -67,7 +71,12 @@ class Network:
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
         await host_bus.connect()
-        self.host = HostService(host_bus, config.data_dir, branch_ids=config.branch_ids)
+        extra: dict[str, Any] = {}
+        if config.host_config is not None:
+            extra["config"] = config.host_config
+        if config.host_clock is not None:
+            extra["clock"] = config.host_clock
+        self.host = HostService(host_bus, config.data_dir, branch_ids=config.branch_ids, **extra)
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):
             bus = self._bus(f"branch-{branch_id}")
