@@ -397,6 +397,47 @@ async def closing(script: Script) -> None:
     )
 
 
+INTEREST_BP = 35  # 0.35% a year, the demand-deposit rate
+
+
+def daily_interest(balances: list[tuple[dt.date, int]], until: dt.date, rate_bp: int) -> int:
+    """The interest a bank pays on ``balances`` (changes as (day, new balance), first the
+    opening) up to ``until``: accrued day by day on each closing balance, posted on the 20th of
+    March, June, September and December. An independent day-by-day model of the host's rule."""
+    changes = dict(balances)
+    day, principal, units, paid = balances[0][0], 0, 0, 0
+    while day < until:
+        principal = changes.get(day, principal)
+        units += (principal + paid) * rate_bp
+        if day.day == 20 and day.month in (3, 6, 9, 12):
+            fen, units = divmod(units, 10_000 * 365)
+            paid += fen
+        day += dt.timedelta(days=1)
+    return paid
+
+
+async def interest(script: Script) -> None:
+    """Deposits earn interest: accrued daily on the closing balance, posted quarterly on the
+    20th of March, June, September and December; a simulated year in a few requests."""
+    account = await _open(script, CHEN, yuan(100_000))
+    opened = script.today
+    script.next_day(100)
+    deposited = script.today
+    await script.step(
+        "a deposit 100 days later", "deposit", expect=OK, account=account, amount=yuan(50_000)
+    )
+    script.next_day(265)
+    reply = await script.step(
+        "the balance a year after opening", "balance", expect=OK, pin=PIN, account=account
+    )
+    paid = daily_interest(
+        [(opened, yuan(100_000)), (deposited, yuan(150_000))], script.today, INTEREST_BP
+    )
+    if reply is None or reply.balance != yuan(150_000) + paid or paid <= 0:
+        got = None if reply is None else reply.balance
+        raise ScenarioFailed(f"balance {got} fen, expected {yuan(150_000) + paid} with interest")
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -431,5 +472,11 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("pin-lockout", "three wrong PINs lock (75); a supervisor unlocks", pin_lockout),
         Scenario("closing", "closing pays out and refuses everything after (62)", closing),
+        Scenario(
+            "interest",
+            "a year of daily accrual and quarterly postings in seconds",
+            interest,
+            Policy(interest_rate_bp=INTEREST_BP),
+        ),
     )
 }

@@ -37,6 +37,7 @@ from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
+from host_node.policy import bank_day
 from host_node.staff import default_staff
 from host_node.store import Store, ledger_path
 
@@ -139,6 +140,7 @@ class HostService:
         self._reply_sequence = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._by_result: Counter[str] = Counter()
+        self._closed_through: dt.date | None = None
 
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
@@ -251,6 +253,7 @@ class HostService:
     async def _process(self, batch: _Batch) -> None:
         replies: Sequence[Reply | None] = ()
         if batch.items:
+            await self._close_books()
             items = [pending.item for pending in batch.items]
             snapshot = await self.store.snapshot(
                 {item.request_id for item in items}, accounts_to_load(items)
@@ -292,6 +295,18 @@ class HostService:
                     redelivered=inbound.delivery.redelivered,
                     results=dict(inbound.results),
                 )
+
+    async def _close_books(self) -> None:
+        """Close the bank days before today (interest), once per new bank day."""
+        rate = self.config.policy.interest_rate_bp
+        if not rate:
+            return
+        now = self._clock()
+        yesterday = bank_day(now) - dt.timedelta(days=1)
+        if self._closed_through is not None and yesterday <= self._closed_through:
+            return
+        await self.store.close_books(yesterday, rate, now)
+        self._closed_through = yesterday
 
     def _reply_messages(self, answered: Sequence[tuple[_Pending, Reply]]) -> list[Message]:
         by_branch: dict[str, list[bytes]] = {}

@@ -22,7 +22,8 @@ from common.replies import decode_reply, encode_reply
 from host_node.batch import Settlement, Snapshot, Stored
 from host_node.config import Synchronous
 from host_node.errors import StoreError
-from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body
+from host_node.interest import close_days
+from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body, head_of
 from host_node.ledger import (
     NO_USAGE,
     AccountState,
@@ -65,7 +66,12 @@ CREATE TABLE IF NOT EXISTS accounts (
     usage_day       TEXT,
     cash_out_today  INTEGER NOT NULL DEFAULT 0,
     transferred_today INTEGER NOT NULL DEFAULT 0,
-    appointments    TEXT NOT NULL DEFAULT '[]'
+    appointments    TEXT NOT NULL DEFAULT '[]',
+    interest_units  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS host_state (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS staff (
     staff_id    TEXT PRIMARY KEY,
@@ -226,18 +232,7 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             _UPSERT_ACCOUNT,
             [_account_row(a) for a in settlement.accounts],
         )
-        connection.executemany(
-            "INSERT INTO journal (seq, request_id, kind, result, body, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
-                for e in settlement.entries
-            ],
-        )
-        connection.executemany(
-            "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)",
-            [(e.seq, p.account, p.amount) for e in settlement.entries for p in e.postings],
-        )
+        _write_entries(connection, settlement.entries)
         connection.executemany(
             "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
             "VALUES (?, ?, ?, ?)",
@@ -250,6 +245,55 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+_CLOSED_THROUGH = "interest_closed_through"
+
+
+def close_books(
+    connection: sqlite3.Connection,
+    head: ChainHead,
+    through: dt.date,
+    rate_bp: int,
+    now: dt.datetime,
+) -> list[JournalEntry]:
+    """Close the bank days up to ``through``: accrue interest, post it on posting days, and
+    journal the postings, in one transaction. The first call only marks where to start."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        row = connection.execute(
+            "SELECT value FROM host_state WHERE key = ?", (_CLOSED_THROUGH,)
+        ).fetchone()
+        entries: list[JournalEntry] = []
+        if row is not None and dt.date.fromisoformat(row[0]) < through:
+            closed = dt.date.fromisoformat(row[0])
+            entries = close_days(connection, head, closed, through, rate_bp, now)
+            _write_entries(connection, entries)
+        if row is None or dt.date.fromisoformat(row[0]) < through:
+            connection.execute(
+                "INSERT INTO host_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_CLOSED_THROUGH, through.isoformat()),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return entries
+
+
+def _write_entries(connection: sqlite3.Connection, entries: Sequence[JournalEntry]) -> None:
+    connection.executemany(
+        "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
+            for e in entries
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)",
+        [(e.seq, p.account, p.amount) for e in entries for p in e.postings],
+    )
 
 
 def _select_in(
@@ -363,6 +407,22 @@ class Store:
         """What the store holds now for a batch's request ids and accounts, and the staff."""
         snapshot = await self._run(read_snapshot, self._open(), request_ids, accounts)
         return replace(snapshot, staff=self.staff)
+
+    async def close_books(
+        self, through: dt.date, rate_bp: int, now: dt.datetime
+    ) -> list[JournalEntry]:
+        """Close the bank days up to ``through`` (interest accrued and posted, journaled).
+
+        Raises:
+            StoreError: the transaction failed; nothing of it was written.
+        """
+        try:
+            entries = await self._run(close_books, self._open(), self.head, through, rate_bp, now)
+        except sqlite3.Error as error:
+            raise StoreError(f"books not closed: {error}") from None
+        if entries:
+            self.head = head_of(entries[-1])
+        return entries
 
     async def commit(self, settlement: Settlement) -> None:
         """Write a batch in one transaction and move the journal head.

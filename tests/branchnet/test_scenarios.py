@@ -12,9 +12,11 @@ from branchnet.scenario_runner import Scenario, Script, run_scenario
 from branchnet.scenarios import PIN, SCENARIOS, chen_case, resident
 from common.money import yuan
 from common.results import ResultCode
+from host_node import ledger_path
+from host_node.store import connect_read_only, journal_entries
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n != "chen-case"])
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in ("chen-case", "interest")])
 async def test_each_scenario_meets_its_expectations(name: str, tmp_path: Path) -> None:
     report = await run_scenario(SCENARIOS[name], data_dir=tmp_path)
     assert report["ok"], [s for s in report["steps"] if not s["ok"]] or report
@@ -22,6 +24,20 @@ async def test_each_scenario_meets_its_expectations(name: str, tmp_path: Path) -
     assert len(report["steps"]) >= 4
     declined = [s for s in report["steps"] if s["result"] != "00"]
     assert declined and all(s["rule"] for s in declined)
+
+
+async def test_a_simulated_year_of_interest_is_posted_quarterly(tmp_path: Path) -> None:
+    report = await run_scenario(SCENARIOS["interest"], data_dir=tmp_path)
+    assert report["ok"], report
+    connection = connect_read_only(ledger_path(tmp_path))
+    try:
+        posted = [e for e in journal_entries(connection) if e.kind == "interest"]
+    finally:
+        connection.close()
+    days = [e.request_id.split("-", 1)[1].rsplit("-", 1)[0] for e in posted]
+    assert days == ["2002-03-20", "2002-06-20", "2002-09-20", "2002-12-20"]
+    assert all(e.postings[0].account == "INTEREST-0001" and e.rule == "interest" for e in posted)
+    assert "interest paid" in report["reconciliation"]["checks"]["customers_match_cash"]["detail"]
 
 
 @pytest.mark.rabbitmq
