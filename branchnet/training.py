@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from branchnet.teller import register_teller
 from common.settings import Settings
 
 #: Exit status when a scenario's expectations are not met.
@@ -33,6 +34,7 @@ def register(commands: Any) -> None:
     run.add_argument("--json-report", type=Path, help="write the JSON report to this file")
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(run=_run)
+    register_teller(commands)
     simulate = commands.choices.get("simulate")
     if simulate is not None:
         simulate.add_argument(
