@@ -40,6 +40,7 @@ from host_node.pin_client import SENDER, PinClient
 from host_node.policy import bank_day
 from host_node.staff import default_staff
 from host_node.store import Store, ledger_path
+from host_node.tiers import TierChange, TierHook
 
 DEFAULT_CONFIG = HostConfig()
 #: Pause after a batch failed for want of the store or the bus, before trying again.
@@ -123,9 +124,13 @@ class HostService:
         branch_ids: Sequence[str],
         config: HostConfig = DEFAULT_CONFIG,
         clock: Callable[[], dt.datetime] = _now,
+        on_tier_change: TierHook | None = None,
     ) -> None:
         self.bus = bus
         self._clock = clock
+        #: Called with each customer tier change after its batch committed (the event
+        #: publisher's hook for ``tier_changed``); exceptions are logged, never raised.
+        self.on_tier_change = on_tier_change
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
@@ -269,7 +274,7 @@ class HostService:
                 self._clock,
                 self.config.policy,
             )
-            await self.store.commit(settlement)
+            self._tiers_changed(await self.store.commit(settlement))
             replies = settlement.replies
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
@@ -305,8 +310,19 @@ class HostService:
         yesterday = bank_day(now) - dt.timedelta(days=1)
         if self._closed_through is not None and yesterday <= self._closed_through:
             return
-        await self.store.close_books(yesterday, rate, now)
+        _, tier_changes = await self.store.close_books(yesterday, rate, now)
+        self._tiers_changed(tier_changes)
         self._closed_through = yesterday
+
+    def _tiers_changed(self, changes: Sequence[TierChange]) -> None:
+        hook = self.on_tier_change
+        if hook is None:
+            return
+        for change in changes:
+            try:
+                hook(change)
+            except Exception:
+                _log.exception("tier change hook failed")
 
     def _reply_messages(self, answered: Sequence[tuple[_Pending, Reply]]) -> list[Message]:
         by_branch: dict[str, list[bytes]] = {}

@@ -33,6 +33,8 @@ from host_node.ledger import (
     PinRecord,
 )
 from host_node.staff import StaffMember
+from host_node.tiers import SCHEMA as TIER_SCHEMA
+from host_node.tiers import TierChange, update_tiers
 
 SCHEMA_VERSION = 2
 #: Host parameters per ``IN (...)`` query, well under SQLite's limit.
@@ -146,7 +148,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise StoreError(f"store schema version {version}, expected {SCHEMA_VERSION}")
-        connection.executescript(_SCHEMA)
+        connection.executescript(_SCHEMA + TIER_SCHEMA)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OSError, sqlite3.Error) as error:
         raise StoreError(f"cannot open the store at {path}: {error}") from None
@@ -217,8 +219,9 @@ def write_staff(connection: sqlite3.Connection, members: Iterable[StaffMember]) 
         )
 
 
-def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> None:
-    """Commit everything ``settlement`` changes in one transaction, or nothing."""
+def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> list[TierChange]:
+    """Commit everything ``settlement`` changes in one transaction, or nothing; the tier
+    changes of the customers whose accounts it touched."""
     now = dt.datetime.now(dt.UTC).isoformat()
     customers = settlement.customers
     connection.execute("BEGIN IMMEDIATE")
@@ -233,6 +236,9 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             [_account_row(a) for a in settlement.accounts],
         )
         _write_entries(connection, settlement.entries)
+        at = settlement.entries[-1].processed_at if settlement.entries else dt.datetime.now(dt.UTC)
+        touched = [a.number for a in settlement.accounts if a.kind == "customer"]
+        tier_changes = update_tiers(connection, touched, at)
         connection.executemany(
             "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
             "VALUES (?, ?, ?, ?)",
@@ -245,6 +251,7 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+    return tier_changes
 
 
 _CLOSED_THROUGH = "interest_closed_through"
@@ -256,19 +263,23 @@ def close_books(
     through: dt.date,
     rate_bp: int,
     now: dt.datetime,
-) -> list[JournalEntry]:
+) -> tuple[list[JournalEntry], list[TierChange]]:
     """Close the bank days up to ``through``: accrue interest, post it on posting days, and
-    journal the postings, in one transaction. The first call only marks where to start."""
+    journal the postings, in one transaction. The first call only marks where to start.
+    Returns the entries and the tier changes the postings caused."""
     connection.execute("BEGIN IMMEDIATE")
     try:
         row = connection.execute(
             "SELECT value FROM host_state WHERE key = ?", (_CLOSED_THROUGH,)
         ).fetchone()
         entries: list[JournalEntry] = []
+        tier_changes: list[TierChange] = []
         if row is not None and dt.date.fromisoformat(row[0]) < through:
             closed = dt.date.fromisoformat(row[0])
             entries = close_days(connection, head, closed, through, rate_bp, now)
             _write_entries(connection, entries)
+            if entries:
+                tier_changes += update_tiers(connection, None, now)
         if row is None or dt.date.fromisoformat(row[0]) < through:
             connection.execute(
                 "INSERT INTO host_state (key, value) VALUES (?, ?) "
@@ -279,7 +290,7 @@ def close_books(
     except BaseException:
         connection.execute("ROLLBACK")
         raise
-    return entries
+    return entries, tier_changes
 
 
 def _write_entries(connection: sqlite3.Connection, entries: Sequence[JournalEntry]) -> None:
@@ -410,21 +421,23 @@ class Store:
 
     async def close_books(
         self, through: dt.date, rate_bp: int, now: dt.datetime
-    ) -> list[JournalEntry]:
+    ) -> tuple[list[JournalEntry], list[TierChange]]:
         """Close the bank days up to ``through`` (interest accrued and posted, journaled).
 
         Raises:
             StoreError: the transaction failed; nothing of it was written.
         """
         try:
-            entries = await self._run(close_books, self._open(), self.head, through, rate_bp, now)
+            entries, tier_changes = await self._run(
+                close_books, self._open(), self.head, through, rate_bp, now
+            )
         except sqlite3.Error as error:
             raise StoreError(f"books not closed: {error}") from None
         if entries:
             self.head = head_of(entries[-1])
-        return entries
+        return entries, tier_changes
 
-    async def commit(self, settlement: Settlement) -> None:
+    async def commit(self, settlement: Settlement) -> list[TierChange]:
         """Write a batch in one transaction and move the journal head.
 
         Raises:
@@ -434,10 +447,11 @@ class Store:
         if first and (first.seq, first.prev_hash) != (self.head.seq + 1, self.head.hash):
             raise StoreError("the settlement does not continue the journal")
         try:
-            await self._run(write_settlement, self._open(), settlement)
+            tier_changes = await self._run(write_settlement, self._open(), settlement)
         except sqlite3.Error as error:
             raise StoreError(f"batch not committed: {error}") from None
         self.head = settlement.head
+        return tier_changes
 
     def _open(self) -> sqlite3.Connection:
         if self._connection is None:
