@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from branchnet.teller import register_teller
+from common.money import format_fen
 from common.settings import Settings
 
 #: Exit status when a scenario's expectations are not met.
@@ -35,6 +36,14 @@ def register(commands: Any) -> None:
     run.add_argument("--quiet", action="store_true")
     run.set_defaults(run=_run)
     register_teller(commands)
+    tiers = commands.add_parser("tiers", help="customer tiers")
+    tier_actions = tiers.add_subparsers(title="actions", metavar="ACTION", required=True)
+    tier_report = tier_actions.add_parser(
+        "report", help="per branch, the five quarterly indicators (churn, upgrade, ...)"
+    )
+    tier_report.add_argument("--data-dir", help="the network's data directory")
+    tier_report.add_argument("--json", action="store_true", help="print one JSON document")
+    tier_report.set_defaults(run=_tiers_report)
     simulate = commands.choices.get("simulate")
     if simulate is not None:
         simulate.add_argument(
@@ -49,6 +58,40 @@ def register(commands: Any) -> None:
             return int(plain(args, settings) or 0)
 
         simulate.set_defaults(run=simulate_or_scenario)
+
+
+def _tiers_report(args: argparse.Namespace, settings: Settings) -> int:
+    from branchnet.tiers_report import read_report
+    from host_node import ledger_path
+
+    data_dir = settings.data_dir or Path("var")
+    document = read_report(ledger_path(data_dir))
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    console = Console()
+    for branch_id, quarters in document.items():
+        table = Table(
+            "quarter", "customers", "growth 抢", "assets (CNY)", "growth 培", "churn 保",
+            "upgrade 争", "coverage 挖", title=f"branch {branch_id}",
+        )  # fmt: skip
+        for q in quarters:
+            table.add_row(
+                q["quarter"],
+                str(q["customers_end"]),
+                _percent(q["customer_growth"]),
+                format_fen(q["assets_end"]),
+                _percent(q["asset_growth"]),
+                _percent(q["churn"]),
+                _percent(q["upgrade"]),
+                _percent(q["coverage"]),
+            )
+        console.print(table)
+    return 0
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.1f}%"
 
 
 def _list(args: argparse.Namespace, settings: Settings) -> int:
