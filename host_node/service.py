@@ -113,7 +113,9 @@ class HostStatistics:
 class HostService:
     """The central host: ledger, rules, PIN routing and journal behind ``host.requests``.
 
-    The caller owns ``bus`` and connects it before :meth:`start`.
+    The caller owns ``bus`` and connects it before :meth:`start`. ``clock`` is the host's
+    time (a :class:`~common.clock.SimulationClock` lets days pass in seconds: appointments,
+    daily limits, interest); ``on_tier_change`` is called with each customer tier change.
     """
 
     def __init__(

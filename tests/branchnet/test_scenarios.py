@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from branchnet.cli import main
 from branchnet.scenario_runner import Scenario, Script, run_scenario
 from branchnet.scenarios import PIN, SCENARIOS, chen_case, resident
 from common.money import yuan
 from common.results import ResultCode
 from host_node import ledger_path
 from host_node.store import connect_read_only, journal_entries
+from tests.branchnet.cli_run import run_cli
 
 
 @pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in ("chen-case", "interest")])
@@ -80,7 +80,9 @@ async def test_a_scenario_whose_expectation_is_not_met_fails(tmp_path: Path) -> 
 
 def test_simulate_scenario_writes_the_report_and_exits_zero(tmp_path: Path) -> None:
     path = tmp_path / "chen.json"
-    assert main(["simulate", "--scenario", "chen-case", "--json-report", str(path), "--quiet"]) == 0
+    assert (
+        run_cli("simulate", "--scenario", "chen-case", "--json-report", str(path), "--quiet") == 0
+    )
     report = json.loads(path.read_text())
     assert report["scenario"] == "chen-case" and report["ok"]
     assert set(report["stopped_by"].values()) == {"large_cash_identity"}
@@ -88,4 +90,4 @@ def test_simulate_scenario_writes_the_report_and_exits_zero(tmp_path: Path) -> N
 
 def test_an_unknown_scenario_is_an_error() -> None:
     with pytest.raises(SystemExit, match="unknown scenario"):
-        main(["scenarios", "run", "no-such-thing", "--quiet"])
+        run_cli("scenarios", "run", "no-such-thing", "--quiet")

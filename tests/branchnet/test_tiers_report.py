@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from branchnet.cli import main
 from branchnet.scenario_runner import Scenario, Script, run_scenario
 from branchnet.scenarios import PIN, resident
 from branchnet.tiers_report import read_report
 from common.money import yuan
 from common.results import ResultCode
 from host_node import ledger_path
+from tests.branchnet.cli_run import run_cli
 
 OK = ResultCode.APPROVED
 
@@ -55,9 +55,9 @@ async def test_the_five_indicators_of_a_quarter(tmp_path: Path) -> None:
 def test_the_cli_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(Exception, match="no store"):
         read_report(ledger_path(tmp_path))
-    assert main(["simulate", "--scenario", "agent-withdrawal", "--quiet", "--json-report",
-                 str(tmp_path / "r.json")]) == 0  # fmt: skip
+    assert run_cli("simulate", "--scenario", "agent-withdrawal", "--quiet", "--json-report",
+                 str(tmp_path / "r.json")) == 0  # fmt: skip
     data_dir = json.loads((tmp_path / "r.json").read_text())["data_dir"]
-    assert main(["tiers", "report", "--data-dir", data_dir, "--json"]) == 0
+    assert run_cli("tiers", "report", "--data-dir", data_dir, "--json") == 0
     document = json.loads(capsys.readouterr().out)
     assert document["0001"][0]["customers_end"] == 1
