@@ -61,3 +61,28 @@ def test_the_cli_prints_the_report(tmp_path: Path, capsys: pytest.CaptureFixture
     assert run_cli("tiers", "report", "--data-dir", data_dir, "--json") == 0
     document = json.loads(capsys.readouterr().out)
     assert document["0001"][0]["customers_end"] == 1
+
+
+async def test_the_host_calls_its_tier_hook_after_the_batch(tmp_path: Path) -> None:
+    from branchnet.network import Network, NetworkConfig
+    from host_node.tiers import TierChange
+
+    changes: list[TierChange] = []
+    async with Network(NetworkConfig(tmp_path, ("0001",), terminals=1)) as network:
+        assert network.host is not None
+        network.host.on_tier_change = changes.append
+        desk = network.branches[0].desk("01")
+        account = desk.issue_card()
+        opened = await desk.ask(
+            "open_account", pin=PIN, account=account, customer_name="X",
+            id_document=resident(1), initial_deposit=yuan(250_000),
+        )  # fmt: skip
+        assert opened.approved
+        paid = await desk.ask("withdraw", pin=PIN, account=account, amount=yuan(150_000),
+                              withdrawer=resident(1))  # fmt: skip
+        assert paid.approved and paid.balance == yuan(100_000)
+    assert [(c.old, c.new, c.upgrade) for c in changes] == [
+        ("base", "wealth", True),
+        ("wealth", "director", False),
+    ]
+    assert all(resident(1).number not in str(c.as_event()) for c in changes)
