@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from branch_node.branch import Branch, BranchReport, BranchStatistics, PinPadLoader
 from branch_node.client import ClientConfig, ClientStatistics, RequestClient
+from branch_node.desk import Desk
 from branch_node.errors import (
     BranchError,
     BranchNotRegistered,
@@ -33,6 +34,7 @@ __all__ = [
     "ClientConfig",
     "ClientStatistics",
     "Counter",
+    "Desk",
     "Intent",
     "Mix",
     "Outcome",

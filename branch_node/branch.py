@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from branch_node.client import ClientConfig, ClientStatistics, RequestClient
+from branch_node.desk import Desk
 from branch_node.errors import BranchError
 from branch_node.pinpad import load_pinpads
 from branch_node.state import DEFAULT_BLOCK, BranchState, Counter
@@ -206,6 +207,23 @@ class Branch:
                 with contextlib.suppress(ValueError):
                     terminal.record_position()
             state.close()
+
+    def desk(self, terminal_id: str, *, teller: str | None = None) -> Desk:
+        """A terminal of this started branch, to key requests by hand (teller console,
+        scenarios); it shares the terminal's PIN pad and the branch's counters and client."""
+        if self._state is None:
+            raise BranchError(f"branch {self.branch_id} is not started")
+        for terminal in self.terminals:
+            if terminal.terminal_id == terminal_id:
+                return Desk(
+                    self.branch_id,
+                    terminal_id,
+                    pad=terminal.pad,
+                    client=self.client,
+                    state=self._state,
+                    teller=teller,
+                )
+        raise BranchError(f"branch {self.branch_id} has no terminal {terminal_id}")
 
     @property
     def results_seen(self) -> Mapping[str, frozenset[str]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import dr_cli, hsm_cli, journal_cli
+from branchnet import dr_cli, hsm_cli, journal_cli, training
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_hsm_bench)
     hsm_cli.register(commands)
     journal_cli.register(commands)
+    training.register(commands)
     chaos_cli.register(commands)
     return parser
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from branch_node import Branch
 from branchnet.buses import open_bus
@@ -22,7 +24,7 @@ from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
 from common.identity import ensure_identity, identity_dir
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
-from host_node import HostService
+from host_node import HostConfig, HostService
 from host_node.config import pin_config
 from host_node.standby import StandbyService
 
@@ -49,6 +51,8 @@ class NetworkConfig:
     amqp_url: str | None = None
     #: Run a DR standby (in ``<data_dir>/standby``) with sync replication.
     standby: bool = False
+    host_config: HostConfig | None = None
+    host_clock: Callable[[], dt.datetime] | None = None
 
 
 def standby_dir(data_dir: Path) -> Path:
@@ -80,13 +84,16 @@ class Network:
         await crypto_bus.connect()
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
-        host_config = pin_config()
+        host_config = config.host_config or pin_config()
         if config.standby:
             await self._start_standby()
             host_config = dataclasses.replace(host_config, replication="sync")
         await host_bus.connect()
+        extra: dict[str, Any] = {}
+        if config.host_clock is not None:
+            extra["clock"] = config.host_clock
         self.host = HostService(
-            host_bus, config.data_dir, branch_ids=config.branch_ids, config=host_config
+            host_bus, config.data_dir, branch_ids=config.branch_ids, config=host_config, **extra
         )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):

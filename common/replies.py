@@ -14,7 +14,8 @@ class Reply(BaseModel):
 
     ``balance`` and ``available`` are in fen and present where the kind makes them relevant;
     ``amount`` is the money the request moved (for ``close_account``, the cash paid out);
-    ``account`` is the opened account's number for ``open_account``.
+    ``account`` is the opened account's number for ``open_account``; ``rule`` names the rule
+    that decided a decline (``large_cash_identity``, ``appointment``, ...).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -29,6 +30,7 @@ class Reply(BaseModel):
     received_at: dt.datetime
     processed_at: dt.datetime
     journal_seq: int | None = None
+    rule: str | None = None
 
     @property
     def approved(self) -> bool:

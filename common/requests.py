@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from common.id_documents import IdType
 from common.ids import (
     REQUEST_ID,
     AccountNo,
@@ -29,8 +30,6 @@ from common.results import ResultCode
 
 #: The largest request record accepted, in bytes.
 MAX_RECORD_BYTES = 8 * 1024
-
-IdType = Literal["resident_id", "military_officer", "passport"]
 
 
 class _Record(BaseModel):
@@ -146,6 +145,14 @@ class Deduct(RequestBase):
     supervisor_id: StaffId
 
 
+class UnlockPin(RequestBase):
+    """A supervisor lifts a PIN lock after three wrong tries (the customer is present)."""
+
+    kind: Literal["unlock_pin"] = "unlock_pin"
+    account: AccountNo
+    supervisor_id: StaffId
+
+
 class CustomerQuery(RequestBase):
     kind: Literal["customer_query"] = "customer_query"
     account: AccountNo
@@ -164,13 +171,15 @@ Request = Annotated[
     | Freeze
     | Unfreeze
     | Deduct
-    | CustomerQuery,
+    | CustomerQuery
+    | UnlockPin,
     Field(discriminator="kind"),
 ]
 REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
 KINDS: tuple[str, ...] = (
     "open_account", "deposit", "withdraw", "transfer", "balance", "change_pin",
     "close_account", "make_appointment", "freeze", "unfreeze", "deduct", "customer_query",
+    "unlock_pin",
 )  # fmt: skip
 #: Kinds that carry a PIN the crypto node must verify before the host acts.
 PIN_KINDS = frozenset({"withdraw", "transfer", "balance", "change_pin", "close_account"})

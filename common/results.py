@@ -19,6 +19,8 @@ class ResultCode(StrEnum):
     NOT_PERMITTED = "57"
     OVER_LIMIT = "61"
     RESTRICTED = "62"
+    SUPERVISOR_REQUIRED = "63"
+    LEGAL_AUTHORITY_REQUIRED = "64"
     PIN_TRIES_EXCEEDED = "75"
     APPOINTMENT_REQUIRED = "76"
     IDENTITY_CHECK_FAILED = "77"
@@ -47,6 +49,8 @@ MEANINGS: dict[ResultCode, str] = {
     ResultCode.NOT_PERMITTED: "not permitted on this account",
     ResultCode.OVER_LIMIT: "over limit",
     ResultCode.RESTRICTED: "restricted (frozen or closed)",
+    ResultCode.SUPERVISOR_REQUIRED: "supervisor authorisation required",
+    ResultCode.LEGAL_AUTHORITY_REQUIRED: "legal authority required",
     ResultCode.PIN_TRIES_EXCEEDED: "PIN tries exceeded",
     ResultCode.APPOINTMENT_REQUIRED: "appointment required",
     ResultCode.IDENTITY_CHECK_FAILED: "identity check failed",

@@ -35,7 +35,9 @@ from host_node.evidence import (
 from host_node.intake import Item
 from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
 from host_node.ledger import AccountState, Customer, Decision, Ledger, PinMethod, decline
+from host_node.policy import DEFAULT_POLICY, Policy
 from host_node.rules import accounts_named, changes_pin, decide, needs_crypto, pin_command
+from host_node.staff import StaffMember
 
 MISMATCH_REASON = "request id reused with different content"
 
@@ -50,10 +52,12 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the store holds for a batch: stored replies by request id, accounts by number."""
+    """What the store holds for a batch: stored replies by request id, accounts by number,
+    and the staff table (for supervisor authorisations)."""
 
     known: Mapping[str, Stored]
     accounts: Mapping[str, AccountState]
+    staff: Mapping[str, StaffMember] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +223,7 @@ def settle(
     responses: Mapping[str, PinResponse | None],
     head: ChainHead,
     clock: Callable[[], dt.datetime],
+    policy: Policy = DEFAULT_POLICY,
 ) -> Settlement:
     """Decide the batch in arrival order and gather what it changes.
 
@@ -229,8 +234,9 @@ def settle(
         responses: the crypto node's answers by command id (None: no answer in time).
         head: the journal's head before the batch.
         clock: the processing time source.
+        policy: the rules' thresholds and limits.
     """
-    ledger = Ledger(snapshot.accounts)
+    ledger = Ledger(snapshot.accounts, snapshot.staff)
     replies: list[Reply | None] = []
     entries: list[JournalEntry] = []
     customers: dict[str, Customer] = {}
@@ -248,7 +254,7 @@ def settle(
             replies.append(replies[action.first])
             continue
         now = clock()
-        decision = _decision(action, ledger, responses, now)
+        decision = _decision(action, ledger, responses, now, policy)
         ledger.apply(decision, now)
         if decision.customer is not None and decision.account is not None:
             customers[decision.account] = decision.customer
@@ -262,6 +268,8 @@ def settle(
             postings=decision.postings,
             result=decision.result,
             reason=decision.reason,
+            rule=decision.rule,
+            identities=decision.identities,
         )
         head = head_of(entry)
         entries.append(entry)
@@ -311,13 +319,14 @@ def _decision(
     ledger: Ledger,
     responses: Mapping[str, PinResponse | None],
     now: dt.datetime,
+    policy: Policy,
 ) -> Decision:
     if isinstance(action, Mismatch):
         return decline(ResultCode.DUPLICATE_MISMATCH, MISMATCH_REASON)
     if isinstance(action, Refuse):
         return decline(action.error.code, action.error.reason)
     pin = responses.get(action.command.command_id) if action.command else None
-    return decide(action.request, ledger, pin, now)
+    return decide(action.request, ledger, pin, now, policy)
 
 
 def _reply(item: Item, decision: Decision, ledger: Ledger, entry: JournalEntry) -> Reply:
@@ -333,4 +342,6 @@ def _reply(item: Item, decision: Decision, ledger: Ledger, entry: JournalEntry) 
         received_at=item.received_at,
         processed_at=entry.processed_at,
         journal_seq=entry.seq,
+        rule=decision.rule or None,
+        available=reported.available if reported and approved else None,
     )

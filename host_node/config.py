@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from common.settings import Settings, load_settings
+from host_node.policy import Policy
 
 #: SQLite ``PRAGMA synchronous`` modes the store accepts.
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -38,6 +39,7 @@ class HostConfig:
         replication: ship batches to the standby (``sync``: answer once it holds them).
         standby_lost: in sync mode, when the standby is silent: ``stop`` or ``async``.
         standby_timeout_s: how long a sync batch waits for the standby's confirmation.
+        policy: the rules' thresholds and daily limits.
     """
 
     max_batch_records: int = 1024
@@ -52,6 +54,7 @@ class HostConfig:
     replication: ReplicationMode = "off"
     standby_lost: StandbyLost = "async"
     standby_timeout_s: float = 5.0
+    policy: Policy = field(default_factory=Policy)
 
     def __post_init__(self) -> None:
         if self.max_batch_records < 1:

@@ -33,6 +33,9 @@ GENESIS_HASH = "0" * 64
 class JournalEntry:
     """One processed request, as evidence.
 
+    ``rule`` names the rule that decided it (for a decline, the one that stopped it) and
+    ``identities`` the identity documents the host checked, masked.
+
     ``body`` is the canonical encoding the hash covers, as made at sealing or as stored; it is
     derived data, so it takes no part in comparisons, and :func:`verify_chain` recomputes it.
     """
@@ -56,6 +59,8 @@ class JournalEntry:
     reason: str
     record_hash: str
     hash: str
+    rule: str = ""
+    identities: tuple[str, ...] = ()
     body: bytes = field(default=b"", compare=False, repr=False)
 
 
@@ -119,6 +124,8 @@ def seal(
     postings: Iterable[Posting],
     result: ResultCode,
     reason: str,
+    rule: str = "",
+    identities: tuple[str, ...] = (),
 ) -> JournalEntry:
     """The entry after ``head`` for one processed request, hash included."""
     document: dict[str, Any] = {
@@ -138,6 +145,8 @@ def seal(
         "result": result,
         "reason": reason,
         "record_hash": origin.record_hash,
+        "rule": rule,
+        "identities": identities,
     }
     body = _canonical(dict(document))
     return JournalEntry(**document, hash=body_hash(body), body=body)

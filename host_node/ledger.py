@@ -16,11 +16,13 @@ from typing import Literal, NamedTuple
 
 from common.ids import cash_account
 from common.results import ResultCode
+from host_node.staff import StaffMember
 
-AccountKind = Literal["customer", "cash"]
+AccountKind = Literal["customer", "cash", "expense"]
 AccountStatus = Literal["open", "closed"]
 PinMethod = Literal["ibm3624", "visa_pvv"]
 CASH_PREFIX = cash_account("")
+EXPENSE_PREFIX = "INTEREST-"
 
 
 class Posting(NamedTuple):
@@ -49,8 +51,39 @@ class Customer:
 
 
 @dataclass(frozen=True, slots=True)
+class Appointment:
+    """A large cash withdrawal booked ahead (DOMAIN.md): ``amount`` fen on ``date``."""
+
+    date: dt.date
+    amount: int
+    made_on: dt.date
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """What an account paid out in cash and transferred on one bank day."""
+
+    day: dt.date | None = None
+    cash_out: int = 0
+    transferred: int = 0
+
+    def on(self, day: dt.date) -> DailyUsage:
+        """The usage for ``day``: this one, or a fresh one when the day has turned."""
+        return self if self.day == day else DailyUsage(day)
+
+
+NO_USAGE = DailyUsage()
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
-    """An account as the host knows it now."""
+    """An account as the host knows it now.
+
+    ``holder`` is the customer record the account was opened for (read with the account, never
+    changed by it). ``frozen`` holds the whole balance; ``held`` is the amount partial freezes
+    hold. ``usage`` counts today's cash out and transfers for the daily limits;
+    ``appointments`` are the large cash withdrawals booked and not yet used.
+    """
 
     number: str
     branch_id: str
@@ -60,6 +93,18 @@ class AccountState:
     status: AccountStatus = "open"
     pin: PinRecord | None = None
     pin_tries: int = 0
+    holder: Customer | None = None
+    frozen: bool = False
+    held: int = 0
+    usage: DailyUsage = NO_USAGE
+    appointments: tuple[Appointment, ...] = ()
+
+    @property
+    def available(self) -> int:
+        """What may leave the account: the balance less what freezes hold."""
+        if self.frozen:
+            return 0
+        return max(0, self.balance - self.held)
 
     def credited(self, amount: int) -> AccountState:
         """This account after a posting of ``amount`` (the hot path: no ``replace``)."""
@@ -72,6 +117,11 @@ class AccountState:
             self.status,
             self.pin,
             self.pin_tries,
+            self.holder,
+            self.frozen,
+            self.held,
+            self.usage,
+            self.appointments,
         )
 
 
@@ -81,7 +131,9 @@ class Decision:
 
     ``changes`` are new or updated accounts with their balance untouched; the ``postings`` move
     the money. A decline may still change state (a wrong PIN is counted). ``report`` names the
-    account whose balance after the decision goes in the reply.
+    account whose balance after the decision goes in the reply. ``rule`` names the rule that
+    decided (for a decline: the one that stopped it); ``identities`` are the identity documents
+    checked, masked, for the journal.
     """
 
     result: ResultCode
@@ -92,11 +144,23 @@ class Decision:
     report: str | None = None
     amount: int | None = None
     account: str | None = None
+    rule: str = ""
+    identities: tuple[str, ...] = ()
+
+    @property
+    def approved(self) -> bool:
+        return self.result is ResultCode.APPROVED
 
 
-def decline(code: ResultCode, reason: str, *changes: AccountState) -> Decision:
+def decline(
+    code: ResultCode,
+    reason: str,
+    *changes: AccountState,
+    rule: str = "",
+    identities: tuple[str, ...] = (),
+) -> Decision:
     """A refusal that moves no money, optionally recording ``changes`` (PIN tries)."""
-    return Decision(code, reason, changes=changes)
+    return Decision(code, reason, changes=changes, rule=rule, identities=identities)
 
 
 def cash_in(account: str, branch_id: str, amount: int) -> tuple[Posting, ...]:
@@ -118,6 +182,15 @@ def is_cash_account(number: str) -> bool:
     return number.startswith(CASH_PREFIX)
 
 
+def interest_expense_account(branch_id: str) -> str:
+    """The ledger account a branch pays its depositors' interest from."""
+    return f"{EXPENSE_PREFIX}{branch_id}"
+
+
+def is_expense_account(number: str) -> bool:
+    return number.startswith(EXPENSE_PREFIX)
+
+
 class Ledger:
     """Accounts as of now within a batch: a snapshot plus the batch's decisions so far.
 
@@ -125,9 +198,14 @@ class Ledger:
     processing its requests one by one.
     """
 
-    def __init__(self, accounts: Mapping[str, AccountState]) -> None:
+    def __init__(
+        self,
+        accounts: Mapping[str, AccountState],
+        staff: Mapping[str, StaffMember] | None = None,
+    ) -> None:
         self._accounts = dict(accounts)
         self._touched: dict[str, None] = {}
+        self.staff: Mapping[str, StaffMember] = staff or {}
 
     def get(self, number: str) -> AccountState | None:
         return self._accounts.get(number)
@@ -160,6 +238,8 @@ class Ledger:
 
 
 def _new_cash_account(number: str, at: dt.datetime) -> AccountState:
+    if is_expense_account(number):
+        return AccountState(number, number.removeprefix(EXPENSE_PREFIX), "expense", opened_at=at)
     if not is_cash_account(number):
         raise ValueError("a posting names an account that does not exist")
     return AccountState(number, number.removeprefix(CASH_PREFIX), "cash", opened_at=at)

@@ -2,8 +2,8 @@
 
 :func:`check_store` proves the books: every entry's postings sum to zero, every balance is the
 sum of its postings, the postings table says what the journal says, the hash chain verifies,
-and the customers' money equals the cash the branches took in. :func:`journal_index` tells the
-orchestrator what became of each request id.
+and the customers' money equals the cash the branches took in plus the interest they paid.
+:func:`journal_index` tells the orchestrator what became of each request id.
 """
 
 from __future__ import annotations
@@ -167,9 +167,12 @@ def _postings_match_journal(
 
 
 def _customers_match_cash(connection: sqlite3.Connection) -> CheckResult:
-    customers, cash = connection.execute(
+    customers, cash, interest = connection.execute(
         "SELECT COALESCE(SUM(CASE WHEN kind = 'customer' THEN balance END), 0), "
-        "COALESCE(SUM(CASE WHEN kind = 'cash' THEN -balance END), 0) FROM accounts"
+        "COALESCE(SUM(CASE WHEN kind = 'cash' THEN -balance END), 0), "
+        "COALESCE(SUM(CASE WHEN kind = 'expense' THEN -balance END), 0) FROM accounts"
     ).fetchone()
     detail = f"customer balances {customers}, branch cash positions {cash}"
-    return CheckResult(customers == cash, detail)
+    if interest:
+        detail += f", interest paid {interest}"
+    return CheckResult(customers == cash + interest, detail)

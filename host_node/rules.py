@@ -8,15 +8,23 @@ PIN kinds need the crypto node's ``00`` before the host acts. ``01`` is a wrong 
 the third wrong PIN in a row locks the PIN (``75`` then and for every later PIN request); a
 right PIN before that resets the count. An account opened without a PIN (a passbook account)
 refuses PIN kinds with ``57``. No answer from the crypto node is ``91`` and moves nothing.
+
+The regulations (DOMAIN.md) on top: an account is opened only on a valid identity document
+(``77``); a withdrawal over 50,000 CNY checks identities and one of 200,000 CNY or more needs
+an appointment (:mod:`host_node.large_cash`, ``77``/``76``); frozen money does not leave
+(``62``); daily limits (``61``); freeze, unfreeze, deduct and PIN unlock need a supervisor and,
+for court orders, a legal authority (:mod:`host_node.legal_orders`). Every decision names its
+``rule``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from common.id_documents import document_problem, masked_document
 from common.pin_commands import (
     ChangePinCommand,
     GenerateOffset,
@@ -30,13 +38,19 @@ from common.requests import (
     Balance,
     ChangePin,
     CloseAccount,
+    Deduct,
     Deposit,
+    Freeze,
+    MakeAppointment,
     OpenAccount,
     Request,
     Transfer,
+    Unfreeze,
+    UnlockPin,
     Withdraw,
 )
 from common.results import ResultCode
+from host_node import large_cash, legal_orders
 from host_node.ledger import (
     AccountState,
     Customer,
@@ -49,6 +63,7 @@ from host_node.ledger import (
     decline,
     move,
 )
+from host_node.policy import DEFAULT_POLICY, Policy, bank_day
 
 #: Wrong PINs in a row that lock an account's PIN.
 MAX_PIN_TRIES = 3
@@ -56,7 +71,13 @@ APPROVED = "approved"
 NOT_IMPLEMENTED = "not implemented yet"
 
 
-def decide(request: Request, ledger: Ledger, pin: PinResponse | None, now: dt.datetime) -> Decision:
+def decide(
+    request: Request,
+    ledger: Ledger,
+    pin: PinResponse | None,
+    now: dt.datetime,
+    policy: Policy = DEFAULT_POLICY,
+) -> Decision:
     """Decide ``request`` against the accounts in ``ledger``.
 
     Args:
@@ -64,12 +85,14 @@ def decide(request: Request, ledger: Ledger, pin: PinResponse | None, now: dt.da
         ledger: the accounts as of now, including earlier decisions of the same batch.
         pin: the crypto node's answer to this request's PIN command; None when it did not
             answer (or was not asked, which only happens when the answer is not needed).
-        now: the processing time, used as the opening time of a new account.
+        now: the processing time: a new account's opening time, and the bank day for
+            appointments and daily limits.
+        policy: thresholds and limits.
     """
     rule = _RULES.get(request.kind)
     if rule is None:
-        return decline(ResultCode.INVALID_TRANSACTION, NOT_IMPLEMENTED)
-    return rule(request, ledger, pin, now)
+        return decline(ResultCode.INVALID_TRANSACTION, NOT_IMPLEMENTED, rule="kind")
+    return rule(request, ledger, pin, _Context(now, bank_day(now), policy))
 
 
 def pin_command(
@@ -142,28 +165,40 @@ def crypto_refusal(error: HsmError) -> Decision:
     return decline(ResultCode.SYSTEM_ERROR, f"crypto node error {error.value}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    now: dt.datetime
+    today: dt.date
+    policy: Policy
+
+
 def _usable(ledger: Ledger, number: str, role: str = "account") -> AccountState | Decision:
     account = ledger.get(number)
     if account is None or account.kind != "customer":
-        return decline(ResultCode.NO_SUCH_ACCOUNT, f"no such {role}")
+        return decline(ResultCode.NO_SUCH_ACCOUNT, f"no such {role}", rule="account")
     if account.status == "closed":
-        return decline(ResultCode.RESTRICTED, f"{role} closed")
+        return decline(ResultCode.RESTRICTED, f"{role} closed", rule="closed")
     return account
 
 
 def _verify(account: AccountState, pin: PinResponse | None) -> AccountState | Decision:
     """A refusal, or ``account`` with its wrong-PIN count reset after a right PIN."""
     if account.pin is None:
-        return decline(ResultCode.NOT_PERMITTED, "account has no PIN")
+        return decline(ResultCode.NOT_PERMITTED, "account has no PIN", rule="passbook")
     if account.pin_tries >= MAX_PIN_TRIES:
-        return decline(ResultCode.PIN_TRIES_EXCEEDED, "PIN locked")
+        return decline(ResultCode.PIN_TRIES_EXCEEDED, "PIN locked", rule="pin_lockout")
     if pin is None:
         return decline(ResultCode.UNAVAILABLE, "crypto node unavailable")
     if pin.error is HsmError.VERIFICATION_FAILED:
         counted = replace(account, pin_tries=account.pin_tries + 1)
         if counted.pin_tries >= MAX_PIN_TRIES:
-            return decline(ResultCode.PIN_TRIES_EXCEEDED, "PIN locked: third wrong PIN", counted)
-        return decline(ResultCode.WRONG_PIN, "wrong PIN", counted)
+            return decline(
+                ResultCode.PIN_TRIES_EXCEEDED,
+                "PIN locked: third wrong PIN",
+                counted,
+                rule="pin_lockout",
+            )
+        return decline(ResultCode.WRONG_PIN, "wrong PIN", counted, rule="pin")
     if pin.error is not HsmError.OK:
         return crypto_refusal(pin.error)
     return replace(account, pin_tries=0)
@@ -183,10 +218,17 @@ def _holder(
 
 
 def _open_account(
-    request: OpenAccount, ledger: Ledger, pin: PinResponse | None, now: dt.datetime
+    request: OpenAccount, ledger: Ledger, pin: PinResponse | None, context: _Context
 ) -> Decision:
     if ledger.get(request.account) is not None:
-        return decline(ResultCode.ACCOUNT_EXISTS, "account number already in use")
+        return decline(ResultCode.ACCOUNT_EXISTS, "account number already in use", rule="account")
+    document = request.id_document
+    shown = (masked_document(document.id_type, document.number),)
+    problem = document_problem(document.id_type, document.number, context.today)
+    if problem is not None:
+        return decline(
+            ResultCode.IDENTITY_CHECK_FAILED, problem, rule="id_document", identities=shown
+        )
     record = None
     if request.pin is not None:
         if pin is None:
@@ -197,22 +239,28 @@ def _open_account(
             return decline(ResultCode.SYSTEM_ERROR, "crypto node gave no verification value")
         method = pin.method or "ibm3624"
         record = PinRecord(pin.verification_value, method, pin.key_version or 1)
-    account = AccountState(request.account, request.branch_id, "customer", now, pin=record)
-    document = request.id_document
+    customer = Customer(request.customer_name, document.id_type, document.number)
+    account = AccountState(
+        request.account, request.branch_id, "customer", context.now, pin=record, holder=customer
+    )
     deposit = request.initial_deposit
     return Decision(
         ResultCode.APPROVED,
-        APPROVED,
+        APPROVED if record else "approved: passbook account without a PIN (no card transfers)",
         postings=cash_in(account.number, request.branch_id, deposit) if deposit else (),
         changes=(account,),
-        customer=Customer(request.customer_name, document.id_type, document.number),
+        customer=customer,
         report=account.number,
         amount=deposit,
         account=account.number,
+        rule="id_document",
+        identities=shown,
     )
 
 
-def _deposit(request: Deposit, ledger: Ledger, _pin: PinResponse | None, _now: object) -> Decision:
+def _deposit(
+    request: Deposit, ledger: Ledger, _pin: PinResponse | None, _context: _Context
+) -> Decision:
     account = _usable(ledger, request.account)
     if isinstance(account, Decision):
         return account
@@ -225,29 +273,84 @@ def _deposit(request: Deposit, ledger: Ledger, _pin: PinResponse | None, _now: o
     )
 
 
-def _withdraw(request: Withdraw, ledger: Ledger, pin: PinResponse | None, _now: object) -> Decision:
+def _within_funds(
+    account: AccountState, amount: int, verified: tuple[AccountState, ...]
+) -> Decision | None:
+    """The refusal when ``amount`` exceeds the balance (``51``) or what freezes leave (``62``)."""
+    if amount > account.balance:
+        return decline(ResultCode.INSUFFICIENT_FUNDS, "insufficient funds", *verified, rule="funds")
+    if amount > account.available:
+        reason = "the account is frozen" if account.frozen else "the amount is held by a freeze"
+        return decline(ResultCode.RESTRICTED, reason, *verified, rule="freeze")
+    return None
+
+
+def _over_limit(
+    used: int, amount: int, limit: int | None, what: str, verified: tuple[AccountState, ...]
+) -> Decision | None:
+    if limit is None or used + amount <= limit:
+        return None
+    rule = f"daily_{what.replace(' ', '_')}_limit"
+    return decline(ResultCode.OVER_LIMIT, f"over the daily {what} limit", *verified, rule=rule)
+
+
+def _withdraw(
+    request: Withdraw, ledger: Ledger, pin: PinResponse | None, context: _Context
+) -> Decision:
     held = _holder(ledger, request.account, pin)
     if isinstance(held, Decision):
         return held
     account, verified = held
-    if request.amount > account.balance:
-        return decline(ResultCode.INSUFFICIENT_FUNDS, "insufficient funds", *verified)
+    policy = context.policy
+    checked = large_cash.identity_check(request, account, policy, context.today)
+    if isinstance(checked, Decision):
+        return replace(checked, changes=verified)
+    remaining = large_cash.use_appointment(request, account, policy, context.today)
+    if isinstance(remaining, Decision):
+        return replace(remaining, changes=verified, identities=checked)
+    refusal = _within_funds(account, request.amount, verified) or _over_limit(
+        account.usage.on(context.today).cash_out,
+        request.amount,
+        policy.daily_cash_out_limit,
+        "cash out",
+        verified,
+    )
+    if refusal is not None:
+        return replace(refusal, identities=checked)
+    usage = account.usage.on(context.today)
+    changed = replace(
+        account,
+        usage=replace(usage, cash_out=usage.cash_out + request.amount),
+        appointments=remaining,
+    )
+    large = request.amount >= policy.appointment_from
+    rule = large_cash.IDENTITY_RULE if checked else ""
     return Decision(
         ResultCode.APPROVED,
-        APPROVED,
+        "approved: appointment used" if large else APPROVED,
         postings=cash_out(account.number, request.branch_id, request.amount),
-        changes=verified,
+        changes=(changed,),
         report=account.number,
         amount=request.amount,
+        rule=large_cash.APPOINTMENT_RULE if large else rule,
+        identities=checked,
     )
 
 
-def _transfer(request: Transfer, ledger: Ledger, pin: PinResponse | None, _now: object) -> Decision:
+def _transfer(
+    request: Transfer, ledger: Ledger, pin: PinResponse | None, context: _Context
+) -> Decision:
     if request.to_account == request.account:
-        return decline(ResultCode.NOT_PERMITTED, "transfer to the same account")
+        return decline(ResultCode.NOT_PERMITTED, "transfer to the same account", rule="transfer")
     source = _usable(ledger, request.account)
     if isinstance(source, Decision):
         return source
+    if source.pin is None:
+        return decline(
+            ResultCode.NOT_PERMITTED,
+            "an account without a PIN may not make card transfers",
+            rule="passbook",
+        )
     target = _usable(ledger, request.to_account, "target account")
     if isinstance(target, Decision):
         return target
@@ -255,19 +358,30 @@ def _transfer(request: Transfer, ledger: Ledger, pin: PinResponse | None, _now: 
     if isinstance(held, Decision):
         return held
     account, verified = held
-    if request.amount > account.balance:
-        return decline(ResultCode.INSUFFICIENT_FUNDS, "insufficient funds", *verified)
+    usage = account.usage.on(context.today)
+    refusal = _within_funds(account, request.amount, verified) or _over_limit(
+        usage.transferred,
+        request.amount,
+        context.policy.daily_transfer_limit,
+        "transfer",
+        verified,
+    )
+    if refusal is not None:
+        return refusal
+    changed = replace(account, usage=replace(usage, transferred=usage.transferred + request.amount))
     return Decision(
         ResultCode.APPROVED,
         APPROVED,
         postings=move(account.number, target.number, request.amount),
-        changes=verified,
+        changes=(changed,),
         report=account.number,
         amount=request.amount,
     )
 
 
-def _balance(request: Balance, ledger: Ledger, pin: PinResponse | None, _now: object) -> Decision:
+def _balance(
+    request: Balance, ledger: Ledger, pin: PinResponse | None, _context: _Context
+) -> Decision:
     held = _holder(ledger, request.account, pin)
     if isinstance(held, Decision):
         return held
@@ -276,7 +390,7 @@ def _balance(request: Balance, ledger: Ledger, pin: PinResponse | None, _now: ob
 
 
 def _change_pin(
-    request: ChangePin, ledger: Ledger, pin: PinResponse | None, _now: object
+    request: ChangePin, ledger: Ledger, pin: PinResponse | None, _context: _Context
 ) -> Decision:
     held = _holder(ledger, request.account, pin)
     if isinstance(held, Decision):
@@ -294,24 +408,59 @@ def _change_pin(
 
 
 def _close_account(
-    request: CloseAccount, ledger: Ledger, pin: PinResponse | None, _now: object
+    request: CloseAccount, ledger: Ledger, pin: PinResponse | None, _context: _Context
 ) -> Decision:
     held = _holder(ledger, request.account, pin)
     if isinstance(held, Decision):
         return held
-    account, _ = held
+    account, verified = held
+    if account.frozen or account.held:
+        return decline(
+            ResultCode.RESTRICTED, "a frozen account cannot be closed", *verified, rule="freeze"
+        )
     payout = account.balance
     return Decision(
         ResultCode.APPROVED,
         APPROVED,
         postings=cash_out(account.number, request.branch_id, payout) if payout else (),
-        changes=(replace(account, status="closed"),),
+        changes=(replace(account, status="closed", pin_tries=0),),
         report=account.number,
         amount=payout,
+        rule="closed",
     )
 
 
-_Rule = Callable[[Any, Ledger, PinResponse | None, dt.datetime], Decision]
+def _make_appointment(
+    request: MakeAppointment, ledger: Ledger, _pin: PinResponse | None, context: _Context
+) -> Decision:
+    account = _usable(ledger, request.account)
+    if isinstance(account, Decision):
+        return account
+    return large_cash.book(request, account, context.policy, context.today)
+
+
+def _supervised(
+    request: Freeze | Unfreeze | Deduct | UnlockPin,
+    ledger: Ledger,
+    _pin: PinResponse | None,
+    _context: _Context,
+) -> Decision:
+    refusal = legal_orders.authorised(request, ledger)
+    if refusal is not None:
+        return refusal
+    account = _usable(ledger, request.account)
+    if isinstance(account, Decision):
+        return account
+    if isinstance(request, Freeze):
+        return legal_orders.freeze(request, account)
+    if isinstance(request, Unfreeze):
+        return legal_orders.unfreeze(request, account)
+    if isinstance(request, Deduct):
+        return legal_orders.deduct(request, account)
+    return legal_orders.unlock(request, account, MAX_PIN_TRIES)
+
+
+_Rule = Callable[[Any, Ledger, PinResponse | None, _Context], Decision]
 _RULES: dict[str, _Rule] = {
     "open_account": _open_account,
     "deposit": _deposit,
@@ -320,4 +469,9 @@ _RULES: dict[str, _Rule] = {
     "balance": _balance,
     "change_pin": _change_pin,
     "close_account": _close_account,
+    "make_appointment": _make_appointment,
+    "freeze": _supervised,
+    "unfreeze": _supervised,
+    "deduct": _supervised,
+    "unlock_pin": _supervised,
 }

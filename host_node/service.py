@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import itertools
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,8 +40,11 @@ from host_node.config import HostConfig
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
+from host_node.policy import bank_day
 from host_node.replication import FencedError, Replicator, epoch_message, read_fence
+from host_node.staff import default_staff
 from host_node.store import Store, ledger_path
+from host_node.tiers import TierChange, TierHook
 
 DEFAULT_CONFIG = HostConfig()
 #: Pause after a batch failed for want of the store or the bus, before trying again.
@@ -118,7 +121,9 @@ class HostStatistics:
 class HostService:
     """The central host: ledger, rules, PIN routing and journal behind ``host.requests``.
 
-    The caller owns ``bus`` and connects it before :meth:`start`.
+    The caller owns ``bus`` and connects it before :meth:`start`. ``clock`` is the host's
+    time (a :class:`~common.clock.SimulationClock` lets days pass in seconds: appointments,
+    daily limits, interest); ``on_tier_change`` is called with each customer tier change.
     """
 
     def __init__(
@@ -128,8 +133,14 @@ class HostService:
         *,
         branch_ids: Sequence[str],
         config: HostConfig = DEFAULT_CONFIG,
+        clock: Callable[[], dt.datetime] = _now,
+        on_tier_change: TierHook | None = None,
     ) -> None:
         self.bus = bus
+        self._clock = clock
+        #: Called with each customer tier change after its batch committed (the event
+        #: publisher's hook for ``tier_changed``); exceptions are logged, never raised.
+        self.on_tier_change = on_tier_change
         self.branch_ids = frozenset(branch_ids)
         self.config = config
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
@@ -164,6 +175,7 @@ class HostService:
         self._reply_sequence = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._by_result: Counter[str] = Counter()
+        self._closed_through: dt.date | None = None
 
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
@@ -175,6 +187,7 @@ class HostService:
             interval_s=self.config.checkpoint_interval_s,
         )
         self._segment.extend(hashes)
+        await self.store.enrol_staff(default_staff(sorted(self.branch_ids)))
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._take_epoch()
         if self.replicator is not None:
@@ -287,7 +300,7 @@ class HostService:
         )
 
     async def _accept(self, delivery: Delivery) -> None:
-        await self._inbox.put(_Inbound(delivery, _now()))
+        await self._inbox.put(_Inbound(delivery, self._clock()))
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -328,7 +341,7 @@ class HostService:
                 delivery.routing_key,
                 self.branch_ids,
                 received_at=inbound.received_at,
-                unpacked_at=_now(),
+                unpacked_at=self._clock(),
             )
         except FrameError as error:
             self._counts["dead_frames"] += 1
@@ -349,14 +362,23 @@ class HostService:
     async def _process(self, batch: _Batch) -> None:
         replies: Sequence[Reply | None] = ()
         if batch.items:
+            await self._close_books()
             items = [pending.item for pending in batch.items]
             snapshot = await self.store.snapshot(
                 {item.request_id for item in items}, accounts_to_load(items)
             )
             planned = plan(items, snapshot, self._command_ids, self.config.pin_method)
             responses = await self._pins.execute(planned.commands)
-            settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
-            await self.store.commit(settlement)
+            settlement = settle(
+                items,
+                planned,
+                snapshot,
+                responses,
+                self.store.head,
+                self._clock,
+                self.config.policy,
+            )
+            self._tiers_changed(await self.store.commit(settlement))
             self._segment.extend([entry.hash for entry in settlement.entries])
             if self.replicator is not None:
                 await self.replicator.ship(settlement)
@@ -387,6 +409,29 @@ class HostService:
                     redelivered=inbound.delivery.redelivered,
                     results=dict(inbound.results),
                 )
+
+    async def _close_books(self) -> None:
+        """Close the bank days before today (interest), once per new bank day."""
+        rate = self.config.policy.interest_rate_bp
+        if not rate:
+            return
+        now = self._clock()
+        yesterday = bank_day(now) - dt.timedelta(days=1)
+        if self._closed_through is not None and yesterday <= self._closed_through:
+            return
+        _, tier_changes = await self.store.close_books(yesterday, rate, now)
+        self._tiers_changed(tier_changes)
+        self._closed_through = yesterday
+
+    def _tiers_changed(self, changes: Sequence[TierChange]) -> None:
+        hook = self.on_tier_change
+        if hook is None:
+            return
+        for change in changes:
+            try:
+                hook(change)
+            except Exception:
+                _log.exception("tier change hook failed")
 
     def _reply_messages(self, answered: Sequence[tuple[_Pending, Reply]]) -> list[Message]:
         by_branch: dict[str, list[bytes]] = {}

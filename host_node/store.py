@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,10 +25,21 @@ from host_node.batch import Settlement, Snapshot, Stored
 from host_node.checkpoint import Checkpoint, encode_checkpoint
 from host_node.config import Synchronous
 from host_node.errors import StoreError
-from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body
-from host_node.ledger import AccountState, Customer, PinRecord
+from host_node.interest import close_days
+from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body, head_of
+from host_node.ledger import (
+    NO_USAGE,
+    AccountState,
+    Appointment,
+    Customer,
+    DailyUsage,
+    PinRecord,
+)
+from host_node.staff import StaffMember
+from host_node.tiers import SCHEMA as TIER_SCHEMA
+from host_node.tiers import TierChange, update_tiers
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Host parameters per ``IN (...)`` query, well under SQLite's limit.
 _CHUNK = 500
 _T = TypeVar("_T")
@@ -44,7 +57,7 @@ CREATE TABLE IF NOT EXISTS accounts (
     number          TEXT PRIMARY KEY,
     customer_id     INTEGER REFERENCES customers (id),
     branch_id       TEXT NOT NULL,
-    kind            TEXT NOT NULL CHECK (kind IN ('customer', 'cash')),
+    kind            TEXT NOT NULL CHECK (kind IN ('customer', 'cash', 'expense')),
     balance         INTEGER NOT NULL,
     status          TEXT NOT NULL CHECK (status IN ('open', 'closed')),
     has_pin         INTEGER NOT NULL,
@@ -52,7 +65,23 @@ CREATE TABLE IF NOT EXISTS accounts (
     pin_method      TEXT,
     pin_key_version INTEGER,
     pin_tries       INTEGER NOT NULL,
-    opened_at       TEXT NOT NULL
+    opened_at       TEXT NOT NULL,
+    frozen          INTEGER NOT NULL DEFAULT 0,
+    held            INTEGER NOT NULL DEFAULT 0,
+    usage_day       TEXT,
+    cash_out_today  INTEGER NOT NULL DEFAULT 0,
+    transferred_today INTEGER NOT NULL DEFAULT 0,
+    appointments    TEXT NOT NULL DEFAULT '[]',
+    interest_units  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS host_state (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS staff (
+    staff_id    TEXT PRIMARY KEY,
+    role        TEXT NOT NULL CHECK (role IN ('teller', 'supervisor', 'auditor')),
+    branch_id   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS journal (
     seq         INTEGER PRIMARY KEY,
@@ -99,18 +128,27 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 _ACCOUNT_COLUMNS = (
-    "number, branch_id, kind, balance, status, pin_value, pin_method, pin_key_version, "
-    "pin_tries, opened_at"
+    "a.number, a.branch_id, a.kind, a.balance, a.status, a.pin_value, a.pin_method, "
+    "a.pin_key_version, a.pin_tries, a.opened_at, a.frozen, a.held, a.usage_day, "
+    "a.cash_out_today, a.transferred_today, a.appointments, c.name, c.id_type, c.id_number"
+)
+_SELECT_ACCOUNTS = (
+    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id "
+    "WHERE a.number IN"
 )
 _UPSERT_ACCOUNT = """
 INSERT INTO accounts (number, customer_id, branch_id, kind, balance, status, has_pin,
-                      pin_value, pin_method, pin_key_version, pin_tries, opened_at)
+                      pin_value, pin_method, pin_key_version, pin_tries, opened_at,
+                      frozen, held, usage_day, cash_out_today, transferred_today, appointments)
 VALUES (?, (SELECT id FROM customers WHERE id_type = ? AND id_number = ?), ?, ?, ?, ?, ?,
-        ?, ?, ?, ?, ?)
+        ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (number) DO UPDATE SET
     balance = excluded.balance, status = excluded.status, has_pin = excluded.has_pin,
     pin_value = excluded.pin_value, pin_method = excluded.pin_method,
-    pin_key_version = excluded.pin_key_version, pin_tries = excluded.pin_tries
+    pin_key_version = excluded.pin_key_version, pin_tries = excluded.pin_tries,
+    frozen = excluded.frozen, held = excluded.held, usage_day = excluded.usage_day,
+    cash_out_today = excluded.cash_out_today, transferred_today = excluded.transferred_today,
+    appointments = excluded.appointments
 """
 
 
@@ -134,7 +172,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
             raise StoreError(f"store schema version {version}, expected {SCHEMA_VERSION}")
-        connection.executescript(_SCHEMA)
+        connection.executescript(_SCHEMA + TIER_SCHEMA)
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OSError, sqlite3.Error) as error:
         raise StoreError(f"cannot open the store at {path}: {error}") from None
@@ -250,16 +288,35 @@ def read_snapshot(
         )
     }
     states = {
-        row[0]: _account_from_row(row)
-        for row in _select_in(
-            connection, f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE number IN", accounts
-        )
+        row[0]: _account_from_row(row) for row in _select_in(connection, _SELECT_ACCOUNTS, accounts)
     }
     return Snapshot(known, states)
 
 
-def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> None:
-    """Commit everything ``settlement`` changes in one transaction, or nothing."""
+def read_staff(connection: sqlite3.Connection) -> dict[str, StaffMember]:
+    """The staff table, by staff id."""
+    return {
+        staff_id: StaffMember(staff_id, role, branch_id)
+        for staff_id, role, branch_id in connection.execute(
+            "SELECT staff_id, role, branch_id FROM staff"
+        )
+    }
+
+
+def write_staff(connection: sqlite3.Connection, members: Iterable[StaffMember]) -> None:
+    """Add staff members, or update their role and branch."""
+    with connection:
+        connection.executemany(
+            "INSERT INTO staff (staff_id, role, branch_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (staff_id) DO UPDATE SET role = excluded.role, "
+            "branch_id = excluded.branch_id",
+            [(m.staff_id, m.role, m.branch_id) for m in members],
+        )
+
+
+def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> list[TierChange]:
+    """Commit everything ``settlement`` changes in one transaction, or nothing; the tier
+    changes of the customers whose accounts it touched."""
     now = dt.datetime.now(dt.UTC).isoformat()
     customers = settlement.customers
     connection.execute("BEGIN IMMEDIATE")
@@ -271,16 +328,9 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
         )
         connection.executemany(
             _UPSERT_ACCOUNT,
-            [_account_row(a, customers.get(a.number)) for a in settlement.accounts],
+            [_account_row(a) for a in settlement.accounts],
         )
-        connection.executemany(
-            "INSERT INTO journal (seq, request_id, kind, result, body, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
-                for e in settlement.entries
-            ],
-        )
+        _write_entries(connection, settlement.entries)
         connection.executemany(
             "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
             "ON CONFLICT (digest) DO NOTHING",
@@ -301,10 +351,9 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
                 for e in settlement.evidence
             ],
         )
-        connection.executemany(
-            "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)",
-            [(e.seq, p.account, p.amount) for e in settlement.entries for p in e.postings],
-        )
+        at = settlement.entries[-1].processed_at if settlement.entries else dt.datetime.now(dt.UTC)
+        touched = [a.number for a in settlement.accounts if a.kind == "customer"]
+        tier_changes = update_tiers(connection, touched, at)
         connection.executemany(
             "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
             "VALUES (?, ?, ?, ?)",
@@ -317,6 +366,60 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+    return tier_changes
+
+
+_CLOSED_THROUGH = "interest_closed_through"
+
+
+def close_books(
+    connection: sqlite3.Connection,
+    head: ChainHead,
+    through: dt.date,
+    rate_bp: int,
+    now: dt.datetime,
+) -> tuple[list[JournalEntry], list[TierChange]]:
+    """Close the bank days up to ``through``: accrue interest, post it on posting days, and
+    journal the postings, in one transaction. The first call only marks where to start.
+    Returns the entries and the tier changes the postings caused."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        row = connection.execute(
+            "SELECT value FROM host_state WHERE key = ?", (_CLOSED_THROUGH,)
+        ).fetchone()
+        entries: list[JournalEntry] = []
+        tier_changes: list[TierChange] = []
+        if row is not None and dt.date.fromisoformat(row[0]) < through:
+            closed = dt.date.fromisoformat(row[0])
+            entries = close_days(connection, head, closed, through, rate_bp, now)
+            _write_entries(connection, entries)
+            if entries:
+                tier_changes += update_tiers(connection, None, now)
+        if row is None or dt.date.fromisoformat(row[0]) < through:
+            connection.execute(
+                "INSERT INTO host_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (_CLOSED_THROUGH, through.isoformat()),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return entries, tier_changes
+
+
+def _write_entries(connection: sqlite3.Connection, entries: Sequence[JournalEntry]) -> None:
+    connection.executemany(
+        "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (e.seq, e.request_id, e.kind, e.result.value, e.body or entry_body(e), e.hash)
+            for e in entries
+        ],
+    )
+    connection.executemany(
+        "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)",
+        [(e.seq, p.account, p.amount) for e in entries for p in e.postings],
+    )
 
 
 def _select_in(
@@ -329,8 +432,13 @@ def _select_in(
 
 
 def _account_from_row(row: Sequence[Any]) -> AccountState:
-    number, branch_id, kind, balance, status, value, method, key_version, tries, opened = row
+    number, branch_id, kind, balance, status, value, method, key_version, tries, opened = row[:10]
+    frozen, held, usage_day, cash_out_today, transferred, appointments = row[10:16]
+    name, id_type, id_number = row[16:19]
     pin = PinRecord(value, method, key_version) if value is not None else None
+    usage = DailyUsage(
+        dt.date.fromisoformat(usage_day) if usage_day else None, cash_out_today, transferred
+    )
     return AccountState(
         number=number,
         branch_id=branch_id,
@@ -340,11 +448,29 @@ def _account_from_row(row: Sequence[Any]) -> AccountState:
         status=status,
         pin=pin,
         pin_tries=tries,
+        holder=Customer(name, id_type, id_number) if id_type is not None else None,
+        frozen=bool(frozen),
+        held=held,
+        usage=usage if usage.day is not None else NO_USAGE,
+        appointments=_appointments_from_json(appointments),
     )
 
 
-def _account_row(account: AccountState, customer: Customer | None) -> tuple[Any, ...]:
+def _appointments_from_json(text: str) -> tuple[Appointment, ...]:
+    return tuple(
+        Appointment(dt.date.fromisoformat(day), amount, dt.date.fromisoformat(made_on))
+        for day, amount, made_on in json.loads(text)
+    )
+
+
+def _appointments_json(appointments: Iterable[Appointment]) -> str:
+    return json.dumps([[a.date.isoformat(), a.amount, a.made_on.isoformat()] for a in appointments])
+
+
+def _account_row(account: AccountState) -> tuple[Any, ...]:
     pin = account.pin
+    customer = account.holder
+    usage = account.usage
     return (
         account.number,
         customer.id_type if customer else None,
@@ -359,6 +485,12 @@ def _account_row(account: AccountState, customer: Customer | None) -> tuple[Any,
         pin.key_version if pin else None,
         account.pin_tries,
         account.opened_at.isoformat(),
+        int(account.frozen),
+        account.held,
+        usage.day.isoformat() if usage.day else None,
+        usage.cash_out,
+        usage.transferred,
+        _appointments_json(account.appointments),
     )
 
 
@@ -371,6 +503,7 @@ class Store:
         self.head = ChainHead()
         self._connection: sqlite3.Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
+        self.staff: dict[str, StaffMember] = {}
 
     async def open(self) -> None:
         """Open (or create) the file and read the journal's head.
@@ -381,6 +514,12 @@ class Store:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-store")
         self._connection = await self._run(connect, self.path, self.synchronous)
         self.head = await self._run(chain_head, self._connection)
+        self.staff = await self._run(read_staff, self._connection)
+
+    async def enrol_staff(self, members: Iterable[StaffMember]) -> None:
+        """Add (or update) staff members on the staff table."""
+        await self._run(write_staff, self._open(), list(members))
+        self.staff = await self._run(read_staff, self._open())
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -391,10 +530,29 @@ class Store:
             self._writer = None
 
     async def snapshot(self, request_ids: Collection[str], accounts: Collection[str]) -> Snapshot:
-        """What the store holds now for a batch's request ids and accounts."""
-        return await self._run(read_snapshot, self._open(), request_ids, accounts)
+        """What the store holds now for a batch's request ids and accounts, and the staff."""
+        snapshot = await self._run(read_snapshot, self._open(), request_ids, accounts)
+        return replace(snapshot, staff=self.staff)
 
-    async def commit(self, settlement: Settlement) -> None:
+    async def close_books(
+        self, through: dt.date, rate_bp: int, now: dt.datetime
+    ) -> tuple[list[JournalEntry], list[TierChange]]:
+        """Close the bank days up to ``through`` (interest accrued and posted, journaled).
+
+        Raises:
+            StoreError: the transaction failed; nothing of it was written.
+        """
+        try:
+            entries, tier_changes = await self._run(
+                close_books, self._open(), self.head, through, rate_bp, now
+            )
+        except sqlite3.Error as error:
+            raise StoreError(f"books not closed: {error}") from None
+        if entries:
+            self.head = head_of(entries[-1])
+        return entries, tier_changes
+
+    async def commit(self, settlement: Settlement) -> list[TierChange]:
         """Write a batch in one transaction and move the journal head.
 
         Raises:
@@ -404,10 +562,11 @@ class Store:
         if first and (first.seq, first.prev_hash) != (self.head.seq + 1, self.head.hash):
             raise StoreError("the settlement does not continue the journal")
         try:
-            await self._run(write_settlement, self._open(), settlement)
+            tier_changes = await self._run(write_settlement, self._open(), settlement)
         except sqlite3.Error as error:
             raise StoreError(f"batch not committed: {error}") from None
         self.head = settlement.head
+        return tier_changes
 
     async def checkpoint_tail(self) -> tuple[int, list[str]]:
         """The last checkpoint's sequence number and the entry hashes after it."""

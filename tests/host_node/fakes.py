@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from common.bus import Bus, Delivery, Message, Subscription
 from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
+from common.id_documents import check_character, is_valid_resident_id
 from common.ids import card_number, request_id
 from common.pin_commands import (
     PIN_COMMAND_ADAPTER,
@@ -72,6 +74,15 @@ def account_no(serial: int, branch_id: str = "0001") -> str:
     return card_number(branch_id, "01", serial)
 
 
+def valid_id(label: str) -> str:
+    """A valid resident ID number: ``label`` itself when it is one, else one derived from it."""
+    if is_valid_resident_id(label):
+        return label
+    order = int(hashlib.sha256(label.encode()).hexdigest(), 16) % 1000
+    first17 = f"11010119900307{order:03d}"
+    return first17 + check_character(first17)
+
+
 def fake_pin(pin: str, ksn_counter: int = 1) -> EncryptedPin:
     """A "PIN block" the fake HSM reads back in clear."""
     return EncryptedPin(pin_block=pin.ljust(32, "F"), ksn=f"{0xABCD:016X}{ksn_counter:08X}")
@@ -120,13 +131,14 @@ class Teller:
         *,
         deposit: int = 0,
         pin: EncryptedPin | None = None,
-        id_number: str = "110101199003071234",
+        id_number: str = "110101199003071233",
+        document: IdDocument | None = None,
     ) -> OpenAccount:
         return OpenAccount(
             **self._base(),
             account=account,
             customer_name="Wang Fang",
-            id_document=IdDocument(id_type="resident_id", number=id_number),
+            id_document=document or IdDocument(id_type="resident_id", number=valid_id(id_number)),
             pin=pin,
             initial_deposit=deposit,
         )
