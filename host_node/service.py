@@ -35,6 +35,8 @@ from common.topology import (
 )
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
+from host_node.event_rules import frame_alert
+from host_node.events import EventPublisher
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
 from host_node.store import Store, ledger_path
@@ -120,6 +122,7 @@ class HostService:
         *,
         branch_ids: Sequence[str],
         config: HostConfig = DEFAULT_CONFIG,
+        events: EventPublisher | None = None,
     ) -> None:
         self.bus = bus
         self.branch_ids = frozenset(branch_ids)
@@ -136,6 +139,9 @@ class HostService:
         self._reply_sequence = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._by_result: Counter[str] = Counter()
+        #: Ops events and stats (host_node/events.py); others emit through ``events.emit``.
+        self.events = events or EventPublisher(bus, bus_queues=(HOST_REQUESTS,))
+        self.events.watch_queues(self._queue_depths)
 
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
@@ -147,6 +153,7 @@ class HostService:
         self._subscription = await self.bus.consume(
             HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
         )
+        await self.events.start()
 
     async def stop(self) -> None:
         """Finish the batch in hand, give back every frame not fully answered, close the store."""
@@ -167,6 +174,7 @@ class HostService:
         self._carried = []
         await self._pins.stop()
         await self.store.close()
+        await self.events.stop()
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(
@@ -183,6 +191,13 @@ class HostService:
             pin_pending=self._pins.pending,
             journal_seq=self.store.head.seq,
         )
+
+    def _queue_depths(self) -> dict[str, int]:
+        return {
+            "inbox": self._inbox.qsize(),
+            "carried": len(self._carried),
+            "pin_pending": self._pins.pending,
+        }
 
     async def _accept(self, delivery: Delivery) -> None:
         await self._inbox.put(_Inbound(delivery, _now()))
@@ -232,6 +247,7 @@ class HostService:
             self._counts["dead_frames"] += 1
             key = delivery.routing_key[:40]
             _log.warning("request frame dead-lettered", routing_key=key, reason=str(error))
+            self.events.emit(frame_alert(str(error), key, at=_now()))
             await self.bus.dead_letter(delivery, str(error))
             inbound.settled = True
             del batch.inbounds[id(inbound)]
@@ -261,6 +277,7 @@ class HostService:
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
         await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
+        self.events.on_batch([(pending.item, reply) for pending, reply in answered])
         for pending, reply in answered:
             self._by_result[reply.result.value] += 1
             pending.inbound.results[reply.result.value] += 1
