@@ -19,6 +19,7 @@ from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostService
+from host_node.events import host_events
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
@@ -67,7 +68,11 @@ class Network:
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
         await host_bus.connect()
-        self.host = HostService(host_bus, config.data_dir, branch_ids=config.branch_ids)
+        events_bus = self._bus("events")  # events never share the replies' connection
+        await events_bus.connect()
+        self.host = HostService(
+            host_bus, config.data_dir, branch_ids=config.branch_ids, events=host_events(events_bus)
+        )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):
             bus = self._bus(f"branch-{branch_id}")

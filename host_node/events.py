@@ -48,13 +48,17 @@ from common.events import (
     encode_event,
 )
 from common.logs import get_logger
+from common.metrics import EVENTS
 from common.replies import Reply
-from common.topology import EVENTS_EXCHANGE, event_key, stats_key
+from common.topology import EVENTS_EXCHANGE, HOST_REQUESTS, event_key, stats_key
 from host_node.event_rules import events_for
 from host_node.intake import Item
+from host_node.metrics import observe_answers
 
 _log = get_logger(__name__)
 _MAX_US = 600_000_000
+EVENTS_PUBLISHED = EVENTS.labels("published")
+EVENTS_DROPPED = EVENTS.labels("dropped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +185,9 @@ class EventPublisher:
         return self._put(event)
 
     def on_batch(self, answered: Sequence[tuple[Item, Reply]]) -> None:
-        """Account a batch of answers (stats) and queue their events; never waits."""
+        """The host's batch hook: metrics, stats and events for a batch of answers; never waits."""
         at = _now()
+        observe_answers(answered, at)
         interval = self._interval
         self._requests += len(answered)
         for item, reply in answered:
@@ -242,12 +247,14 @@ class EventPublisher:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._buffer:
             self._counts["dropped"] += len(self._buffer)
+            EVENTS_DROPPED.inc(len(self._buffer))
             self._buffer.clear()
 
     def _put(self, entry: _Entry) -> bool:
         self._counts["emitted"] += 1
         if len(self._buffer) >= self.config.buffer_bound:
             self._counts["dropped"] += 1
+            EVENTS_DROPPED.inc()
             return False
         self._buffer.append(entry)
         self._wake.set()
@@ -265,8 +272,10 @@ class EventPublisher:
             try:
                 await self._publish(messages)
                 self._counts["published"] += len(messages)
+                EVENTS_PUBLISHED.inc(len(messages))
             except asyncio.CancelledError:
                 self._counts["dropped"] += len(entries)
+                EVENTS_DROPPED.inc(len(entries))
                 raise
             except BusError as error:
                 self._counts["failed"] += len(messages)
@@ -339,3 +348,10 @@ class EventPublisher:
                 buffered=len(self._buffer),
             ),
         )
+
+
+def host_events(bus: Bus, config: EventConfig | None = None) -> EventPublisher:
+    """The primary host's publisher: node ``host``, reporting the ``host.requests`` depth."""
+    return EventPublisher(
+        bus, node="host", role="primary", config=config, bus_queues=(HOST_REQUESTS,)
+    )

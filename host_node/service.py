@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import BranchnetError, FrameError, UnroutableError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
 from common.logs import get_logger
+from common.metrics import STAGE_SECONDS
 from common.replies import Reply, encode_reply
 from common.topology import (
     CORE,
@@ -36,7 +38,7 @@ from common.topology import (
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
 from host_node.event_rules import frame_alert
-from host_node.events import EventPublisher
+from host_node.events import EventPublisher, host_events
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
 from host_node.store import Store, ledger_path
@@ -140,7 +142,7 @@ class HostService:
         self._counts: Counter[str] = Counter()
         self._by_result: Counter[str] = Counter()
         #: Ops events and stats (host_node/events.py); others emit through ``events.emit``.
-        self.events = events or EventPublisher(bus, bus_queues=(HOST_REQUESTS,))
+        self.events = events or host_events(bus)
         self.events.watch_queues(self._queue_depths)
 
     async def start(self) -> None:
@@ -261,6 +263,7 @@ class HostService:
         batch.dead.extend((dead, inbound) for dead in unpacked.dead)
 
     async def _process(self, batch: _Batch) -> None:
+        started = time.perf_counter()
         replies: Sequence[Reply | None] = ()
         if batch.items:
             items = [pending.item for pending in batch.items]
@@ -268,15 +271,18 @@ class HostService:
                 {item.request_id for item in items}, accounts_to_load(items)
             )
             planned = plan(items, snapshot, self._command_ids)
-            responses = await self._pins.execute(planned.commands)
+            with STAGE_SECONDS.labels("crypto").time():
+                responses = await self._pins.execute(planned.commands)
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
-            await self.store.commit(settlement)
+            with STAGE_SECONDS.labels("journal_commit").time():
+                await self.store.commit(settlement)
             replies = settlement.replies
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
         await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
+        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - started)
         self.events.on_batch([(pending.item, reply) for pending, reply in answered])
         for pending, reply in answered:
             self._by_result[reply.result.value] += 1

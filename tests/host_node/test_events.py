@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from common.bus import Delivery
 from common.embedded_bus import EmbeddedBroker, EmbeddedBus
@@ -29,6 +30,7 @@ from common.topology import (
 )
 from host_node import HostConfig, HostService
 from host_node.events import EventConfig, EventPublisher
+from host_node.metrics import HostCollector
 from tests.host_node.fakes import BranchDesk, FakeCryptoNode, Teller, account_no
 
 BRANCHES = ("0001", "0002")
@@ -225,3 +227,34 @@ def test_emit_never_waits_and_counts_drops() -> None:
     ]
     assert results == [True, True, True, False, False]
     assert publisher.statistics().dropped == 2 and publisher.statistics().buffered == 3
+
+
+async def test_the_host_exports_its_work_as_prometheus_metrics(
+    network: tuple[EmbeddedBroker, HostService, Watcher],
+) -> None:
+    broker, host, _ = network
+    registry = CollectorRegistry()
+    registry.register(HostCollector(host.statistics))
+    requests_before = (
+        REGISTRY.get_sample_value("branchnet_requests_total", {"kind": "deposit", "result": "14"})
+        or 0.0
+    )
+    commits_before = (
+        REGISTRY.get_sample_value("branchnet_stage_seconds_count", {"stage": "journal_commit"})
+        or 0.0
+    )
+    desk = BranchDesk(await connected(broker))
+    await desk.start()
+    teller = Teller()
+    await desk.ask([teller.deposit(B, 100), teller.deposit(B, 200)])
+    text = generate_latest(registry).decode()
+    assert 'branchnet_frames_total{outcome="handled"} 1.0' in text
+    assert 'branchnet_host_queue_depth{queue="inbox"} 0.0' in text
+    requests_after = REGISTRY.get_sample_value(
+        "branchnet_requests_total", {"kind": "deposit", "result": "14"}
+    )
+    assert requests_after == requests_before + 2
+    commits = REGISTRY.get_sample_value(
+        "branchnet_stage_seconds_count", {"stage": "journal_commit"}
+    )
+    assert commits is not None and commits >= commits_before + 1
