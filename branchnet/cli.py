@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from branchnet import ops_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
 from common.logs import configure_logging
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=3.0)
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.set_defaults(run=_hsm_bench)
+    ops_cli.register(commands)
     return parser
 
 
@@ -149,6 +151,8 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         amqp_url=settings.amqp_url.get_secret_value() if settings.amqp_url else None,
         data_dir=settings.data_dir,
         max_requests=args.max_requests,
+        dashboard_port=args.dashboard,
+        mqtt_url=args.mqtt_url,
     )
     console = Console()
     if args.quiet or not console.is_terminal:

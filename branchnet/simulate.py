@@ -14,6 +14,7 @@ from typing import Any
 from branch_node import BranchReport
 from branchnet.latency import histogram, percentiles_ms
 from branchnet.network import Network, NetworkConfig
+from branchnet.ops import network_dashboard
 from branchnet.reconcile import Reconciliation, reconcile
 from common.ids import branch_ids
 
@@ -29,6 +30,10 @@ class SimulationConfig:
     amqp_url: str | None = None
     data_dir: Path | None = None
     max_requests: int | None = None
+    #: Serve the ops dashboard on this port while the network runs (0: any free port).
+    dashboard_port: int | None = None
+    #: Where the dashboard subscribes over RabbitMQ (default: the AMQP host's port 1883).
+    mqtt_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,10 @@ async def simulate(
     per_branch = None
     if config.max_requests is not None:
         per_branch = max(1, -(-config.max_requests // config.branches))
-    async with Network(network_config) as network:
+    async with (
+        Network(network_config) as network,
+        network_dashboard(network, config.dashboard_port, mqtt_url=config.mqtt_url),
+    ):
         started = time.monotonic()
         ticker = asyncio.create_task(_tick(network, config.duration_s, started, on_progress))
         try:
