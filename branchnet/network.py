@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from branch_node import Branch
@@ -19,7 +19,7 @@ from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostService
-from host_node.events import host_events
+from host_node.events import EventConfig, host_events
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
@@ -42,6 +42,7 @@ class NetworkConfig:
     terminals: int = 4
     seed: int = 1
     amqp_url: str | None = None
+    events: EventConfig = field(default_factory=EventConfig)
 
 
 class Network:
@@ -71,7 +72,10 @@ class Network:
         events_bus = self._bus("events")  # events never share the replies' connection
         await events_bus.connect()
         self.host = HostService(
-            host_bus, config.data_dir, branch_ids=config.branch_ids, events=host_events(events_bus)
+            host_bus,
+            config.data_dir,
+            branch_ids=config.branch_ids,
+            events=host_events(events_bus, config.events),
         )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):
