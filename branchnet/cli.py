@@ -153,6 +153,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         max_requests=args.max_requests,
         dashboard_port=args.dashboard,
         mqtt_url=args.mqtt_url,
+        metrics_port=settings.metrics_port,
     )
     console = Console()
     if args.quiet or not console.is_terminal:

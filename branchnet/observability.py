@@ -19,27 +19,27 @@ from host_node.metrics import HostCollector
 
 
 class BranchCollector(Collector):
-    """A branch's requests by result, timeouts and requests in flight, read at scrape time."""
+    """Branches' requests by result, timeouts and requests in flight, read at scrape time."""
 
-    def __init__(self, branch: Branch) -> None:
-        self._branch = branch
+    def __init__(self) -> None:
+        self.branches: list[Branch] = []
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        stats = self._branch.statistics()
-        branch_id = self._branch.branch_id
         answered = CounterMetricFamily(
             "branchnet_branch_requests",
             "Requests a branch sent and got answered, by result ('timeout' for none).",
             labels=["branch", "result"],
         )
-        for result, count in sorted(stats.by_result.items()):
-            answered.add_metric([branch_id, result], count)
-        answered.add_metric([branch_id, "timeout"], stats.timeouts)
-        yield answered
         in_flight = GaugeMetricFamily(
             "branchnet_branch_in_flight", "Requests awaiting a reply.", labels=["branch"]
         )
-        in_flight.add_metric([branch_id], stats.in_flight)
+        for branch in self.branches:
+            stats = branch.statistics()
+            for result, count in sorted(stats.by_result.items()):
+                answered.add_metric([branch.branch_id, result], count)
+            answered.add_metric([branch.branch_id, "timeout"], stats.timeouts)
+            in_flight.add_metric([branch.branch_id], stats.in_flight)
+        yield answered
         yield in_flight
 
 
@@ -59,19 +59,23 @@ class Exposed:
         self.server = server
         self._collectors: list[Collector] = []
         self._ready: dict[str, bool] = {}
+        self._branches: BranchCollector | None = None
+
+    def _register(self, collector: Collector) -> None:
+        REGISTRY.register(collector)
+        self._collectors.append(collector)
 
     def node(self, name: str, node: object) -> None:
         """Expose ``node`` (started): its collector, and a readiness check until it stops."""
         if self.server is None:
             return
-        collector: Collector | None = None
         if isinstance(node, HostService):
-            collector = HostCollector(node.statistics)
+            self._register(HostCollector(node.statistics))
         elif isinstance(node, Branch):
-            collector = BranchCollector(node)
-        if collector is not None:
-            REGISTRY.register(collector)
-            self._collectors.append(collector)
+            if self._branches is None:
+                self._branches = BranchCollector()
+                self._register(self._branches)
+            self._branches.branches.append(node)
         self._ready[name] = True
         self.server.ready_when(name, lambda: self._ready.get(name, False))
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from branchnet.buses import open_bus
 from branchnet.network import Network
+from branchnet.observability import Exposed, start_metrics
 from dashboard.server import DashboardServer, Source
 from dashboard.sources import BusSource, MqttSource
 
@@ -59,3 +60,19 @@ async def network_dashboard(
         await server.stop()
         if bus is not None:
             await bus.close()
+
+
+@contextlib.asynccontextmanager
+async def network_metrics(network: Network, port: int | None) -> AsyncIterator[None]:
+    """Serve one metrics and health endpoint for every node of ``network`` (none: no port)."""
+    exposed = Exposed(await start_metrics(port))
+    try:
+        if network.host is not None:
+            exposed.node("host", network.host)
+        if network.crypto is not None:
+            exposed.node("crypto", network.crypto)
+        for branch in network.branches:
+            exposed.node(f"branch-{branch.branch_id}", branch)
+        yield
+    finally:
+        await exposed.close()

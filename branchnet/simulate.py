@@ -14,7 +14,7 @@ from typing import Any
 from branch_node import BranchReport
 from branchnet.latency import histogram, percentiles_ms
 from branchnet.network import Network, NetworkConfig
-from branchnet.ops import network_dashboard
+from branchnet.ops import network_dashboard, network_metrics
 from branchnet.reconcile import Reconciliation, reconcile
 from common.ids import branch_ids
 
@@ -34,6 +34,8 @@ class SimulationConfig:
     dashboard_port: int | None = None
     #: Where the dashboard subscribes over RabbitMQ (default: the AMQP host's port 1883).
     mqtt_url: str | None = None
+    #: Serve /metrics, /livez and /readyz for the whole network on this port.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ async def simulate(
     async with (
         Network(network_config) as network,
         network_dashboard(network, config.dashboard_port, mqtt_url=config.mqtt_url),
+        network_metrics(network, config.metrics_port),
     ):
         started = time.monotonic()
         ticker = asyncio.create_task(_tick(network, config.duration_s, started, on_progress))

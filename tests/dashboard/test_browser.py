@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from branchnet.simulate import SimulationConfig, simulate
@@ -32,9 +33,14 @@ async def test_an_operator_sees_live_numbers_and_alerts(tmp_path: Path) -> None:
         pytest.skip("browser tests turned off (BRANCHNET_BROWSER_TESTS=0)")
     binary = chromium_path()
     assert binary, "chromium is missing: scripts/system-packages installs it"
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     config = SimulationConfig(
-        branches=3, terminals=3, duration_s=40, data_dir=tmp_path, dashboard_port=port
+        branches=3,
+        terminals=3,
+        duration_s=40,
+        data_dir=tmp_path,
+        dashboard_port=port,
+        metrics_port=metrics_port,
     )
     run = asyncio.create_task(simulate(config))
     try:
@@ -46,6 +52,8 @@ async def test_an_operator_sees_live_numbers_and_alerts(tmp_path: Path) -> None:
                         if await browser.wait_for("!!document.getElementById('kpi-requests')", 5):
                             break
                     except (RuntimeError, TimeoutError):
+                        if run.done():
+                            run.result()  # the simulation failed: say why
                         await asyncio.sleep(0.5)
             read_requests = "document.getElementById('kpi-requests').textContent"
             first = _number(await browser.wait_for(f"{read_requests} !== '0' && {read_requests}"))
@@ -68,9 +76,23 @@ async def test_an_operator_sees_live_numbers_and_alerts(tmp_path: Path) -> None:
             assert all(b in branches for b in ("0001", "0002", "0003"))
             nodes = await browser.evaluate("document.getElementById('nodes').textContent")
             assert "host" in nodes and "up" in nodes
+            await _check_metrics(metrics_port)
             await asyncio.sleep(3)  # a few more seconds of chart for the screenshot
             await browser.screenshot(ARTIFACTS / "dashboard.png")
     finally:
         run.cancel()
         await asyncio.gather(run, return_exceptions=True)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+
+
+async def _check_metrics(port: int) -> None:
+    """The same network's Prometheus endpoint: ready, with host and branch series."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            assert response.status == 200, await response.text()
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    assert 'branchnet_requests_total{kind="deposit",result="00"}' in text
+    assert 'branchnet_branch_requests_total{branch="0003",result="00"}' in text
+    assert 'branchnet_stage_seconds_count{stage="journal_commit"}' in text
+    assert 'branchnet_frames_total{outcome="handled"}' in text
