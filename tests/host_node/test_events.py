@@ -258,3 +258,19 @@ async def test_the_host_exports_its_work_as_prometheus_metrics(
         "branchnet_stage_seconds_count", {"stage": "journal_commit"}
     )
     assert commits is not None and commits >= commits_before + 1
+
+
+async def test_a_refused_frame_raises_a_security_alert(
+    network: tuple[EmbeddedBroker, HostService, Watcher],
+) -> None:
+    broker, _, watcher = network
+    desk = BranchDesk(await connected(broker))
+    await desk.start()
+    teller = Teller()
+    await desk.send([teller.deposit(A, 100)], sender="0002")  # 0002's name on 0001's key
+    await desk.send_body(b"\x00garbage 6222020001000000123")
+    alerts = await watcher.wait_for(EventType.SECURITY_ALERT, 2)
+    kinds = sorted(a.alert.value for a in alerts)  # type: ignore[attr-defined]
+    assert kinds == ["bad_frame", "permission_denied"]
+    assert all(a.branch == "network" for a in alerts)  # type: ignore[attr-defined]
+    assert b"6222020001000000123" not in b"".join(body for _, body in watcher.events)
