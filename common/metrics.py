@@ -42,8 +42,8 @@ REQUESTS = Counter(
 )
 STAGE_SECONDS = Histogram(
     "branchnet_stage_seconds",
-    "Time spent per stage of the host's work: queue_wait (per request, received to unpacked), "
-    "host_processing, crypto and journal_commit (per batch), replication_ack.",
+    "Time spent per stage of the host's work: queue_wait (per request frame, received to "
+    "unpacked), host_processing, crypto and journal_commit (per batch), replication_ack.",
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )

@@ -33,8 +33,6 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
-
 from common.bus import Bus, Message
 from common.errors import BusError, UnroutableError
 from common.events import (
@@ -56,7 +54,8 @@ from host_node.intake import Item
 from host_node.metrics import observe_answers
 
 _log = get_logger(__name__)
-_MAX_US = 600_000_000
+#: Latencies kept per stats interval for its percentiles (beyond: the first ones only).
+_MAX_SAMPLES = 200_000
 EVENTS_PUBLISHED = EVENTS.labels("published")
 EVENTS_DROPPED = EVENTS.labels("dropped")
 
@@ -126,24 +125,25 @@ class _Interval:
         self.count = 0
         self.by_result: Counter[str] = Counter()
         self.by_branch: Counter[str] = Counter()
-        self.latency = HdrHistogram(1, _MAX_US, 2)
+        self.latencies_s: list[float] = []
 
     def record(self, branch_id: str, result: str, latency_s: float) -> None:
         self.count += 1
         self.by_result[result] += 1
         self.by_branch[branch_id] += 1
-        self.latency.record_value(min(_MAX_US, max(1, round(latency_s * 1_000_000))))
+        if len(self.latencies_s) < _MAX_SAMPLES:
+            self.latencies_s.append(latency_s)
 
     def latency_ms(self) -> LatencySummary:
-        if self.count == 0:
+        if not self.latencies_s:
             return LatencySummary()
-        hist = self.latency
-        return LatencySummary(
-            p50=hist.get_value_at_percentile(50) / 1000,
-            p90=hist.get_value_at_percentile(90) / 1000,
-            p99=hist.get_value_at_percentile(99) / 1000,
-            max=hist.get_max_value() / 1000,
-        )
+        ordered = sorted(self.latencies_s)
+        last = len(ordered) - 1
+
+        def at(fraction: float) -> float:
+            return round(ordered[min(last, int(fraction * len(ordered)))] * 1000, 3)
+
+        return LatencySummary(p50=at(0.50), p90=at(0.90), p99=at(0.99), max=at(1.0))
 
 
 class EventPublisher:
@@ -172,6 +172,9 @@ class EventPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._interval = _Interval()
         self._requests = 0
+        self._batches: deque[tuple[Sequence[tuple[Item, Reply]], dt.datetime]] = deque()
+        self._unaccounted = 0
+        self._account_wake = asyncio.Event()
         self._counts: Counter[str] = Counter()
         self._queues: Callable[[], Mapping[str, int]] | None = None
         self._replication: Callable[[], ReplicationStatus | None] | None = None
@@ -185,16 +188,18 @@ class EventPublisher:
         return self._put(event)
 
     def on_batch(self, answered: Sequence[tuple[Item, Reply]]) -> None:
-        """The host's batch hook: metrics, stats and events for a batch of answers; never waits."""
-        at = _now()
-        observe_answers(answered, at)
-        interval = self._interval
-        self._requests += len(answered)
-        for item, reply in answered:
-            latency_s = (at - item.received_at).total_seconds()
-            interval.record(item.branch_id, reply.result.value, latency_s)
-            if self.config.outcomes:
-                self._put(_Answered(item, reply, latency_s, at))
+        """The host's batch hook: hand a batch of answers over for metrics, stats and events.
+
+        Costs one append per batch on the transaction path; the accounting runs in a task
+        of its own between batches (it never waits on the broker).
+        """
+        if self._unaccounted + len(answered) > self.config.buffer_bound:
+            self._counts["dropped"] += len(answered)
+            EVENTS_DROPPED.inc(len(answered))
+            return
+        self._unaccounted += len(answered)
+        self._batches.append((answered, _now()))
+        self._account_wake.set()
 
     def watch_queues(self, source: Callable[[], Mapping[str, int]]) -> None:
         """Report the depths ``source`` gives (queue name → messages) in every summary."""
@@ -226,6 +231,7 @@ class EventPublisher:
         if self._tasks:
             return
         self._interval = _Interval()
+        self._tasks.append(asyncio.create_task(self._account_loop(), name="events-account"))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="events-publish"))
         if self.config.stats_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._stats_loop(), name="events-stats"))
@@ -259,6 +265,26 @@ class EventPublisher:
         self._buffer.append(entry)
         self._wake.set()
         return True
+
+    async def _account_loop(self) -> None:
+        while True:
+            if not self._batches:
+                self._account_wake.clear()
+                await self._account_wake.wait()
+            answered, at = self._batches.popleft()
+            self._unaccounted -= len(answered)
+            self._account(answered, at)
+            await asyncio.sleep(0)  # one batch at a time: the host's next batch goes first
+
+    def _account(self, answered: Sequence[tuple[Item, Reply]], at: dt.datetime) -> None:
+        observe_answers(answered, at)
+        interval = self._interval
+        self._requests += len(answered)
+        for item, reply in answered:
+            latency_s = (at - item.received_at).total_seconds()
+            interval.record(item.branch_id, reply.result.value, latency_s)
+            if self.config.outcomes:
+                self._put(_Answered(item, reply, latency_s, at))
 
     async def _publish_loop(self) -> None:
         while True:

@@ -19,13 +19,17 @@ if TYPE_CHECKING:
 
 
 def observe_answers(answered: Sequence[tuple[Item, Reply]], at: dt.datetime) -> None:
-    """Count answers by kind and result; record queue wait and host latency per request."""
+    """Count answers by kind and result; record host latency per request, queue wait per frame."""
     counts: Counter[tuple[str, str]] = Counter()
-    queue_wait = STAGE_SECONDS.labels("queue_wait")
+    frames: set[tuple[dt.datetime, dt.datetime]] = set()
+    observe_latency = REQUEST_SECONDS.observe
     for item, reply in answered:
         counts[(item.kind, reply.result.value)] += 1
-        queue_wait.observe(max(0.0, (item.unpacked_at - item.received_at).total_seconds()))
-        REQUEST_SECONDS.observe(max(0.0, (at - item.received_at).total_seconds()))
+        frames.add((item.received_at, item.unpacked_at))  # a frame's records share both
+        observe_latency(max(0.0, (at - item.received_at).total_seconds()))
+    queue_wait = STAGE_SECONDS.labels("queue_wait")
+    for received_at, unpacked_at in frames:
+        queue_wait.observe(max(0.0, (unpacked_at - received_at).total_seconds()))
     for (kind, result), count in counts.items():
         REQUESTS.labels(kind, result).inc(count)
 
