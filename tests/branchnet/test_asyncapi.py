@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from branchnet.asyncapi import asyncapi_document
-from branchnet.cli import main
+from branchnet.cli import _parser
 from common.events import EventType
+from common.settings import load_settings
 from common.topology import (
     CORE,
     EVENTS_EXCHANGE,
@@ -76,5 +77,7 @@ def test_every_reference_resolves_and_every_channel_has_an_operation() -> None:
 
 def test_the_command_writes_the_document(tmp_path: Path) -> None:
     out = tmp_path / "asyncapi.json"
-    assert main(["asyncapi", "--out", str(out)]) == 0
+    # the command's own function: main() would reconfigure logging for the whole session
+    args = _parser().parse_args(["asyncapi", "--out", str(out)])
+    assert args.run(args, load_settings()) == 0
     assert json.loads(out.read_text()) == json.loads(json.dumps(asyncapi_document()))
