@@ -6,6 +6,7 @@ COPY crypto_node crypto_node
 COPY host_node host_node
 COPY branch_node branch_node
 COPY branchnet branchnet
+COPY dashboard dashboard
 RUN pip install --no-cache-dir .
 ENTRYPOINT []
 CMD ["branchnet", "--help"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import dr_cli, hsm_cli, journal_cli, training
+from branchnet import dr_cli, hsm_cli, journal_cli, ops_cli, training
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
@@ -117,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     hsm_cli.register(commands)
     journal_cli.register(commands)
     training.register(commands)
+    ops_cli.register(commands)
     chaos_cli.register(commands)
     return parser
 
@@ -158,6 +159,9 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         data_dir=settings.data_dir,
         max_requests=args.max_requests,
         standby=args.standby,
+        dashboard_port=args.dashboard,
+        mqtt_url=args.mqtt_url,
+        metrics_port=settings.metrics_port,
     )
     console = Console()
     if args.quiet or not console.is_terminal:

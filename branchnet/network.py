@@ -13,7 +13,7 @@ import dataclasses
 import datetime as dt
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from common.identity import ensure_identity, identity_dir
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostConfig, HostService
 from host_node.config import pin_config
+from host_node.events import EventConfig, host_events
 from host_node.standby import StandbyService
 
 
@@ -53,6 +54,7 @@ class NetworkConfig:
     standby: bool = False
     host_config: HostConfig | None = None
     host_clock: Callable[[], dt.datetime] | None = None
+    events: EventConfig = field(default_factory=EventConfig)
 
 
 def standby_dir(data_dir: Path) -> Path:
@@ -92,8 +94,15 @@ class Network:
         extra: dict[str, Any] = {}
         if config.host_clock is not None:
             extra["clock"] = config.host_clock
+        events_bus = self._bus("events")  # events never share the replies' connection
+        await events_bus.connect()
         self.host = HostService(
-            host_bus, config.data_dir, branch_ids=config.branch_ids, config=host_config, **extra
+            host_bus,
+            config.data_dir,
+            branch_ids=config.branch_ids,
+            config=host_config,
+            events=host_events(events_bus, config.events),
+            **extra,
         )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):

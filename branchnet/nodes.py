@@ -11,9 +11,11 @@ from typing import Any
 
 from branch_node import Branch, BranchReport
 from branchnet.buses import open_bus
+from branchnet.observability import Exposed, start_metrics
 from common.bus import Bus
 from common.errors import BusError
 from common.logs import get_logger
+from common.settings import load_settings
 from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from crypto_node.lmk import Lmk
@@ -36,13 +38,17 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
     bus = open_bus(amqp_url, embedded=None, name=name)
     await bus.connect()
     node = make(bus)
+    exposed = Exposed(await start_metrics(load_settings().metrics_port))
     try:
         await node.start()
+        exposed.node(name, node)
         _log.warning("node started", node=name)
         await _until_signalled()
     finally:
+        exposed.stopping(name)
         await node.stop()
         await bus.close()
+        await exposed.close()
         _log.warning("node stopped", node=name)
 
 
@@ -142,9 +148,11 @@ async def run_branch(
     bus = open_bus(amqp_url, embedded=None, name=f"branch-{branch_id}")
     await bus.connect()
     branch = Branch(bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed)
+    exposed = Exposed(await start_metrics(load_settings().metrics_port))
     try:
         await wait_for_host(bus)
         await branch.start()
+        exposed.node(f"branch-{branch_id}", branch)
         run = asyncio.ensure_future(branch.run(duration_s, max_requests=max_requests))
         signalled = asyncio.ensure_future(_until_signalled())
         await asyncio.wait({run, signalled}, return_when=asyncio.FIRST_COMPLETED)
@@ -156,3 +164,4 @@ async def run_branch(
     finally:
         await branch.stop()
         await bus.close()
+        await exposed.close()

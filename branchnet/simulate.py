@@ -14,6 +14,7 @@ from typing import Any
 from branch_node import BranchReport
 from branchnet.latency import histogram, percentiles_ms
 from branchnet.network import Network, NetworkConfig, standby_dir
+from branchnet.ops import network_dashboard, network_metrics
 from branchnet.reconcile import Reconciliation, reconcile, with_standby
 from common.ids import branch_ids
 
@@ -31,6 +32,12 @@ class SimulationConfig:
     max_requests: int | None = None
     #: Run a DR standby with sync replication and check it holds what the host holds.
     standby: bool = False
+    #: Serve the ops dashboard on this port while the network runs (0: any free port).
+    dashboard_port: int | None = None
+    #: Where the dashboard subscribes over RabbitMQ (default: the AMQP host's port 1883).
+    mqtt_url: str | None = None
+    #: Serve /metrics, /livez and /readyz for the whole network on this port.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +72,11 @@ async def simulate(
     per_branch = None
     if config.max_requests is not None:
         per_branch = max(1, -(-config.max_requests // config.branches))
-    async with Network(network_config) as network:
+    async with (
+        Network(network_config) as network,
+        network_dashboard(network, config.dashboard_port, mqtt_url=config.mqtt_url),
+        network_metrics(network, config.metrics_port),
+    ):
         started = time.monotonic()
         ticker = asyncio.create_task(_tick(network, config.duration_s, started, on_progress))
         try:

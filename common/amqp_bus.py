@@ -48,6 +48,7 @@ from yarl import URL
 
 from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.errors import BusClosedError, BusError, UnroutableError
+from common.metrics import RECONNECTS
 from common.topology import (
     DEAD_EXCHANGE,
     ORIGIN_HEADER,
@@ -296,6 +297,8 @@ class AmqpBus(Bus):
             raise
         self._admin = _AdminChannel(connection)
         self._connection = connection
+        reconnects = RECONNECTS.labels(self.name)
+        connection.reconnect_callbacks.add(lambda *_: reconnects.inc())
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from common.errors import BranchnetError, FrameError, UnroutableError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
 from common.identity import ensure_identity
 from common.logs import get_logger
+from common.metrics import STAGE_SECONDS
 from common.replies import Reply, encode_reply
 from common.topology import (
     CORE,
@@ -37,6 +39,8 @@ from common.topology import (
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
+from host_node.event_rules import frame_alert
+from host_node.events import EventPublisher, host_events
 from host_node.intake import DeadRecord, Item, unpack
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
@@ -135,6 +139,7 @@ class HostService:
         config: HostConfig = DEFAULT_CONFIG,
         clock: Callable[[], dt.datetime] = _now,
         on_tier_change: TierHook | None = None,
+        events: EventPublisher | None = None,
     ) -> None:
         self.bus = bus
         self._clock = clock
@@ -176,6 +181,9 @@ class HostService:
         self._counts: Counter[str] = Counter()
         self._by_result: Counter[str] = Counter()
         self._closed_through: dt.date | None = None
+        #: Ops events and stats (host_node/events.py); others emit through ``events.emit``.
+        self.events = events or host_events(bus)
+        self.events.watch_queues(self._queue_depths)
 
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
@@ -200,6 +208,7 @@ class HostService:
         self._subscription = await self.bus.consume(
             HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
         )
+        await self.events.start()
 
     async def stop(self) -> None:
         """Finish the batch in hand, give back every frame not fully answered, close the store."""
@@ -229,6 +238,7 @@ class HostService:
             await self.checkpoint()
         finally:
             await self.store.close()
+            await self.events.stop()
 
     async def _take_epoch(self) -> None:
         """Adopt the store's epoch, unless a promoted host announced a higher one.
@@ -299,6 +309,13 @@ class HostService:
             replication_degraded=self.replicator.degraded if self.replicator else False,
         )
 
+    def _queue_depths(self) -> dict[str, int]:
+        return {
+            "inbox": self._inbox.qsize(),
+            "carried": len(self._carried),
+            "pin_pending": self._pins.pending,
+        }
+
     async def _accept(self, delivery: Delivery) -> None:
         await self._inbox.put(_Inbound(delivery, self._clock()))
 
@@ -347,6 +364,7 @@ class HostService:
             self._counts["dead_frames"] += 1
             key = delivery.routing_key[:40]
             _log.warning("request frame dead-lettered", routing_key=key, reason=str(error))
+            self.events.emit(frame_alert(str(error), key, at=_now()))
             await self.bus.dead_letter(delivery, str(error))
             inbound.settled = True
             del batch.inbounds[id(inbound)]
@@ -360,6 +378,7 @@ class HostService:
         batch.dead.extend((dead, inbound) for dead in unpacked.dead)
 
     async def _process(self, batch: _Batch) -> None:
+        started = time.perf_counter()
         replies: Sequence[Reply | None] = ()
         if batch.items:
             await self._close_books()
@@ -368,7 +387,8 @@ class HostService:
                 {item.request_id for item in items}, accounts_to_load(items)
             )
             planned = plan(items, snapshot, self._command_ids, self.config.pin_method)
-            responses = await self._pins.execute(planned.commands)
+            with STAGE_SECONDS.labels("crypto").time():
+                responses = await self._pins.execute(planned.commands)
             settlement = settle(
                 items,
                 planned,
@@ -378,7 +398,9 @@ class HostService:
                 self._clock,
                 self.config.policy,
             )
-            self._tiers_changed(await self.store.commit(settlement))
+            with STAGE_SECONDS.labels("journal_commit").time():
+                tier_changes = await self.store.commit(settlement)
+            self._tiers_changed(tier_changes)
             self._segment.extend([entry.hash for entry in settlement.entries])
             if self.replicator is not None:
                 await self.replicator.ship(settlement)
@@ -390,6 +412,8 @@ class HostService:
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
         await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
+        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - started)
+        self.events.on_batch([(pending.item, reply) for pending, reply in answered])
         for pending, reply in answered:
             self._by_result[reply.result.value] += 1
             pending.inbound.results[reply.result.value] += 1

@@ -58,3 +58,35 @@ def test_nodes_wait_for_a_healthy_broker_and_the_keys(services: dict[str, Any]) 
         assert depends["rabbitmq"]["condition"] == "service_healthy"
         assert depends["keys"]["condition"] == "service_completed_successfully"
         assert services[name]["environment"]["BRANCHNET_AMQP_URL"].startswith("amqp://")
+
+
+def test_the_dashboard_reads_the_broker_over_mqtt(services: dict[str, Any]) -> None:
+    dashboard = services["dashboard"]
+    command = dashboard["command"]
+    assert command[:2] == ["branchnet", "dashboard"]
+    mqtt_url = command[command.index("--mqtt-url") + 1]
+    assert mqtt_url.startswith("mqtt://") and "@rabbitmq:1883" in mqtt_url
+    port = command[command.index("--port") + 1]
+    assert f"{port}:{port}" in dashboard["ports"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+
+
+def test_prometheus_scrapes_every_node(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    (mount,) = prometheus["volumes"]
+    source, target = mount.split(":")[:2]
+    assert target == "/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((COMPOSE.parent / source).read_text())
+    targets = {
+        t
+        for job in config["scrape_configs"]
+        for group in job["static_configs"]
+        for t in group["targets"]
+    }
+    nodes = [
+        n for n, c in _branchnet_commands(services).items() if c[1] in ("host", "crypto", "branch")
+    ]
+    assert len(nodes) == 5
+    for name in nodes:
+        port = services[name]["environment"]["BRANCHNET_METRICS_PORT"]
+        assert f"{name}:{port}" in targets

@@ -1,0 +1,321 @@
+"""Ops events: small versioned JSON documents on ``amq.topic`` (DESIGN.md "Events").
+
+Every event carries ``v`` (the schema version), ``type`` (its kind, also the last word of its
+routing key ``bank.events.<branch>.<type>``), the emitting ``node``, the ``branch`` it concerns
+(or ``network`` for events about the network itself) and ``at``. A consumer dispatches on
+``type``; :func:`decode_event` does that for Python consumers.
+
+Events are for operators, not evidence: they are masked. Card numbers appear only as first 6 /
+last 4 digits (:func:`common.ids.mask_pan`), identity numbers and names never, PIN data never.
+Free text is passed through :func:`scrub` so that no long digit run survives. Amounts of
+ordinary transactions appear as a band (:func:`amount_band`); large cash carries the amount.
+
+Once a second each node also publishes a :class:`StatsSummary` on ``bank.stats.<node>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from common.ids import mask_pan
+from common.money import yuan
+from common.results import ResultCode
+
+SCHEMA_VERSION: Literal[1] = 1
+#: The branch word of events about the network as a whole (nodes, replication, security).
+NETWORK = "network"
+#: Cash of this much or more in one request is reported as large cash (50,000 CNY).
+LARGE_CASH_FEN = yuan(50_000)
+
+BranchWord = Annotated[str, Field(pattern=r"^(\d{4}|network)$")]
+MaskedPan = Annotated[str, Field(pattern=r"^(\d{6}\*+\d{4}|\*+)$")]
+Text = Annotated[str, Field(max_length=200)]
+
+_DIGIT_RUN = re.compile(r"\d{8,}")
+_ID_LIKE = re.compile(r"\b[A-Z]{1,2}\d{6,}\b|\b\d{6,}[\dX]\b")
+
+
+class EventType(StrEnum):
+    """The kinds of event; each is the last word of its routing key."""
+
+    TRANSACTION = "transaction"
+    DECLINE = "decline"
+    LARGE_CASH = "large_cash"
+    PIN_LOCKOUT = "pin_lockout"
+    FREEZE_DEDUCT = "freeze_deduct"
+    TIER_CHANGED = "tier_changed"
+    REPLICATION_LAG = "replication_lag"
+    SECURITY_ALERT = "security_alert"
+    NODE_STATUS = "node_status"
+
+
+class AmountBand(StrEnum):
+    """Coarse amount bands in CNY (the amount itself is not in a transaction event)."""
+
+    NONE = "none"
+    UNDER_1K = "<1k"
+    UNDER_10K = "1k-10k"
+    UNDER_50K = "10k-50k"
+    UNDER_200K = "50k-200k"
+    LARGE = ">=200k"
+
+
+_BANDS: tuple[tuple[int, AmountBand], ...] = (
+    (yuan(1_000), AmountBand.UNDER_1K),
+    (yuan(10_000), AmountBand.UNDER_10K),
+    (yuan(50_000), AmountBand.UNDER_50K),
+    (yuan(200_000), AmountBand.UNDER_200K),
+)
+
+
+class CustomerTier(StrEnum):
+    """The customer tiers of DOMAIN.md "Customer tiers", by financial assets."""
+
+    MASS = "mass"  # under 50k CNY
+    BRANCH_STAFF = "branch_staff"  # 50k-100k
+    BRANCH_DIRECTOR = "branch_director"  # 100k-200k
+    WEALTH = "wealth"  # 200k-2M
+    PRIVATE = "private"  # over 2M
+
+
+class SecurityAlertKind(StrEnum):
+    BAD_SIGNATURE = "bad_signature"
+    REPLAY = "replay"
+    PERMISSION_DENIED = "permission_denied"
+    UNKNOWN_SENDER = "unknown_sender"
+    STALE_EPOCH = "stale_epoch"
+    BAD_FRAME = "bad_frame"
+
+
+class EventBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = SCHEMA_VERSION
+    type: EventType
+    node: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
+    branch: BranchWord = NETWORK
+    at: dt.datetime
+
+
+class TransactionOutcome(EventBase):
+    """One answered request: what kind, how big, how it ended, how long the host took."""
+
+    type: Literal[EventType.TRANSACTION] = EventType.TRANSACTION
+    request_id: str
+    request_kind: str
+    amount_band: AmountBand
+    result: ResultCode
+    latency_ms: float = Field(ge=0, description="host latency: frame received to reply sent")
+
+
+class Decline(EventBase):
+    """A request answered with anything but ``00``, and why."""
+
+    type: Literal[EventType.DECLINE] = EventType.DECLINE
+    request_id: str
+    request_kind: str
+    result: ResultCode
+    reason: Text
+
+
+class LargeCash(EventBase):
+    """Cash of 50,000 CNY or more over the counter, approved or not."""
+
+    type: Literal[EventType.LARGE_CASH] = EventType.LARGE_CASH
+    request_id: str
+    request_kind: str
+    account: MaskedPan
+    amount_fen: int = Field(ge=0)
+    result: ResultCode
+    identity_shown: bool = Field(description="the withdrawer showed an identity document")
+    third_party: bool = Field(description="the withdrawer is not the account holder")
+
+
+class PinLockout(EventBase):
+    """An account's PIN locked after the third wrong PIN in a row."""
+
+    type: Literal[EventType.PIN_LOCKOUT] = EventType.PIN_LOCKOUT
+    request_id: str
+    account: MaskedPan
+
+
+class FreezeDeduct(EventBase):
+    """A freeze, unfreeze or deduction (扣划) under a legal authority."""
+
+    type: Literal[EventType.FREEZE_DEDUCT] = EventType.FREEZE_DEDUCT
+    request_id: str
+    action: Literal["freeze", "unfreeze", "deduct"]
+    account: MaskedPan
+    amount_fen: int | None = Field(default=None, ge=0)
+    result: ResultCode
+    supervisor_id: str | None = None
+
+
+class TierChanged(EventBase):
+    """A customer moved between tiers (``from_tier`` None: a new customer)."""
+
+    type: Literal[EventType.TIER_CHANGED] = EventType.TIER_CHANGED
+    account: MaskedPan
+    from_tier: CustomerTier | None
+    to_tier: CustomerTier
+
+
+class ReplicationLag(EventBase):
+    """How far the standby is behind the primary."""
+
+    type: Literal[EventType.REPLICATION_LAG] = EventType.REPLICATION_LAG
+    mode: Literal["sync", "async"]
+    lag_entries: int = Field(ge=0)
+    lag_s: float = Field(ge=0)
+    standby_up: bool = True
+
+
+class SecurityAlert(EventBase):
+    """Something refused for security reasons: a bad signature, a replay, a denied action."""
+
+    type: Literal[EventType.SECURITY_ALERT] = EventType.SECURITY_ALERT
+    alert: SecurityAlertKind
+    detail: Text
+    source: Text = ""
+
+
+class NodeStatus(EventBase):
+    """A node came up or went down."""
+
+    type: Literal[EventType.NODE_STATUS] = EventType.NODE_STATUS
+    status: Literal["up", "down"]
+    role: str = ""
+    reason: Text = ""
+
+
+Event = Annotated[
+    TransactionOutcome
+    | Decline
+    | LargeCash
+    | PinLockout
+    | FreezeDeduct
+    | TierChanged
+    | ReplicationLag
+    | SecurityAlert
+    | NodeStatus,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_MODELS: dict[EventType, type[EventBase]] = {
+    EventType.TRANSACTION: TransactionOutcome,
+    EventType.DECLINE: Decline,
+    EventType.LARGE_CASH: LargeCash,
+    EventType.PIN_LOCKOUT: PinLockout,
+    EventType.FREEZE_DEDUCT: FreezeDeduct,
+    EventType.TIER_CHANGED: TierChanged,
+    EventType.REPLICATION_LAG: ReplicationLag,
+    EventType.SECURITY_ALERT: SecurityAlert,
+    EventType.NODE_STATUS: NodeStatus,
+}
+
+
+class LatencySummary(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    p50: float = 0.0
+    p90: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+
+class ReplicationStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["sync", "async"]
+    lag_entries: int = Field(ge=0)
+    lag_s: float = Field(ge=0)
+    standby_up: bool = True
+
+
+class EventCounts(BaseModel):
+    """The publisher's own health: what it published, dropped and still holds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    published: int = 0
+    dropped: int = 0
+    buffered: int = 0
+
+
+class StatsSummary(BaseModel):
+    """A node's once-a-second summary on ``bank.stats.<node>``.
+
+    ``tps``, ``by_result``, ``by_branch`` and ``latency_ms`` cover the last interval only;
+    ``requests`` is the total since the node started.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = SCHEMA_VERSION
+    type: Literal["stats"] = "stats"
+    node: str
+    role: str = ""
+    at: dt.datetime
+    interval_s: float = Field(ge=0)
+    tps: float = Field(ge=0)
+    requests: int = Field(ge=0)
+    by_result: dict[str, int] = Field(default_factory=dict)
+    by_branch: dict[str, int] = Field(default_factory=dict)
+    latency_ms: LatencySummary = Field(default_factory=LatencySummary)
+    queues: dict[str, int] = Field(default_factory=dict)
+    replication: ReplicationStatus | None = None
+    tiers: dict[CustomerTier, int] | None = None
+    events: EventCounts = Field(default_factory=EventCounts)
+
+
+STATS_ADAPTER: TypeAdapter[StatsSummary] = TypeAdapter(StatsSummary)
+
+
+def amount_band(amount_fen: int | None) -> AmountBand:
+    """The band an amount falls in; None or zero is ``none``."""
+    if not amount_fen:
+        return AmountBand.NONE
+    for bound, band in _BANDS:
+        if amount_fen < bound:
+            return band
+    return AmountBand.LARGE
+
+
+def mask_account(number: str) -> str:
+    """An account number as events show it: first 6 and last 4 digits."""
+    return mask_pan(number)
+
+
+def scrub(text: str, limit: int = 200) -> str:
+    """Free text made safe for an event: long digit runs and ID-like tokens masked, cut short."""
+    text = _ID_LIKE.sub(lambda m: "*" * len(m.group(0)), text)
+    text = _DIGIT_RUN.sub(lambda m: "*" * len(m.group(0)), text)
+    return text[:limit]
+
+
+def encode_event(event: EventBase | StatsSummary) -> bytes:
+    """An event's wire bytes (compact JSON)."""
+    return event.__pydantic_serializer__.to_json(event)
+
+
+def decode_event(raw: bytes) -> Event:
+    """Decode an event document.
+
+    Raises:
+        pydantic.ValidationError: not an event of this schema version.
+    """
+    return EVENT_ADAPTER.validate_json(raw)
+
+
+def decode_stats(raw: bytes) -> StatsSummary:
+    """Decode a stats summary.
+
+    Raises:
+        pydantic.ValidationError: not a stats summary of this schema version.
+    """
+    return STATS_ADAPTER.validate_json(raw)

@@ -1,0 +1,128 @@
+"""Which ops events an answered request raises: the pure core behind the event publisher.
+
+Every answered request raises a :class:`~common.events.TransactionOutcome`; a refusal also a
+:class:`~common.events.Decline`; cash of 50,000 CNY or more a
+:class:`~common.events.LargeCash`; the wrong PIN that locks an account a
+:class:`~common.events.PinLockout`; a freeze, unfreeze or deduction a
+:class:`~common.events.FreezeDeduct`. Everything is masked here, at the source.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from common.events import (
+    LARGE_CASH_FEN,
+    NETWORK,
+    Decline,
+    EventBase,
+    FreezeDeduct,
+    LargeCash,
+    PinLockout,
+    SecurityAlert,
+    SecurityAlertKind,
+    TransactionOutcome,
+    amount_band,
+    mask_account,
+    scrub,
+)
+from common.replies import Reply
+from common.requests import CloseAccount, Deduct, Deposit, Freeze, Unfreeze, Withdraw
+from common.results import ResultCode
+from host_node.intake import Item
+
+#: The reason the rules give for the wrong PIN that locks an account.
+LOCKING_REASON = "third wrong PIN"
+
+
+def events_for(
+    item: Item, reply: Reply, *, node: str, latency_s: float, at: dt.datetime
+) -> list[EventBase]:
+    """The events one answered request raises, masked."""
+    request = item.record
+    amount = getattr(request, "amount", None)
+    if amount is None and reply.amount is not None:
+        amount = reply.amount
+    common: dict[str, Any] = {
+        "node": node,
+        "branch": item.branch_id,
+        "at": at,
+        "request_id": item.request_id,
+    }
+    events: list[EventBase] = [
+        TransactionOutcome(
+            **common,
+            request_kind=item.kind,
+            amount_band=amount_band(amount),
+            result=reply.result,
+            latency_ms=round(max(0.0, latency_s) * 1000, 3),
+        )
+    ]
+    if not reply.approved:
+        events.append(
+            Decline(
+                **common, request_kind=item.kind, result=reply.result, reason=scrub(reply.reason)
+            )
+        )
+    cash = _cash_amount(request, reply)
+    if cash is not None and cash >= LARGE_CASH_FEN:
+        withdraw = request if isinstance(request, Withdraw) else None
+        events.append(
+            LargeCash(
+                **common,
+                request_kind=item.kind,
+                account=mask_account(request.account),  # type: ignore[union-attr]
+                amount_fen=cash,
+                result=reply.result,
+                identity_shown=withdraw is not None and withdraw.withdrawer is not None,
+                third_party=withdraw is not None
+                and withdraw.withdrawer is not None
+                and withdraw.holder is not None,
+            )
+        )
+    if reply.result is ResultCode.PIN_TRIES_EXCEEDED and LOCKING_REASON in reply.reason:
+        events.append(
+            PinLockout(**common, account=mask_account(request.account))  # type: ignore[union-attr]
+        )
+    if isinstance(request, Freeze | Unfreeze | Deduct):
+        events.append(
+            FreezeDeduct(
+                **common,
+                action=request.kind,
+                account=mask_account(request.account),
+                amount_fen=getattr(request, "amount", None),
+                result=reply.result,
+                supervisor_id=request.supervisor_id,
+            )
+        )
+    return events
+
+
+def _cash_amount(request: object, reply: Reply) -> int | None:
+    """Cash over the counter a request asked to move (a closing: what it paid out)."""
+    if isinstance(request, Deposit | Withdraw):
+        return request.amount
+    if isinstance(request, CloseAccount):
+        return reply.amount if reply.approved else None
+    return None
+
+
+def frame_alert(
+    reason: str, routing_key: str, *, at: dt.datetime, node: str = "host"
+) -> SecurityAlert:
+    """The security alert for a request frame the host refused whole."""
+    if "unregistered sender" in reason:
+        alert = SecurityAlertKind.UNKNOWN_SENDER
+    elif "does not match routing key" in reason:
+        alert = SecurityAlertKind.PERMISSION_DENIED
+    else:
+        alert = SecurityAlertKind.BAD_FRAME
+    return SecurityAlert(
+        node=node,
+        branch=NETWORK,
+        at=at,
+        alert=alert,
+        detail=scrub(reason),
+        source=scrub(routing_key),
+    )

@@ -1,0 +1,166 @@
+"""The dashboard's aggregation of the event stream (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from common.events import (
+    AmountBand,
+    CustomerTier,
+    LargeCash,
+    NodeStatus,
+    PinLockout,
+    ReplicationStatus,
+    SecurityAlert,
+    SecurityAlertKind,
+    StatsSummary,
+    TierChanged,
+    TransactionOutcome,
+    encode_event,
+)
+from common.results import ResultCode
+from dashboard.state import STALE_AFTER_S, DashboardState
+
+AT = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
+MASKED = "620001******0034"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def outcome(branch: str, result: ResultCode, n: int) -> TransactionOutcome:
+    return TransactionOutcome(
+        node="host",
+        branch=branch,
+        at=AT,
+        request_id=f"{branch}-01-{n:010d}",
+        request_kind="deposit",
+        amount_band=AmountBand.UNDER_1K,
+        result=result,
+        latency_ms=1.5,
+    )
+
+
+def topic(event: object) -> str:
+    return f"bank/events/{event.branch}/{event.type.value}"  # type: ignore[attr-defined]
+
+
+def test_ticks_count_transactions_and_carry_new_alerts_once() -> None:
+    state = DashboardState(clock=Clock())
+    for n in range(3):
+        event = outcome("0001", ResultCode.APPROVED, n)
+        state.ingest(topic(event), encode_event(event))
+    declined = outcome("0002", ResultCode.WRONG_PIN, 9)
+    state.ingest(topic(declined), encode_event(declined))
+    lockout = PinLockout(node="host", branch="0002", at=AT, request_id="0002-01-1", account=MASKED)
+    state.ingest(topic(lockout), encode_event(lockout))
+    first = state.tick(1.0)
+    assert first["interval"]["transactions"] == 4
+    assert first["interval"]["by_branch"] == {"0001": 3, "0002": 1}
+    assert first["totals"]["by_result"] == {"00": 3, "55": 1}
+    assert first["tps"] == 4.0  # no host stats yet: counted from the events
+    assert [a["title"] for a in first["alerts"]] == ["PIN locked"]
+    second = state.tick(2.0)
+    assert second["alerts"] == [] and second["interval"]["transactions"] == 0
+    snapshot = state.snapshot()
+    assert len(snapshot["ticks"]) == 2 and len(snapshot["alerts"]) == 1
+
+
+def test_alerts_are_worded_for_an_operator() -> None:
+    state = DashboardState(clock=Clock())
+    large = LargeCash(
+        node="host",
+        branch="0003",
+        at=AT,
+        request_id="0003-01-1",
+        request_kind="withdraw",
+        account=MASKED,
+        amount_fen=7_065_900,
+        result=ResultCode.APPROVED,
+        identity_shown=True,
+        third_party=True,
+    )
+    alert = SecurityAlert(
+        node="host", at=AT, alert=SecurityAlertKind.BAD_SIGNATURE, detail="frame 12 signature"
+    )
+    for event in (large, alert):
+        state.ingest(topic(event), encode_event(event))
+    titles = {a["title"]: a for a in state.tick(1.0)["alerts"]}
+    assert titles["large cash"]["detail"] == (
+        f"70,659.00 CNY withdrawal · {MASKED} · third party · 00 approved"
+    )
+    assert titles["large cash"]["level"] == "warning"
+    assert titles["security: bad signature"]["level"] == "critical"
+
+
+def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
+    clock = Clock()
+    state = DashboardState(clock=clock)
+    summary = StatsSummary(
+        node="host",
+        role="primary",
+        at=AT,
+        interval_s=1.0,
+        tps=812.5,
+        requests=10_000,
+        queues={"inbox": 3},
+        replication=ReplicationStatus(mode="sync", lag_entries=2, lag_s=0.01),
+    )
+    state.ingest("bank/stats/host", encode_event(summary))
+    tick = state.tick(1.0)
+    assert tick["tps"] == 812.5 and tick["requests"] == 10_000
+    assert tick["nodes"][0] | {"age_s": None} == {
+        "name": "host",
+        "role": "primary",
+        "status": "up",
+        "age_s": None,
+        "queues": {"inbox": 3},
+        "events": {"published": 0, "dropped": 0, "buffered": 0},
+    }
+    assert tick["replication"]["lag_entries"] == 2
+    clock.now += STALE_AFTER_S + 1
+    assert state.tick(2.0)["nodes"][0]["status"] == "stale"
+    down = NodeStatus(node="host", at=AT, status="down", reason="stopped")
+    state.ingest(topic(down), encode_event(down))
+    update = state.tick(3.0)
+    assert update["nodes"][0]["status"] == "down"
+    assert update["alerts"][0]["level"] == "critical"
+
+    for to_tier in (CustomerTier.MASS, CustomerTier.MASS, CustomerTier.WEALTH):
+        changed = TierChanged(
+            node="host", branch="0001", at=AT, account=MASKED, from_tier=None, to_tier=to_tier
+        )
+        state.ingest(topic(changed), encode_event(changed))
+    moved = TierChanged(
+        node="host",
+        branch="0001",
+        at=AT,
+        account=MASKED,
+        from_tier=CustomerTier.MASS,
+        to_tier=CustomerTier.PRIVATE,
+    )
+    state.ingest(topic(moved), encode_event(moved))
+    tiers = state.tick(4.0)["tiers"]
+    assert tiers == {
+        "mass": 1,
+        "branch_staff": 0,
+        "branch_director": 0,
+        "wealth": 1,
+        "private": 1,
+    }
+
+
+def test_garbage_is_counted_not_shown() -> None:
+    state = DashboardState(clock=Clock())
+    state.ingest("bank/events/0001/transaction", b"not json")
+    state.ingest("bank/events/0001/transaction", b'{"v": 9, "type": "transaction"}')
+    state.ingest("elsewhere/topic", b"{}")
+    state.ingest("bank/stats/host", b"[]")
+    tick = state.tick(1.0)
+    assert state.rejected == 4 and tick["interval"]["transactions"] == 0
+    assert tick["feed"] == {"received": 4, "rejected": 4}
