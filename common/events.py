@@ -34,6 +34,8 @@ LARGE_CASH_FEN = yuan(50_000)
 
 BranchWord = Annotated[str, Field(pattern=r"^(\d{4}|network)$")]
 MaskedPan = Annotated[str, Field(pattern=r"^(\d{6}\*+\d{4}|\*+)$")]
+#: An identity number with at most its first three and last four characters shown.
+MaskedIdNumber = Annotated[str, Field(pattern=r"^[0-9A-Za-z]{0,3}\*+[0-9A-Za-z]{0,4}$")]
 Text = Annotated[str, Field(max_length=200)]
 
 _DIGIT_RUN = re.compile(r"\d{8,}")
@@ -76,11 +78,11 @@ _BANDS: tuple[tuple[int, AmountBand], ...] = (
 class CustomerTier(StrEnum):
     """The customer tiers of DOMAIN.md "Customer tiers", by financial assets."""
 
-    MASS = "mass"  # under 50k CNY
-    BRANCH_STAFF = "branch_staff"  # 50k-100k
-    BRANCH_DIRECTOR = "branch_director"  # 100k-200k
-    WEALTH = "wealth"  # 200k-2M
-    PRIVATE = "private"  # over 2M
+    BASE = "base"  # under 50k CNY
+    BRANCH = "branch"  # 50k-100k: branch staff
+    DIRECTOR = "director"  # 100k-200k: branch director and lobby manager
+    WEALTH = "wealth"  # 200k-2M: wealth managers
+    PRIVATE = "private"  # over 2M: wealth management centre / private banking
 
 
 class SecurityAlertKind(StrEnum):
@@ -160,7 +162,7 @@ class TierChanged(EventBase):
     """A customer moved between tiers (``from_tier`` None: a new customer)."""
 
     type: Literal[EventType.TIER_CHANGED] = EventType.TIER_CHANGED
-    account: MaskedPan
+    customer: MaskedIdNumber
     from_tier: CustomerTier | None
     to_tier: CustomerTier
 

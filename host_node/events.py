@@ -17,7 +17,7 @@ over the interval, queue depths (from :meth:`watch_queues` and the bus queues na
 
 Usage by other parts of the host::
 
-    service.events.emit(TierChanged(node="host", branch="0001", at=now, account=masked,
+    service.events.emit(TierChanged(node="host", branch="0001", at=now, customer=masked_id,
                                     from_tier=None, to_tier=CustomerTier.WEALTH))
     service.events.watch_replication(lambda: ReplicationStatus(mode="sync", lag_entries=0,
                                                                lag_s=0.0))

@@ -143,8 +143,8 @@ class HostService:
     ) -> None:
         self.bus = bus
         self._clock = clock
-        #: Called with each customer tier change after its batch committed (the event
-        #: publisher's hook for ``tier_changed``); exceptions are logged, never raised.
+        #: Called with each customer tier change after its batch committed (each also goes
+        #: out as a ``tier_changed`` event); exceptions are logged, never raised.
         self.on_tier_change = on_tier_change
         self.branch_ids = frozenset(branch_ids)
         self.config = config
@@ -449,9 +449,10 @@ class HostService:
 
     def _tiers_changed(self, changes: Sequence[TierChange]) -> None:
         hook = self.on_tier_change
-        if hook is None:
-            return
         for change in changes:
+            self.events.emit(change.as_event(SENDER))
+            if hook is None:
+                continue
             try:
                 hook(change)
             except Exception:

@@ -13,7 +13,7 @@ DOMAIN.md: customers are tiered by their financial assets at the bank, each tier
 Lower bounds are inclusive, except that ``private`` starts above 2,000,000. The store
 recomputes the tier of every customer whose money moved in a committed batch (or in an
 interest posting) and records each change in ``tier_changes``; the host hands each change to
-its ``on_tier_change`` hook (the event publisher emits ``tier_changed``, masked).
+its ``on_tier_change`` hook and emits a masked ``tier_changed`` event.
 """
 
 from __future__ import annotations
@@ -23,30 +23,31 @@ import sqlite3
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from common.events import CustomerTier, TierChanged
 from common.id_documents import mask_id_number
 from common.money import yuan
 
-TIERS: tuple[str, ...] = ("base", "branch", "director", "wealth", "private")
+TIERS: tuple[str, ...] = tuple(CustomerTier)
 OWNERS: dict[str, str] = {
-    "base": "",
-    "branch": "branch staff",
-    "director": "branch director and lobby manager",
-    "wealth": "wealth managers",
-    "private": "wealth management centre / private banking",
+    CustomerTier.BASE: "",
+    CustomerTier.BRANCH: "branch staff",
+    CustomerTier.DIRECTOR: "branch director and lobby manager",
+    CustomerTier.WEALTH: "wealth managers",
+    CustomerTier.PRIVATE: "wealth management centre / private banking",
 }
 
 
-def tier_of(assets: int) -> str:
+def tier_of(assets: int) -> CustomerTier:
     """The tier of a customer holding ``assets`` fen."""
     if assets > yuan(2_000_000):
-        return "private"
+        return CustomerTier.PRIVATE
     if assets >= yuan(200_000):
-        return "wealth"
+        return CustomerTier.WEALTH
     if assets >= yuan(100_000):
-        return "director"
+        return CustomerTier.DIRECTOR
     if assets >= yuan(50_000):
-        return "branch"
-    return "base"
+        return CustomerTier.BRANCH
+    return CustomerTier.BASE
 
 
 def rank(tier: str) -> int:
@@ -68,19 +69,16 @@ class TierChange:
     def upgrade(self) -> bool:
         return rank(self.new) > rank(self.old)
 
-    def as_event(self) -> dict[str, object]:
-        """The ``tier_changed`` event body (no full ID number, no account number)."""
-        return {
-            "kind": "tier_changed",
-            "version": 1,
-            "branch_id": self.branch_id,
-            "customer": self.customer,
-            "old_tier": self.old,
-            "new_tier": self.new,
-            "owner": OWNERS[self.new],
-            "upgrade": self.upgrade,
-            "at": self.at.isoformat(),
-        }
+    def as_event(self, node: str) -> TierChanged:
+        """The masked ``tier_changed`` event (the ID number masked, no account number)."""
+        return TierChanged(
+            node=node,
+            branch=self.branch_id,
+            at=self.at,
+            customer=self.customer,
+            from_tier=CustomerTier(self.old),
+            to_tier=CustomerTier(self.new),
+        )
 
 
 _CHUNK = 500

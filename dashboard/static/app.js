@@ -3,9 +3,9 @@
 
 const HISTORY = 300;
 const TIERS = [
-  ["mass", "Mass", "assets under CNY 50k"],
-  ["branch_staff", "Branch staff", "CNY 50k – 100k"],
-  ["branch_director", "Director & lobby manager", "CNY 100k – 200k"],
+  ["base", "Mass", "assets under CNY 50k"],
+  ["branch", "Branch staff", "CNY 50k – 100k"],
+  ["director", "Director & lobby manager", "CNY 100k – 200k"],
   ["wealth", "Wealth managers", "CNY 200k – 2M"],
   ["private", "Private banking", "over CNY 2M"],
 ];

@@ -85,4 +85,4 @@ async def test_the_host_calls_its_tier_hook_after_the_batch(tmp_path: Path) -> N
         ("base", "wealth", True),
         ("wealth", "director", False),
     ]
-    assert all(resident(1).number not in str(c.as_event()) for c in changes)
+    assert all(resident(1).number not in c.as_event("host").model_dump_json() for c in changes)

@@ -131,25 +131,30 @@ def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
     assert update["nodes"][0]["status"] == "down"
     assert update["alerts"][0]["level"] == "critical"
 
-    for to_tier in (CustomerTier.MASS, CustomerTier.MASS, CustomerTier.WEALTH):
+    for to_tier in (CustomerTier.BASE, CustomerTier.BASE, CustomerTier.WEALTH):
         changed = TierChanged(
-            node="host", branch="0001", at=AT, account=MASKED, from_tier=None, to_tier=to_tier
+            node="host",
+            branch="0001",
+            at=AT,
+            customer="110****1233",
+            from_tier=None,
+            to_tier=to_tier,
         )
         state.ingest(topic(changed), encode_event(changed))
     moved = TierChanged(
         node="host",
         branch="0001",
         at=AT,
-        account=MASKED,
-        from_tier=CustomerTier.MASS,
+        customer="110***********1233",
+        from_tier=CustomerTier.BASE,
         to_tier=CustomerTier.PRIVATE,
     )
     state.ingest(topic(moved), encode_event(moved))
     tiers = state.tick(4.0)["tiers"]
     assert tiers == {
-        "mass": 1,
-        "branch_staff": 0,
-        "branch_director": 0,
+        "base": 1,
+        "branch": 0,
+        "director": 0,
         "wealth": 1,
         "private": 1,
     }

@@ -158,14 +158,13 @@ async def test_other_parts_of_the_host_emit_through_it(
     network: tuple[EmbeddedBroker, HostService, Watcher],
 ) -> None:
     _, host, watcher = network
-    masked = A[:6] + "******" + A[-4:]
     host.events.watch_replication(
         lambda: ReplicationStatus(mode="async", lag_entries=7, lag_s=0.25)
     )
     host.events.watch_tiers(lambda: {CustomerTier.WEALTH: 3})
     at = dt.datetime.now(dt.UTC)
     event = TierChanged(
-        node="host", branch="0001", at=at, account=masked, from_tier=None, to_tier="wealth"
+        node="host", branch="0001", at=at, customer="110****1233", from_tier=None, to_tier="wealth"
     )
     assert host.events.emit(event)
     (changed,) = await watcher.wait_for(EventType.TIER_CHANGED)
@@ -220,7 +219,12 @@ def test_emit_never_waits_and_counts_drops() -> None:
     results = [
         publisher.emit(
             TierChanged(
-                node="host", branch="0001", at=at, account="******", from_tier=None, to_tier="mass"
+                node="host",
+                branch="0001",
+                at=at,
+                customer="110****1233",
+                from_tier=None,
+                to_tier="base",
             )
         )
         for _ in range(5)

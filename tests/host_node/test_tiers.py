@@ -35,9 +35,10 @@ def test_a_change_event_is_masked() -> None:
     import datetime as dt
 
     change = TierChange("110***********1233", "0001", "base", "wealth", 1, dt.datetime.now(dt.UTC))
-    event = change.as_event()
-    assert event["kind"] == "tier_changed" and event["upgrade"] is True
-    assert event["owner"] == "wealth managers"
+    assert change.upgrade
+    event = change.as_event("host")
+    assert event.customer == "110***********1233" and event.branch == "0001"
+    assert (event.from_tier, event.to_tier) == ("base", "wealth")
 
 
 async def test_the_store_records_tier_changes_over_all_of_a_customers_accounts(
