@@ -13,7 +13,7 @@ import random
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,7 @@ class _Run:
             self.recovery.append(time.monotonic() - since)
 
 
-Injector = Callable[[_Run], Awaitable[None]]
+Injector = Callable[[_Run], Coroutine[Any, Any, None]]
 
 
 async def _kill_host(run: _Run) -> None:
@@ -223,9 +223,9 @@ async def _run_processes(
             for branch in branches:
                 with contextlib.suppress(Exception):
                     await branch.stop()
-            for bus in buses:
+            for opened in buses:
                 with contextlib.suppress(Exception):
-                    await bus.close()
+                    await opened.close()
     return reports, RunFacts(dict(faults), recovery, drained)
 
 

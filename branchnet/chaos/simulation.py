@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from branch_node import Branch, BranchReport, ClientConfig
 from branchnet.chaos.faults import FaultPlan, FaultyBus
@@ -138,15 +139,15 @@ async def run_deterministic(
             with contextlib.suppress(Exception):
                 await bus.close()
         await nodes.stop()
-    for bus in (*branch_buses, nodes.host_bus, nodes.crypto_bus):
-        if bus is not None:
-            faults["duplicated_deliveries"] += bus.duplicated
-            faults["delayed_deliveries"] += bus.delayed
+    for faulty in [*branch_buses, nodes.host_bus, nodes.crypto_bus]:
+        if faulty is not None:
+            faults["duplicated_deliveries"] += faulty.duplicated
+            faults["delayed_deliveries"] += faulty.delayed
     notes = [f"plan: duplicate {plan.duplicate:.2f}, delay {plan.delay:.2f}"]
     return reports, RunFacts(dict(faults), recovery, drained, notes)
 
 
-async def _recovered(branches: list[Branch], answered: int, runs: asyncio.Future[object]) -> float:
+async def _recovered(branches: list[Branch], answered: int, runs: asyncio.Future[Any]) -> float:
     """Seconds until a branch gets its next answer after a restart."""
     started = time.monotonic()
     while not runs.done() and sum(b.statistics().answered for b in branches) <= answered:
