@@ -13,16 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from branch_node import Branch
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
+from common.identity import init_identities
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostService
+from host_node.guard import Guard, SecurityHook
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
-    """Create the key files on first use; refuse a data dir whose keys lack a branch."""
+    """Create the key files on first use; refuse a data dir whose keys lack a branch.
+
+    Identity keys missing for the host or a branch are created (kept when present).
+    """
+    init_identities(data_dir, branch_ids)
     if not (data_dir / "keys" / "crypto.json").exists():
         init_keys(data_dir, branch_ids, terminals)
         return
@@ -41,6 +48,10 @@ class NetworkConfig:
     terminals: int = 4
     seed: int = 1
     amqp_url: str | None = None
+    #: Secure envelopes (sealed, signed frames after a sign-on); False: plain frames.
+    envelopes: bool = True
+    #: Receives the host's security alerts (refused frames).
+    on_security: SecurityHook | None = None
 
 
 class Network:
@@ -67,7 +78,12 @@ class Network:
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
         await host_bus.connect()
-        self.host = HostService(host_bus, config.data_dir, branch_ids=config.branch_ids)
+        guard = None
+        if config.envelopes:
+            guard = Guard.load(config.data_dir, config.branch_ids, on_alert=config.on_security)
+        self.host = HostService(
+            host_bus, config.data_dir, branch_ids=config.branch_ids, guard=guard
+        )
         await self.host.start()
         for index, branch_id in enumerate(config.branch_ids):
             bus = self._bus(f"branch-{branch_id}")
@@ -78,6 +94,9 @@ class Network:
                 data_dir=config.data_dir,
                 terminals=config.terminals,
                 seed=config.seed * 1000 + index,
+                session=(
+                    BranchSession.load(config.data_dir, branch_id) if config.envelopes else None
+                ),
             )
             await branch.start()
             self.branches.append(branch)

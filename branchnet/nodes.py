@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from branch_node import Branch, BranchReport
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from common.bus import Bus
 from common.logs import get_logger
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from host_node import HostService
+from host_node.guard import Guard
 
 _log = get_logger("branchnet.nodes")
 
@@ -42,7 +44,12 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
 
 
 async def serve_host(amqp_url: str, data_dir: Path, branch_ids: tuple[str, ...]) -> None:
-    await _serve("host", amqp_url, lambda bus: HostService(bus, data_dir, branch_ids=branch_ids))
+    guard = Guard.load(data_dir, branch_ids)
+    await _serve(
+        "host",
+        amqp_url,
+        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, guard=guard),
+    )
 
 
 async def serve_crypto(amqp_url: str, data_dir: Path) -> None:
@@ -63,7 +70,10 @@ async def run_branch(
     """Run one branch's workload for ``duration_s`` (stops early on a signal)."""
     bus = open_bus(amqp_url, embedded=None, name=f"branch-{branch_id}")
     await bus.connect()
-    branch = Branch(bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed)
+    session = BranchSession.load(data_dir, branch_id)
+    branch = Branch(
+        bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed, session=session
+    )
     try:
         await branch.start()
         run = asyncio.ensure_future(branch.run(duration_s, max_requests=max_requests))

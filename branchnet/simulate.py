@@ -29,6 +29,8 @@ class SimulationConfig:
     amqp_url: str | None = None
     data_dir: Path | None = None
     max_requests: int | None = None
+    #: Secure envelopes between branches and host (the default); False: plain frames.
+    envelopes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ async def simulate(
         terminals=config.terminals,
         seed=config.seed,
         amqp_url=config.amqp_url,
+        envelopes=config.envelopes,
     )
     per_branch = None
     if config.max_requests is not None:
@@ -123,6 +126,7 @@ def build_report(
         "reconciliation": reconciliation.as_json(),
         "elapsed_s": round(elapsed_s, 3),
         "bus": "amqp" if config.amqp_url else "embedded",
+        "envelopes": config.envelopes,
         "branches": config.branches,
         "terminals": config.terminals,
         "seed": config.seed,

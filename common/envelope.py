@@ -180,25 +180,33 @@ class RecordProof:
         return cls(str(document["header"]), int(document["index"]), path)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class FrameEvidence:
     """What a host keeps of one opened frame so any of its records can be proven later:
-    the signed header as received and the records' leaf hashes (not the records)."""
+    the signed header as received and the records' leaf hashes (not the records). Proofs
+    are computed for the whole frame at the first request, O(n log n)."""
 
     header: bytes
     leaves: tuple[bytes, ...] = field(repr=False)
+    _proofs: list[RecordProof] | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, header: bytes, records: Sequence[bytes]) -> FrameEvidence:
         return cls(header, tuple(leaf_hash(r) for r in records))
 
+    def proof(self, index: int) -> RecordProof:
+        """The proof of record ``index`` of the frame."""
+        return self.proofs()[index]
+
     def proofs(self) -> list[RecordProof]:
-        """Every record's proof, in frame order (O(n log n) for the whole frame)."""
-        header = self.header.decode()
-        return [
-            RecordProof(header, index, tuple((side, h.hex()) for side, h in path))
-            for index, path in enumerate(merkle_paths(self.leaves))
-        ]
+        """Every record's proof, in frame order."""
+        if self._proofs is None:
+            header = self.header.decode()
+            self._proofs = [
+                RecordProof(header, index, tuple((side, h.hex()) for side, h in path))
+                for index, path in enumerate(merkle_paths(self.leaves))
+            ]
+        return self._proofs
 
 
 def prove_record(header: bytes, records: Sequence[bytes], index: int) -> RecordProof:

@@ -5,6 +5,11 @@ refused whole (:class:`~common.errors.FrameError`, to be dead-lettered with its 
 reason). Inside a good frame each record is decoded on its own: a request, a refusal that
 names its request id (answered with its code), or a refusal without one (a copy of the record
 goes to ``bn.dead``). One bad record never spoils its neighbours.
+
+Sealed frames are opened by :class:`host_node.guard.Guard` first and handed to
+:func:`unpack_frame` with their :class:`~common.envelope.FrameEvidence`; each item then carries
+the evidence that its branch signed it (:meth:`Item.proof`: the signed header JSON, the
+record's leaf index and Merkle path), for the journal to keep beside the entry.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from common.envelope import FrameEvidence, RecordProof
 from common.errors import FrameError
 from common.frames import Frame, FrameKind, decode_frame
 from common.requests import KINDS, RecordError, Request, decode_request
@@ -38,6 +44,14 @@ class Item:
     content_hash: str
     received_at: dt.datetime
     unpacked_at: dt.datetime
+    #: The opened sealed frame's evidence and this record's index in it (None: plain frame).
+    evidence: FrameEvidence | None = None
+    index: int = 0
+
+    def proof(self) -> RecordProof | None:
+        """Evidence that the branch signed this record: verify it with
+        :func:`common.envelope.verify_record` (or :func:`host_node.evidence.prove_entry`)."""
+        return None if self.evidence is None else self.evidence.proof(self.index)
 
     @property
     def request_id(self) -> str:
@@ -130,13 +144,27 @@ def unpack(
     """
     frame = decode_frame(body, expect=FrameKind.REQUEST)
     branch_id = sender_branch(frame, routing_key, branch_ids)
+    return unpack_frame(frame, branch_id, received_at=received_at, unpacked_at=unpacked_at)
+
+
+def unpack_frame(
+    frame: Frame,
+    branch_id: str,
+    *,
+    received_at: dt.datetime,
+    unpacked_at: dt.datetime,
+    evidence: FrameEvidence | None = None,
+) -> Unpacked:
+    """Decode each record of a frame already known to come from ``branch_id``."""
     items: list[Item] = []
     dead: list[DeadRecord] = []
-    for raw in frame.records:
+    for index, raw in enumerate(frame.records):
         record = decode_request(raw, branch_id=branch_id)
         if isinstance(record, RecordError) and record.request_id is None:
             dead.append(DeadRecord(raw, f"{record.code.value} {record.reason}"))
             continue
         hashed = content_hash(record, raw)
-        items.append(Item(branch_id, raw, record, hashed, received_at, unpacked_at))
+        items.append(
+            Item(branch_id, raw, record, hashed, received_at, unpacked_at, evidence, index)
+        )
     return Unpacked(branch_id, frame, tuple(items), tuple(dead))
