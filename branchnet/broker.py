@@ -540,3 +540,14 @@ def _management(
         raise BrokerError(f"management API {method} {path}: HTTP {exc.code}") from exc
     except (OSError, urllib.error.URLError) as exc:
         raise BrokerError(f"management API at {management_url} unreachable: {exc}") from exc
+
+
+def management_call(
+    management_url: str, amqp_url: str, method: str, path: str, body: object
+) -> bytes:
+    """One management API request with ``amqp_url``'s credentials (for branchnet.access).
+
+    Raises:
+        BrokerError: the API answered with an error or is unreachable.
+    """
+    return _management(management_url, amqp_url, method, path, body)

@@ -85,8 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     branch.set_defaults(run=_branch)
 
     broker = commands.add_parser("broker", help="a private local RabbitMQ node")
-    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("action", choices=["start", "stop", "status", "provision"])
     broker.add_argument("--dir", type=Path, default=DEFAULT_BROKER_DIR, help="node directory")
+    broker.add_argument("--vhost", default="/", help="vhost to provision (default /)")
+    broker.add_argument("--branches", type=int, default=None, help="branches to give users")
+    _data_dir_flag(broker, "where node credentials are written (default ./var)")
     broker.set_defaults(run=_broker)
 
     keys = commands.add_parser("keys", help="key management")
@@ -219,8 +222,18 @@ def _count(values: Any) -> dict[str, int]:
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from branchnet import broker
 
-    if args.action == "start":
-        info = broker.start_broker(args.dir)
+    if args.action in ("start", "provision"):
+        from branchnet.access import provision_private
+
+        found = broker.start_broker(args.dir) if args.action == "start" else None
+        info = found or broker.broker_status(args.dir)
+        if info is None:
+            print("not running: `branchnet broker start` first")
+            return 1
+        count = args.branches or settings.branches
+        files = provision_private(info, args.vhost, branch_ids(count), _data_dir(settings))
+        for user, path in files.items():
+            print(f"user {user:<12} credentials {path}")
     elif args.action == "stop":
         broker.stop_broker(args.dir)
         print("stopped")

@@ -8,8 +8,8 @@ ran in its own process.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from branch_node import Branch
@@ -52,6 +52,9 @@ class NetworkConfig:
     envelopes: bool = True
     #: Receives the host's security alerts (refused frames).
     on_security: SecurityHook | None = None
+    #: Per-node AMQP URLs (``host``, ``crypto``, ``branch-<id>``: see branchnet.access);
+    #: a node not named uses ``amqp_url``.
+    node_urls: Mapping[str, str] = field(default_factory=dict)
 
 
 class Network:
@@ -66,7 +69,8 @@ class Network:
         self.branches: list[Branch] = []
 
     def _bus(self, name: str) -> Bus:
-        bus = open_bus(self.config.amqp_url, embedded=self.embedded, name=name)
+        url = self.config.node_urls.get(name, self.config.amqp_url)
+        bus = open_bus(url if self.config.amqp_url else None, embedded=self.embedded, name=name)
         self.buses.append(bus)
         return bus
 
