@@ -39,7 +39,7 @@ from common.topology import (
     branch_key,
 )
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
-from host_node import HostService, ledger_path
+from host_node import HostService, check_store, ledger_path
 from host_node.guard import Guard, Refusal, SecurityAlert
 
 if TYPE_CHECKING:
@@ -211,3 +211,26 @@ async def test_a_host_restart_makes_the_branch_sign_on_again(secured: Secured) -
     assert report.statistics.timeouts == 0
     assert {a.refusal for a in secured.alerts} <= {Refusal.STALE_EPOCH}
     secured.reconciles(report)
+
+
+@pytest.mark.slow
+async def test_a_restarted_branch_continues_its_frame_sequence(secured: Secured) -> None:
+    assert secured.branch is not None and secured.host is not None
+    first = await asyncio.wait_for(secured.branch.run(0.5), 60)
+    await secured.branch.stop()
+    again = Branch(
+        await secured.bus_factory("branch-0001-again"),
+        "0001",
+        data_dir=secured.data_dir,
+        terminals=2,
+        client_config=ClientConfig(timeout_s=5),
+        session=BranchSession.load(secured.data_dir, "0001"),
+    )
+    secured.branch = again
+    await again.start()
+    second = await asyncio.wait_for(again.run(0.5), 60)
+    # The host's replay window outlived the branch: reused sequences would be refused.
+    assert secured.alerts == []
+    assert second.statistics.timeouts == 0 and len(second.outcomes) > 5
+    assert len(first.outcomes) > 5
+    assert all(check.ok for check in check_store(ledger_path(secured.data_dir)).values())
