@@ -31,6 +31,8 @@ from common.results import ResultCode
 MAX_RECORD_BYTES = 8 * 1024
 
 IdType = Literal["resident_id", "military_officer", "passport"]
+#: Who acts at the terminal: a teller, a supervisor authorising, an auditor.
+Role = Literal["teller", "supervisor", "auditor"]
 
 
 class _Record(BaseModel):
@@ -63,6 +65,8 @@ class RequestBase(_Record):
     teller_id: StaffId
     terminal_id: TerminalId
     origin_time: dt.datetime
+    #: The acting staff member's (``teller_id``'s) role.
+    role: Role = "teller"
 
 
 class OpenAccount(RequestBase):

@@ -39,6 +39,7 @@ from common.topology import (
     branch_key,
     host_topology,
 )
+from host_node.audit import AuditTrail, audit_path, records_of
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.config import HostConfig
 from host_node.errors import FrameRefused
@@ -135,6 +136,7 @@ class HostService:
         self.config = config
         self.guard = guard
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
+        self.audit = AuditTrail(audit_path(data_dir))
         self._pins = PinClient(bus, timeout_s=config.crypto_timeout_s)
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
@@ -150,6 +152,7 @@ class HostService:
     async def start(self) -> None:
         """Open the store, declare the topology and start consuming ``host.requests``."""
         await self.store.open()
+        await self.audit.open()
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._pins.start()
         self._stopping = False
@@ -184,6 +187,7 @@ class HostService:
         self._carried = []
         await self._pins.stop()
         await self.store.close()
+        await self.audit.close()
 
     def statistics(self) -> HostStatistics:
         return HostStatistics(
@@ -311,6 +315,8 @@ class HostService:
             settlement = settle(items, planned, snapshot, responses, self.store.head, _now)
             await self.store.commit(settlement)
             replies = settlement.replies
+            # Before any reply leaves: every answered personal-information query has a trace.
+            await self.audit.record(records_of(items, replies, _now()))
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
