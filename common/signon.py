@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from common.envelope import KEY_BYTES, SessionKey
 
@@ -43,7 +43,7 @@ class Hello(_SignOnRecord):
     type: Literal["hello"] = "hello"
     ephemeral: str = Field(pattern=_HEX32)
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
-    at: dt.datetime
+    at: AwareDatetime
 
 
 class Welcome(_SignOnRecord):
@@ -51,7 +51,7 @@ class Welcome(_SignOnRecord):
     epoch: int = Field(ge=1)
     ephemeral: str = Field(pattern=_HEX32)
     nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
-    expires_at: dt.datetime
+    expires_at: AwareDatetime
 
 
 class Rekey(_SignOnRecord):

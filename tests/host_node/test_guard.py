@@ -18,7 +18,7 @@ from common.envelope import (
     signing_bytes,
     verify_record,
 )
-from common.frames import FrameKind, build_frame, decode_frame
+from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
 from common.signon import Rekey
 from host_node.errors import FrameRefused
 from host_node.guard import Guard, GuardConfig, Refusal, SecurityAlert
@@ -180,6 +180,16 @@ def test_an_old_or_foreign_hello_starts_no_session(harness: Harness) -> None:
     assert harness.refused(stale) is Refusal.STALE_SIGN_ON
     as_other = harness.sessions["0002"].hello(harness.next_sequence(), T0)
     assert harness.refused(as_other, KEY["0001"]) is Refusal.WRONG_ROUTE
+    record = (
+        b'{"branch_id":"0001","type":"hello","ephemeral":"'
+        + b"ab" * 32
+        + b'","nonce":"'
+        + b"cd" * 16
+        + b'","at":"2026-03-02T09:00:00"}'
+    )  # no time zone: refused, never a crash
+    frame = build_frame(FrameKind.SIGN_ON, "0001", harness.next_sequence(), [record])
+    signed = Frame(sign_header(frame.header, BRANCHES["0001"]), frame.records)
+    assert harness.refused(encode_frame(signed)) is Refusal.MALFORMED
     hello = session.hello(harness.next_sequence(), T0)
     harness.guard.open(hello, KEY["0001"], T0)
     assert harness.refused(hello) is Refusal.REPLAYED
