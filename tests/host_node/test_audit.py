@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from branchnet.cli import main
+from branchnet.cli import _parser
+from common.settings import load_settings
 from host_node import HostService
 from host_node.audit import AuditDenied, audit_path, read_trail
 from tests.host_node.fakes import BranchDesk, Teller
@@ -23,6 +24,12 @@ from tests.host_node.test_service import (  # noqa: F401 - fixtures
     open_accounts,
     teller,
 )
+
+
+def audit_command(staff_id: str, role: str, data_dir: Path) -> int:
+    """``branchnet audit`` as parsed by the CLI (without ``main``'s logging set-up)."""
+    args = _parser().parse_args(["audit", "--staff-id", staff_id, "--role", role])
+    return int(args.run(args, load_settings(data_dir=data_dir)))
 
 
 async def test_every_customer_query_leaves_one_trace_and_only_auditors_read_them(
@@ -50,11 +57,9 @@ async def test_every_customer_query_leaves_one_trace_and_only_auditors_read_them
     assert read_trail(tmp_path, staff_id="AUD1", role="auditor", customer=B) == trail[1:]
     with pytest.raises(AuditDenied, match="only auditors"):
         read_trail(tmp_path, staff_id=query_a.teller_id, role="teller")
-    assert main(["audit", "--staff-id", "T1", "--role", "teller", "--data-dir", str(tmp_path)]) == 4
+    assert audit_command("T1", "teller", tmp_path) == 4
     assert "refused" in capsys.readouterr().out
-    assert (
-        main(["audit", "--staff-id", "AUD1", "--role", "auditor", "--data-dir", str(tmp_path)]) == 0
-    )
+    assert audit_command("AUD1", "auditor", tmp_path) == 0
     out = capsys.readouterr().out
     assert A in out and "statement" in out and "2 queries" in out
     with sqlite3.connect(audit_path(tmp_path)) as connection:
