@@ -24,7 +24,8 @@ from branch_node.client import ClientConfig, ClientStatistics, RequestClient
 from branch_node.desk import Desk
 from branch_node.errors import BranchError
 from branch_node.pinpad import load_pinpads
-from branch_node.state import DEFAULT_BLOCK, BranchState, Counter
+from branch_node.session import BranchSession
+from branch_node.state import BRANCH_WIDE, DEFAULT_BLOCK, BranchState, Counter
 from branch_node.terminal import TIMEOUT, Outcome, PinEncryptor, Terminal
 from branch_node.workload import WorkloadConfig, WorkloadModel
 from common.bus import Bus
@@ -86,6 +87,8 @@ class Branch:
         pinpad_loader: builds the pads from the key files, given each terminal's last used KSN
             counter; by default :func:`branch_node.pinpad.load_pinpads`.
         state_block: counter values reserved per state write.
+        session: secure envelopes with the host (None: plain frames); frame sequences then
+            come from the durable state.
     """
 
     def __init__(
@@ -100,6 +103,7 @@ class Branch:
         client_config: ClientConfig = _DEFAULT_CLIENT,
         pinpad_loader: PinPadLoader | None = None,
         state_block: int = DEFAULT_BLOCK,
+        session: BranchSession | None = None,
     ) -> None:
         if not 1 <= terminals <= 99:
             raise ValueError("a branch has 1..99 terminals")
@@ -109,7 +113,12 @@ class Branch:
         self.seed = seed
         self.workload = workload
         self.client = RequestClient.from_config(
-            bus, branch_id, client_config, on_reply=self._saw_reply
+            bus,
+            branch_id,
+            client_config,
+            on_reply=self._saw_reply,
+            session=session,
+            frame_sequence=self._next_frame_sequence if session is not None else None,
         )
         self._pinpad_loader: PinPadLoader = pinpad_loader or load_pinpads
         self._state_block = state_block
@@ -252,6 +261,11 @@ class Branch:
 
     def _saw_reply(self, reply: Reply) -> None:
         self._results_seen.setdefault(reply.request_id, set()).add(str(reply.result))
+
+    def _next_frame_sequence(self) -> int:
+        if self._state is None:
+            raise BranchError(f"branch {self.branch_id} is not started")
+        return self._state.take(BRANCH_WIDE, Counter.FRAME)
 
     def _card_stock(self, state: BranchState, terminal_id: str) -> Callable[[], str]:
         def issue() -> str:

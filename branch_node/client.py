@@ -13,12 +13,20 @@ Replies are matched by request id, in any order. A duplicate reply for an answer
 counted and ignored. A reply frame that cannot be decoded is dead-lettered; an undecodable
 record inside a good frame is dead-lettered on its own and the rest are used. The number of
 requests in flight is bounded: ``submit`` waits for a slot (back-pressure).
+
+With a :class:`~branch_node.session.BranchSession` (secure envelopes) the client signs on
+before the first frame leaves, seals every request frame and opens every reply with the
+session, signs on again every ``rekey_s`` and whenever the host asks (a host restart, a stale
+epoch), and after such a re-key resends whatever is still unanswered. Frame sequence numbers
+come from ``frame_sequence`` (the branch's durable state), so the host's replay window holds
+across branch restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -27,11 +35,13 @@ from dataclasses import asdict, dataclass, field
 from pydantic import ValidationError
 
 from branch_node.errors import BranchNotRegistered, ClientClosed, RequestTimeout
+from branch_node.session import BranchSession
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import BusClosedError, FrameError, UnroutableError
 from common.frames import (
     MAX_FRAME_BYTES,
     MAX_RECORDS,
+    Frame,
     FrameKind,
     build_frame,
     decode_frame,
@@ -40,6 +50,7 @@ from common.frames import (
 from common.logs import get_logger
 from common.replies import Reply, decode_reply
 from common.requests import RequestBase, encode_request
+from common.signon import Rekey, Welcome
 from common.topology import (
     CORE,
     DEAD_EXCHANGE,
@@ -69,6 +80,7 @@ class ClientConfig:
         retries: resends after the first send before giving up.
         max_in_flight: requests submitted but not yet answered; more submits wait.
         prefetch: reply frames delivered to the client before it acks.
+        rekey_s: with a secure session, sign on again after this long.
     """
 
     max_batch: int = 256
@@ -77,6 +89,7 @@ class ClientConfig:
     retries: int = 3
     max_in_flight: int = 4096
     prefetch: int = 32
+    rekey_s: float = 600.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch <= MAX_RECORDS:
@@ -85,6 +98,8 @@ class ClientConfig:
             raise ValueError("linger_s >= 0, timeout_s > 0 and retries >= 0 are required")
         if self.max_in_flight < 1 or self.prefetch < 1:
             raise ValueError("max_in_flight and prefetch must be at least 1")
+        if self.rekey_s <= 0:
+            raise ValueError("rekey_s must be positive")
 
 
 _DEFAULT = ClientConfig()
@@ -110,6 +125,7 @@ class ClientStatistics:
     stray_replies: int
     bad_frames: int
     bad_records: int
+    sign_ons: int
 
     @property
     def mean_batch(self) -> float:
@@ -132,6 +148,7 @@ class _Counters:
     stray_replies: int = 0
     bad_frames: int = 0
     bad_records: int = 0
+    sign_ons: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -150,6 +167,8 @@ class RequestClient:
         bus: a connected bus.
         branch_id: the branch this client speaks for.
         on_reply: called with every decoded reply, duplicates included (for audit).
+        session: seal requests and open replies with this secure session (None: plain).
+        frame_sequence: hands out frame sequence numbers (default: from 0 in memory).
     """
 
     def __init__(
@@ -164,17 +183,27 @@ class RequestClient:
         max_in_flight: int = _DEFAULT.max_in_flight,
         prefetch: int = _DEFAULT.prefetch,
         on_reply: Callable[[Reply], None] | None = None,
+        session: BranchSession | None = None,
+        frame_sequence: Callable[[], int] | None = None,
+        rekey_s: float = _DEFAULT.rekey_s,
     ) -> None:
-        self.config = ClientConfig(max_batch, linger_s, timeout_s, retries, max_in_flight, prefetch)
+        self.config = ClientConfig(
+            max_batch, linger_s, timeout_s, retries, max_in_flight, prefetch, rekey_s
+        )
         self.branch_id = branch_id
         self._bus = bus
         self._on_reply = on_reply
+        self.session = session
+        self._ready = asyncio.Event()
+        self._welcomed = asyncio.Event()
+        self._rekey = asyncio.Event()
+        self._keeper: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[str, _Pending] = {}
         self._outbox: deque[_Pending] = deque()
         self._has_work = asyncio.Event()
         self._finished: dict[str, bool] = {}  # request id -> answered (True) / timed out
-        self._frame_sequence = itertools.count()
+        self._frame_sequence = frame_sequence or itertools.count().__next__
         self._sender: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._failure: BranchNotRegistered | None = None
@@ -188,6 +217,8 @@ class RequestClient:
         config: ClientConfig,
         *,
         on_reply: Callable[[Reply], None] | None = None,
+        session: BranchSession | None = None,
+        frame_sequence: Callable[[], int] | None = None,
     ) -> RequestClient:
         return cls(
             bus,
@@ -199,6 +230,9 @@ class RequestClient:
             max_in_flight=config.max_in_flight,
             prefetch=config.prefetch,
             on_reply=on_reply,
+            session=session,
+            frame_sequence=frame_sequence,
+            rekey_s=config.rekey_s,
         )
 
     @property
@@ -214,9 +248,17 @@ class RequestClient:
             branch_reply_queue(self.branch_id), self._on_frame, prefetch=self.config.prefetch
         )
         self._sender = asyncio.create_task(self._send_loop(), name=f"send:{self.branch_id}")
+        if self.session is not None:
+            self._keeper = asyncio.create_task(
+                self._keep_session(), name=f"session:{self.branch_id}"
+            )
 
     async def stop(self) -> None:
         """Stop sending and consuming; requests still waiting fail with :class:`ClientClosed`."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
         sender, self._sender = self._sender, None
         if sender is not None:
             sender.cancel()
@@ -279,6 +321,8 @@ class RequestClient:
     async def _send_loop(self) -> None:
         while True:
             await self._has_work.wait()
+            if self.session is not None:
+                await self._ready.wait()
             await self._linger()
             batch = self._take_batch()
             if not self._outbox:
@@ -321,9 +365,13 @@ class RequestClient:
         return batch
 
     async def _publish(self, batch: list[_Pending]) -> None:
-        sequence = next(self._frame_sequence)
-        frame = build_frame(FrameKind.REQUEST, self.branch_id, sequence, [p.record for p in batch])
-        message = Message(REQUESTS_EXCHANGE, branch_key(self.branch_id), encode_frame(frame))
+        sequence = self._frame_sequence()
+        records = [p.record for p in batch]
+        if self.session is None:
+            body = encode_frame(build_frame(FrameKind.REQUEST, self.branch_id, sequence, records))
+        else:
+            body = self.session.seal(sequence, records)
+        message = Message(REQUESTS_EXCHANGE, branch_key(self.branch_id), body)
         try:
             await self._bus.publish([message])
         except UnroutableError:
@@ -365,6 +413,68 @@ class RequestClient:
         self._remember(pending.request_id, answered=False)
         pending.future.set_exception(RequestTimeout(pending.request_id, pending.attempts))
 
+    # -- the secure session -------------------------------------------------------------------
+
+    async def _keep_session(self) -> None:
+        """Sign on, then again every ``rekey_s`` or when the host asks."""
+        while True:
+            if not await self._sign_on():
+                return
+            if self._rekey.is_set():  # asked by the host: what it refused must go again
+                self._rekey.clear()
+                self._resend_unanswered()
+            self._ready.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rekey.wait(), self.config.rekey_s)
+
+    async def _sign_on(self) -> bool:
+        """Send hellos until a welcome comes back; False when the host does not know us."""
+        assert self.session is not None
+        while True:
+            self._welcomed.clear()
+            sequence = self._frame_sequence()
+            hello = self.session.hello(sequence, dt.datetime.now(dt.UTC))
+            try:
+                await self._bus.publish(
+                    [Message(REQUESTS_EXCHANGE, branch_key(self.branch_id), hello)]
+                )
+            except UnroutableError:
+                _log.error("branch not registered with the host", branch=self.branch_id)
+                self._failure = BranchNotRegistered(self.branch_id)
+                self._fail_all(self._failure)
+                return False
+            except BusClosedError:
+                self._fail_all(ClientClosed(f"the bus of branch {self.branch_id} is closed"))
+                return False
+            except Exception as error:
+                _log.warning("sign-on not sent", branch=self.branch_id, error=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._welcomed.wait(), self.config.timeout_s)
+                self._counts.sign_ons += 1
+                return True
+            _log.warning("no answer to sign-on; trying again", branch=self.branch_id)
+
+    def _resend_unanswered(self) -> None:
+        queued = {id(p) for p in self._outbox}
+        for pending in self._pending.values():
+            if pending.future.done() or id(pending) in queued:
+                continue
+            if pending.timer is not None:
+                pending.timer.cancel()
+                pending.timer = None
+            self._counts.resends += 1
+            self._enqueue(pending)
+
+    def _on_sign_on(self, frame: Frame) -> None:
+        assert self.session is not None
+        record = self.session.accept(frame)
+        if isinstance(record, Welcome):
+            self._welcomed.set()
+        elif isinstance(record, Rekey):
+            _log.info("host asks to sign on again", branch=self.branch_id, reason=record.reason)
+            self._ready.clear()
+            self._rekey.set()
+
     def _fail_all(self, error: Exception) -> None:
         self._outbox.clear()
         for pending in list(self._pending.values()):
@@ -393,7 +503,14 @@ class RequestClient:
 
     async def _handle_frame(self, delivery: Delivery) -> None:
         try:
-            frame = decode_frame(delivery.body, expect=FrameKind.REPLY)
+            if self.session is None:
+                frame = decode_frame(delivery.body, expect=FrameKind.REPLY)
+            else:
+                frame = self.session.open(delivery.body)
+                if frame.header.kind is FrameKind.SIGN_ON:
+                    self._on_sign_on(frame)
+                    await delivery.ack()
+                    return
         except FrameError as error:
             self._counts.bad_frames += 1
             _log.warning("reply frame rejected", branch=self.branch_id, reason=str(error))

@@ -34,11 +34,22 @@ class Counter(StrEnum):
     SEQUENCE = "sequence"
     CARD_SERIAL = "card_serial"
     KSN = "ksn"
+    #: The branch's request frame sequence (kept under :data:`BRANCH_WIDE`).
+    FRAME = "frame"
+
+
+#: The pseudo terminal under which branch-wide counters are kept.
+BRANCH_WIDE = "branch"
 
 
 #: The first value of each counter at a brand-new terminal. The KSN position is a PIN pad's
 #: *last used* DUKPT counter (0: none yet), which is what a pad resumes from.
-FIRST_VALUES: dict[Counter, int] = {Counter.SEQUENCE: 1, Counter.CARD_SERIAL: 1, Counter.KSN: 0}
+FIRST_VALUES: dict[Counter, int] = {
+    Counter.SEQUENCE: 1,
+    Counter.CARD_SERIAL: 1,
+    Counter.KSN: 0,
+    Counter.FRAME: 1,
+}
 
 
 @dataclass(slots=True)

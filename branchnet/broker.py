@@ -9,6 +9,13 @@ As root, the Debian wrappers run the server and ``rabbitmqctl`` as user ``rabbit
 both use that user's Erlang cookie), and the node's data directory must be reachable by that
 user: it is ``<base_dir>/rabbitmq`` when it is, else under ``/var/lib/rabbitmq/branchnet``.
 Vhosts are managed through the management HTTP API.
+
+TLS: given :class:`TlsFiles` (a CA certificate, and the node's certificate and key, PEM),
+the node also listens for AMQP over TLS (``amqps_port``) and MQTT over TLS (``mqtts_port``),
+verifying client certificates when offered (``verify_peer``, a client certificate optional).
+Clients connect with ``amqps://user:password@127.0.0.1:<port>/<vhost>?cafile=<ca.pem>`` (aio-pika
+reads ``cafile``, ``certfile``, ``keyfile`` from the URL) and MQTT clients with TLS parameters
+naming the same CA.
 """
 
 from __future__ import annotations
@@ -52,6 +59,15 @@ class BrokerError(BusError):
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for a node's TLS listeners: the CA that signs certificates, the node's own."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerInfo:
     """Where a private node listens and keeps its data."""
 
@@ -61,6 +77,8 @@ class BrokerInfo:
     management_port: int
     dist_port: int
     data_dir: Path
+    amqps_port: int | None = None
+    mqtts_port: int | None = None
 
     @property
     def amqp_url(self) -> str:
@@ -77,6 +95,13 @@ class BrokerInfo:
     @property
     def pid_file(self) -> Path:
         return self.data_dir / "rabbitmq.pid"
+
+    @property
+    def amqps_url(self) -> str | None:
+        """AMQP over TLS (add ``?cafile=...`` for the client to verify the node)."""
+        if self.amqps_port is None:
+            return None
+        return f"amqps://{GUEST}:{GUEST}@{HOST}:{self.amqps_port}/"
 
     def mqtt_url_for(self, vhost: str) -> str:
         """The MQTT URL whose clients see ``vhost``'s ``amq.topic`` (user ``vhost:guest``)."""
@@ -154,11 +179,13 @@ def start_broker(
     mqtt_port: int | None = None,
     management_port: int | None = None,
     timeout_s: float = 60,
+    tls: TlsFiles | None = None,
 ) -> BrokerInfo:
     """Start the private node of ``base_dir`` and wait until it serves AMQP, MQTT and HTTP.
 
     A node already running there is returned as it is. Ports not given are the ones it had
-    last time when still free, else free ones.
+    last time when still free, else free ones. With ``tls`` it also listens for AMQP and MQTT
+    over TLS.
 
     Raises:
         BrokerError: it could not be started; the text ends with its startup log.
@@ -172,8 +199,8 @@ def start_broker(
         return previous
     server = _script("rabbitmq-server")
     base_dir.mkdir(parents=True, exist_ok=True)
-    info = _plan(base_dir, node_name, amqp_port, mqtt_port, management_port)
-    _prepare(info)
+    info = _plan(base_dir, node_name, amqp_port, mqtt_port, management_port, tls=tls is not None)
+    _prepare(info, tls)
     (base_dir / STATE_FILE).write_text(info.to_json())
     with contextlib.suppress(FileNotFoundError):
         info.pid_file.unlink()
@@ -308,6 +335,8 @@ def _plan(
     amqp_port: int | None,
     mqtt_port: int | None,
     management_port: int | None,
+    *,
+    tls: bool = False,
 ) -> BrokerInfo:
     previous = _load(base_dir)
     name = node_name or (previous.node_name if previous else default_node_name(base_dir))
@@ -317,6 +346,8 @@ def _plan(
         "management_port": management_port,
         "dist_port": None,
     }
+    if tls:
+        wanted |= {"amqps_port": None, "mqtts_port": None}
     taken: set[int] = set()
     ports: dict[str, int] = {}
     for field, given in wanted.items():
@@ -374,23 +405,36 @@ def _reachable_by_others(path: Path) -> bool:
     return True
 
 
-def _prepare(info: BrokerInfo) -> None:
+def _prepare(info: BrokerInfo, tls: TlsFiles | None = None) -> None:
     """Write the node's config, plugin and environment files into its data directory."""
     data = info.data_dir
     data.mkdir(parents=True, exist_ok=True)
     (data / "log").mkdir(exist_ok=True)
-    (data / "rabbitmq.conf").write_text(
-        "\n".join(
-            [
-                f"listeners.tcp.local = {HOST}:{info.amqp_port}",
-                f"mqtt.listeners.tcp.local = {HOST}:{info.mqtt_port}",
-                f"management.tcp.ip = {HOST}",
-                f"management.tcp.port = {info.management_port}",
-                "loopback_users = none",
-                "",
-            ]
-        )
-    )
+    lines = [
+        f"listeners.tcp.local = {HOST}:{info.amqp_port}",
+        f"mqtt.listeners.tcp.local = {HOST}:{info.mqtt_port}",
+        f"management.tcp.ip = {HOST}",
+        f"management.tcp.port = {info.management_port}",
+        "loopback_users = none",
+    ]
+    if tls is not None and info.amqps_port is not None and info.mqtts_port is not None:
+        # Copies inside the data directory: the node runs as user rabbitmq.
+        (data / "tls").mkdir(exist_ok=True)
+        copies = {}
+        for name, source in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+            copies[name] = data / "tls" / f"{name}.pem"
+            shutil.copyfile(source, copies[name])
+        copies["key"].chmod(0o600)
+        lines += [
+            f"listeners.ssl.local = {HOST}:{info.amqps_port}",
+            f"mqtt.listeners.ssl.local = {HOST}:{info.mqtts_port}",
+            f"ssl_options.cacertfile = {copies['ca']}",
+            f"ssl_options.certfile = {copies['cert']}",
+            f"ssl_options.keyfile = {copies['key']}",
+            "ssl_options.verify = verify_peer",
+            "ssl_options.fail_if_no_peer_cert = false",
+        ]
+    (data / "rabbitmq.conf").write_text("\n".join([*lines, ""]))
     (data / "enabled_plugins").write_text("[rabbitmq_management,rabbitmq_mqtt].\n")
     # Our own (empty) env file: /etc/rabbitmq/rabbitmq-env.conf belongs to the system node.
     (data / "rabbitmq-env.conf").write_text("# branchnet private node: settings come from env\n")
@@ -554,3 +598,14 @@ def close_connections(management_url: str, amqp_url: str, vhost: str) -> int:
             management_url, amqp_url, "DELETE", f"/api/connections/{quoted}", None, missing_ok=True
         )
     return len(listing)
+
+
+def management_call(
+    management_url: str, amqp_url: str, method: str, path: str, body: object
+) -> bytes:
+    """One management API request with ``amqp_url``'s credentials (for branchnet.access).
+
+    Raises:
+        BrokerError: the API answered with an error or is unreachable.
+    """
+    return _management(management_url, amqp_url, method, path, body)

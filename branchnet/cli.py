@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import dr_cli, hsm_cli, journal_cli, ops_cli, training
+from branchnet import audit_cli, dr_cli, hsm_cli, journal_cli, ops_cli, training
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
@@ -89,13 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     branch.set_defaults(run=_branch)
 
     broker = commands.add_parser("broker", help="a private local RabbitMQ node")
-    broker.add_argument("action", choices=["start", "stop", "status"])
+    broker.add_argument("action", choices=["start", "stop", "status", "provision"])
     broker.add_argument("--dir", type=Path, default=DEFAULT_BROKER_DIR, help="node directory")
+    broker.add_argument("--vhost", default="/", help="vhost to provision (default /)")
+    broker.add_argument("--branches", type=int, default=None, help="branches to give users")
+    _data_dir_flag(broker, "where node credentials are written (default ./var)")
     broker.set_defaults(run=_broker)
 
     keys = commands.add_parser("keys", help="key management")
     key_actions = keys.add_subparsers(title="actions", metavar="ACTION", required=True)
-    init = key_actions.add_parser("init", help="create the BDK, PVK and PIN pad keys")
+    init = key_actions.add_parser(
+        "init", help="create the BDK, PVK, PIN pad keys and node identity keys"
+    )
     init.add_argument("--branches", type=int, default=4)
     init.add_argument("--terminals", type=int, default=4)
     init.add_argument("--force", action="store_true", help="replace existing keys")
@@ -118,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     journal_cli.register(commands)
     training.register(commands)
     ops_cli.register(commands)
+    audit_cli.register(commands)
     chaos_cli.register(commands)
     return parser
 
@@ -228,8 +234,18 @@ def _count(values: Any) -> dict[str, int]:
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from branchnet import broker
 
-    if args.action == "start":
-        info = broker.start_broker(args.dir)
+    if args.action in ("start", "provision"):
+        from branchnet.access import provision_private
+
+        found = broker.start_broker(args.dir) if args.action == "start" else None
+        info = found or broker.broker_status(args.dir)
+        if info is None:
+            print("not running: `branchnet broker start` first")
+            return 1
+        count = args.branches or settings.branches
+        files = provision_private(info, args.vhost, branch_ids(count), _data_dir(settings))
+        for user, path in files.items():
+            print(f"user {user:<12} credentials {path}")
     elif args.action == "stop":
         broker.stop_broker(args.dir)
         print("stopped")
@@ -248,9 +264,11 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from common.identity import init_identities
     from crypto_node import init_keys
 
     data_dir = _data_dir(settings)
+    init_identities(data_dir, branch_ids(args.branches), force=args.force)
     if args.if_missing and (data_dir / "keys" / "crypto.json").exists():
         print(f"keys already present in {data_dir / 'keys'}")
         return 0

@@ -12,26 +12,32 @@ import contextlib
 import dataclasses
 import datetime as dt
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from branch_node import Branch
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
-from common.identity import ensure_identity, identity_dir
+from common.identity import ensure_identity, identity_dir, init_identities
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostConfig, HostService
 from host_node.config import pin_config
 from host_node.events import EventConfig, host_events
+from host_node.guard import Guard, SecurityHook
 from host_node.standby import StandbyService
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
-    """Create the key files on first use; refuse a data dir whose keys lack a branch."""
+    """Create the key files on first use; refuse a data dir whose keys lack a branch.
+
+    Identity keys missing for the host or a branch are created (kept when present).
+    """
+    init_identities(data_dir, branch_ids)
     if not (data_dir / "keys" / "crypto.json").exists():
         init_keys(data_dir, branch_ids, terminals)
         return
@@ -55,6 +61,13 @@ class NetworkConfig:
     host_config: HostConfig | None = None
     host_clock: Callable[[], dt.datetime] | None = None
     events: EventConfig = field(default_factory=EventConfig)
+    #: Secure envelopes (sealed, signed frames after a sign-on); False: plain frames.
+    envelopes: bool = True
+    #: Receives the host's security alerts (refused frames).
+    on_security: SecurityHook | None = None
+    #: Per-node AMQP URLs (``host``, ``crypto``, ``branch-<id>``: see branchnet.access);
+    #: a node not named uses ``amqp_url``.
+    node_urls: Mapping[str, str] = field(default_factory=dict)
 
 
 def standby_dir(data_dir: Path) -> Path:
@@ -75,7 +88,8 @@ class Network:
         self.branches: list[Branch] = []
 
     def _bus(self, name: str) -> Bus:
-        bus = open_bus(self.config.amqp_url, embedded=self.embedded, name=name)
+        url = self.config.node_urls.get(name, self.config.amqp_url)
+        bus = open_bus(url if self.config.amqp_url else None, embedded=self.embedded, name=name)
         self.buses.append(bus)
         return bus
 
@@ -94,6 +108,9 @@ class Network:
         extra: dict[str, Any] = {}
         if config.host_clock is not None:
             extra["clock"] = config.host_clock
+        guard = None
+        if config.envelopes:
+            guard = Guard.load(config.data_dir, config.branch_ids, on_alert=config.on_security)
         events_bus = self._bus("events")  # events never share the replies' connection
         await events_bus.connect()
         self.host = HostService(
@@ -102,6 +119,7 @@ class Network:
             branch_ids=config.branch_ids,
             config=host_config,
             events=host_events(events_bus, config.events),
+            guard=guard,
             **extra,
         )
         await self.host.start()
@@ -114,6 +132,9 @@ class Network:
                 data_dir=config.data_dir,
                 terminals=config.terminals,
                 seed=config.seed * 1000 + index,
+                session=(
+                    BranchSession.load(config.data_dir, branch_id) if config.envelopes else None
+                ),
             )
             await branch.start()
             self.branches.append(branch)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from branch_node import Branch, BranchReport
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from branchnet.observability import Exposed, start_metrics
 from common.bus import Bus
@@ -20,6 +21,7 @@ from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from crypto_node.lmk import Lmk
 from host_node import HostConfig, HostService
+from host_node.guard import Guard
 from host_node.standby import StandbyService, promote
 
 _log = get_logger("branchnet.nodes")
@@ -61,7 +63,13 @@ async def serve_host(
     await _serve(
         "host",
         amqp_url,
-        lambda bus: HostService(bus, data_dir, branch_ids=branch_ids, config=config),
+        lambda bus: HostService(
+            bus,
+            data_dir,
+            branch_ids=branch_ids,
+            config=config,
+            guard=Guard.load(data_dir, branch_ids),
+        ),
     )
 
 
@@ -97,7 +105,13 @@ async def serve_standby(
         await standby.stop()
         epoch = await promote(bus, data_dir, settle_s=0.1)
         pid_path.unlink(missing_ok=True)
-        host = HostService(bus, data_dir, branch_ids=branch_ids, config=config)
+        host = HostService(
+            bus,
+            data_dir,
+            branch_ids=branch_ids,
+            config=config,
+            guard=Guard.load(data_dir, branch_ids),
+        )
         await host.start()
         _log.warning("node started", node="host", promoted_to_epoch=epoch)
         await stopped
@@ -147,7 +161,10 @@ async def run_branch(
     """Run one branch's workload for ``duration_s`` (stops early on a signal)."""
     bus = open_bus(amqp_url, embedded=None, name=f"branch-{branch_id}")
     await bus.connect()
-    branch = Branch(bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed)
+    session = BranchSession.load(data_dir, branch_id)
+    branch = Branch(
+        bus, branch_id, data_dir=data_dir, terminals=terminals, seed=seed, session=session
+    )
     exposed = Exposed(await start_metrics(load_settings().metrics_port))
     try:
         await wait_for_host(bus)

@@ -38,6 +38,8 @@ class SimulationConfig:
     mqtt_url: str | None = None
     #: Serve /metrics, /livez and /readyz for the whole network on this port.
     metrics_port: int | None = None
+    #: Secure envelopes between branches and host (the default); False: plain frames.
+    envelopes: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,7 @@ async def simulate(
         seed=config.seed,
         amqp_url=config.amqp_url,
         standby=config.standby,
+        envelopes=config.envelopes,
     )
     per_branch = None
     if config.max_requests is not None:
@@ -140,6 +143,7 @@ def build_report(
         "elapsed_s": round(elapsed_s, 3),
         "bus": "amqp" if config.amqp_url else "embedded",
         "standby": config.standby,
+        "envelopes": config.envelopes,
         "branches": config.branches,
         "terminals": config.terminals,
         "seed": config.seed,

@@ -36,6 +36,7 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import (
     AMQPError,
+    ChannelAccessRefused,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
@@ -337,6 +338,8 @@ class AmqpBus(Bus):
             )
         except ChannelPreconditionFailed as exc:
             _log.warning("exchange %s exists with other settings (%s); kept", exchange.name, exc)
+        except ChannelAccessRefused:
+            _log.debug("exchange %s is not ours to declare (provisioned up front)", exchange.name)
 
     async def _declare_queue(self, admin: _AdminChannel, queue: QueueSpec) -> None:
         arguments = queue_arguments(queue)
@@ -349,6 +352,10 @@ class AmqpBus(Bus):
         except ChannelPreconditionFailed as exc:
             # Declared earlier with other arguments: RabbitMQ cannot change them in place.
             _log.warning("queue %s exists with other settings (%s); kept", queue.name, exc)
+        except ChannelAccessRefused:
+            # A node user without configure permission: `branchnet broker provision` declared
+            # the whole topology up front.
+            _log.debug("queue %s is not ours to declare (provisioned up front)", queue.name)
 
     async def _bind(self, admin: _AdminChannel, binding: Binding) -> None:
         try:
@@ -361,6 +368,8 @@ class AmqpBus(Bus):
             raise BusError(
                 f"cannot bind {binding.queue} to {binding.exchange}: not declared"
             ) from exc
+        except ChannelAccessRefused:
+            _log.debug("binding of %s is not ours to declare (provisioned up front)", binding.queue)
 
     async def queue_stats(self, queue: str) -> QueueStats:
         _, _, admin = self._require()

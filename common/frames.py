@@ -32,6 +32,8 @@ class FrameKind(StrEnum):
     PIN_RESPONSE = "pin_response"
     JOURNAL = "journal"
     ACK = "ack"
+    #: Session set-up between a branch and the host (common.signon); signed, never encrypted.
+    SIGN_ON = "sign_on"
 
 
 class FrameHeader(BaseModel):

@@ -8,6 +8,7 @@ mode 0600) and ``<name>.pub`` (PEM SubjectPublicKeyInfo).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -16,9 +17,38 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from common.errors import ConfigError
 
+#: The host's identity name; a branch's is :func:`branch_identity`.
+HOST_IDENTITY = "host"
+
 
 def identity_dir(data_dir: Path) -> Path:
     return data_dir / "keys" / "identity"
+
+
+def branch_identity(branch_id: str) -> str:
+    return f"branch-{branch_id}"
+
+
+def init_identities(data_dir: Path, branch_ids: Iterable[str], *, force: bool = False) -> None:
+    """Create the host's and each branch's identity key pair (kept when present, unless
+    ``force``). Deploying a branch elsewhere means copying it its own ``.key`` and the
+    host's ``.pub``; the host needs its own ``.key`` and every branch's ``.pub``."""
+    names = [HOST_IDENTITY, *(branch_identity(b) for b in branch_ids)]
+    if force:
+        for name in names:
+            for suffix in (".key", ".pub"):
+                (identity_dir(data_dir) / f"{name}{suffix}").unlink(missing_ok=True)
+    for name in names:
+        ensure_identity(data_dir, name)
+
+
+def branch_registry(data_dir: Path, branch_ids: Iterable[str]) -> Mapping[str, Ed25519PublicKey]:
+    """The public identity key of each registered branch, by branch id.
+
+    Raises:
+        ConfigError: a branch's public key is missing or unusable.
+    """
+    return {b: load_public(data_dir, branch_identity(b)) for b in branch_ids}
 
 
 def ensure_identity(data_dir: Path, name: str) -> Ed25519PrivateKey:

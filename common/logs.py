@@ -1,7 +1,8 @@
 """Structured logs: structlog, JSON lines, with secrets removed before anything is written.
 
 Any event key that names secret material (PINs, PIN blocks, keys) is replaced, and card
-numbers are masked, whatever the caller passed.
+numbers, identity numbers and customer names are masked (common.masking), whatever the
+caller passed.
 """
 
 from __future__ import annotations
@@ -9,25 +10,26 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
+from common.masking import mask_value
+
 _SECRET_KEYS = re.compile(r"(^|_)(pin|pin_block|new_pin|key|bdk|pvk|lmk|secret|password)(_|$)")
-_PAN = re.compile(r"\b(\d{6})\d{3,9}(\d{4})\b")
 REDACTED = "[redacted]"
 
 
 def redact(
     _logger: object, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: drop secret-named values, mask card numbers in strings."""
+    """structlog processor: drop secret-named values, mask personal data (cards, IDs, names)."""
     for key, value in list(event.items()):
         if _SECRET_KEYS.search(key) and key not in ("pin_mode", "key_version", "key_epoch"):
             event[key] = REDACTED
-        elif isinstance(value, str):
-            event[key] = _PAN.sub(lambda m: m.group(1) + "******" + m.group(2), value)
+        elif isinstance(value, str | Mapping | list | tuple):
+            event[key] = mask_value(key, value)
     return event
 
 

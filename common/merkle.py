@@ -50,6 +50,28 @@ def merkle_path(leaves: Sequence[bytes], index: int) -> list[tuple[str, bytes]]:
     return path
 
 
+def merkle_paths(leaves: Sequence[bytes]) -> list[list[tuple[str, bytes]]]:
+    """Every leaf's path at once (same shape as :func:`merkle_path`), in O(n log n)."""
+    paths: list[list[tuple[str, bytes]]] = [[] for _ in leaves]
+    members = [[i] for i in range(len(leaves))]  # leaves under each node of the level
+    level = list(leaves)
+    while len(level) > 1:
+        paired: list[bytes] = []
+        grouped: list[list[int]] = []
+        for i in range(0, len(level) - 1, 2):
+            for leaf in members[i]:
+                paths[leaf].append(("R", level[i + 1]))
+            for leaf in members[i + 1]:
+                paths[leaf].append(("L", level[i]))
+            paired.append(_node(level[i], level[i + 1]))
+            grouped.append(members[i] + members[i + 1])
+        if len(level) % 2:
+            paired.append(level[-1])
+            grouped.append(members[-1])
+        level, members = paired, grouped
+    return paths
+
+
 def verify_path(leaf: bytes, path: Sequence[tuple[str, bytes]], root: bytes) -> bool:
     """True when ``leaf`` and ``path`` lead to ``root``."""
     node = leaf

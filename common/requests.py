@@ -31,6 +31,9 @@ from common.results import ResultCode
 #: The largest request record accepted, in bytes.
 MAX_RECORD_BYTES = 8 * 1024
 
+#: Who acts at the terminal: a teller, a supervisor authorising, an auditor.
+Role = Literal["teller", "supervisor", "auditor"]
+
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -62,6 +65,8 @@ class RequestBase(_Record):
     teller_id: StaffId
     terminal_id: TerminalId
     origin_time: dt.datetime
+    #: The acting staff member's (``teller_id``'s) role.
+    role: Role = "teller"
 
 
 class OpenAccount(RequestBase):

@@ -97,8 +97,10 @@ def stats_key(node: str) -> str:
 #: Exchanges and queues every node may rely on.
 CORE = Topology(
     exchanges=(
-        ExchangeSpec(REQUESTS_EXCHANGE, "direct"),
-        ExchangeSpec(REPLIES_EXCHANGE, "direct"),
+        # Topic exchanges, though keys are exact: RabbitMQ enforces topic permissions (a
+        # branch may publish and bind only ``branch.<its own id>``) on topic exchanges only.
+        ExchangeSpec(REQUESTS_EXCHANGE, "topic"),
+        ExchangeSpec(REPLIES_EXCHANGE, "topic"),
         ExchangeSpec(DEAD_EXCHANGE, "fanout"),
     ),
     queues=(

@@ -1,8 +1,10 @@
 """Exceptions of the host node.
 
     BranchnetError (common.errors)
-    └── HostError          the host cannot go on as configured
-        └── StoreError     the ledger store cannot be opened or written
+    ├── HostError          the host cannot go on as configured
+    │   └── StoreError     the ledger store cannot be opened or written
+    └── FrameError (common.errors)
+        └── FrameRefused   a request frame failed a security check (host_node.guard)
 
 Bad input is not an exception here: it becomes a result code or a dead-lettered message.
 Messages never carry PINs, PIN blocks, verification values or identity numbers.
@@ -10,7 +12,12 @@ Messages never carry PINs, PIN blocks, verification values or identity numbers.
 
 from __future__ import annotations
 
-from common.errors import BranchnetError
+from typing import TYPE_CHECKING
+
+from common.errors import BranchnetError, FrameError
+
+if TYPE_CHECKING:
+    from host_node.guard import Refusal
 
 
 class HostError(BranchnetError):
@@ -19,3 +26,24 @@ class HostError(BranchnetError):
 
 class StoreError(HostError):
     """The ledger store cannot be opened or written."""
+
+
+class FrameRefused(FrameError):
+    """A frame failed a security check; the text is a reason safe to log and dead-letter.
+
+    ``sender`` is the branch the header claims (None when unreadable), ``sequence`` its frame
+    sequence when known.
+    """
+
+    def __init__(
+        self,
+        refusal: Refusal,
+        reason: str,
+        *,
+        sender: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
+        super().__init__(f"{refusal.value}: {reason}")
+        self.refusal = refusal
+        self.sender = sender
+        self.sequence = sequence

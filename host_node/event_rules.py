@@ -126,3 +126,29 @@ def frame_alert(
         detail=scrub(reason),
         source=scrub(routing_key),
     )
+
+
+#: The alert kind operators see for each reason the envelope guard refuses a frame.
+_REFUSAL_KINDS = {
+    "bad_signature": SecurityAlertKind.BAD_SIGNATURE,
+    "replayed": SecurityAlertKind.REPLAY,
+    "outside_window": SecurityAlertKind.REPLAY,
+    "unknown_branch": SecurityAlertKind.UNKNOWN_SENDER,
+    "wrong_route": SecurityAlertKind.PERMISSION_DENIED,
+    "stale_epoch": SecurityAlertKind.STALE_EPOCH,
+    "stale_sign_on": SecurityAlertKind.STALE_EPOCH,
+}
+
+
+def refusal_alert(
+    refusal: str, reason: str, routing_key: str, *, at: dt.datetime, node: str = "host"
+) -> SecurityAlert:
+    """The security alert for a frame the envelope guard refused (``host_node.guard.Refusal``)."""
+    return SecurityAlert(
+        node=node,
+        branch=NETWORK,
+        at=at,
+        alert=_REFUSAL_KINDS.get(refusal, SecurityAlertKind.BAD_FRAME),
+        detail=scrub(reason),
+        source=scrub(routing_key),
+    )

@@ -15,10 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
 
+from common.envelope import RecordProof, verify_record
+from common.frames import Frame, FrameHeader, FrameKind
 from common.merkle import leaf_hash
 from common.pin_commands import GenerateOffset, HsmError, PinCommand, PinResponse
 from common.requests import OpenAccount, RecordError, Request, Withdraw
+from host_node.journal import JournalEntry, record_hash
 
 #: What replaces a PIN block in a kept record.
 REMOVED = "[removed]"
@@ -48,10 +53,11 @@ class FrameProof:
         return [self.leaf(n) for n in range(len(self.leaves) // 32)]
 
 
-def frame_proof(body: bytes, records: tuple[bytes, ...]) -> FrameProof:
-    """The proof of a frame whose wire bytes are ``body`` and whose records are ``records``."""
-    header = body.partition(b"\n")[0]
-    return FrameProof(header, b"".join(leaf_hash(r) for r in records))
+def frame_proof(frame: Frame) -> FrameProof:
+    """The proof of a (decoded, and where sealed, opened) frame: its header as the sender
+    encoded it, signature included, and its records' Merkle leaves."""
+    header = frame.header.__pydantic_serializer__.to_json(frame.header, exclude_none=True)
+    return FrameProof(header, b"".join(leaf_hash(r) for r in frame.records))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +121,30 @@ def pin_outcome(command: PinCommand | None, response: PinResponse | None) -> str
     if isinstance(command, GenerateOffset) and response.error is HsmError.OK:
         return "00 PIN offset generated"
     return _OUTCOMES.get(response.error, f"{response.error.value} crypto node error")
+
+
+def prove_entry(
+    entry: JournalEntry, record: bytes, proof: RecordProof, branch_key: Ed25519PublicKey
+) -> str | None:
+    """Check that ``entry``'s request was signed by its branch.
+
+    Args:
+        entry: the journal entry (its ``record_hash`` names the request's bytes).
+        record: the request record's bytes as received.
+        proof: the record's proof from the frame it came in.
+        branch_key: the public identity key of ``entry.branch_id``.
+
+    Returns:
+        None when the proof holds, else what fails.
+    """
+    if record_hash(record) != entry.record_hash:
+        return "the record is not the one the entry journals"
+    try:
+        header = FrameHeader.model_validate_json(proof.header)
+    except ValidationError:
+        return "the proof's header is not a frame header"
+    if header.kind is not FrameKind.REQUEST or header.sender != entry.branch_id:
+        return f"the proof's frame is not a request of branch {entry.branch_id}"
+    if not verify_record(record, proof, branch_key):
+        return "the record's path or the header's signature does not verify"
+    return None

@@ -5,6 +5,11 @@ refused whole (:class:`~common.errors.FrameError`, to be dead-lettered with its 
 reason). Inside a good frame each record is decoded on its own: a request, a refusal that
 names its request id (answered with its code), or a refusal without one (a copy of the record
 goes to ``bn.dead``). One bad record never spoils its neighbours.
+
+Sealed frames are opened by :class:`host_node.guard.Guard` first and handed to
+:func:`unpack_frame` with their :class:`~common.envelope.FrameEvidence`; each item then carries
+the evidence that its branch signed it (:meth:`Item.proof`: the signed header JSON, the
+record's leaf index and Merkle path), for the journal to keep beside the entry.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from common.envelope import FrameEvidence, RecordProof
 from common.errors import FrameError
 from common.frames import Frame, FrameKind, decode_frame
 from common.requests import KINDS, RecordError, Request, decode_request
@@ -42,6 +48,15 @@ class Item:
     unpacked_at: dt.datetime
     frame: FrameProof | None = None
     index: int | None = None
+    #: The opened sealed frame's evidence (None: a plain frame); ``index`` is the record's.
+    evidence: FrameEvidence | None = None
+
+    def proof(self) -> RecordProof | None:
+        """Evidence that the branch signed this record: verify it with
+        :func:`common.envelope.verify_record` (or :func:`host_node.evidence.prove_entry`)."""
+        if self.evidence is None or self.index is None:
+            return None
+        return self.evidence.proof(self.index)
 
     @property
     def request_id(self) -> str:
@@ -134,14 +149,38 @@ def unpack(
     """
     frame = decode_frame(body, expect=FrameKind.REQUEST)
     branch_id = sender_branch(frame, routing_key, branch_ids)
+    return unpack_frame(frame, branch_id, received_at=received_at, unpacked_at=unpacked_at)
+
+
+def unpack_frame(
+    frame: Frame,
+    branch_id: str,
+    *,
+    received_at: dt.datetime,
+    unpacked_at: dt.datetime,
+    evidence: FrameEvidence | None = None,
+) -> Unpacked:
+    """Decode each record of a frame already known to come from ``branch_id``."""
     items: list[Item] = []
     dead: list[DeadRecord] = []
-    proof = frame_proof(body, frame.records)
+    proof = frame_proof(frame)
     for index, raw in enumerate(frame.records):
         record = decode_request(raw, branch_id=branch_id)
         if isinstance(record, RecordError) and record.request_id is None:
             dead.append(DeadRecord(raw, f"{record.code.value} {record.reason}"))
             continue
         hashed = content_hash(record, raw)
-        items.append(Item(branch_id, raw, record, hashed, received_at, unpacked_at, proof, index))
+        items.append(
+            Item(
+                branch_id,
+                raw,
+                record,
+                hashed,
+                received_at,
+                unpacked_at,
+                frame=proof,
+                index=index,
+                evidence=evidence,
+            )
+        )
     return Unpacked(branch_id, frame, tuple(items), tuple(dead))

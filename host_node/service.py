@@ -6,11 +6,17 @@ them, reads what the store knows, sends the batch's PIN commands together, decid
 in arrival order, commits it in one transaction, publishes one reply frame per branch, and
 only then acks the frames it answered completely. A crash before the commit redelivers the
 frames; anything replayed after a commit is absorbed by the idempotency table.
+
+With a :class:`~host_node.guard.Guard` the host takes sealed frames only (secure envelopes):
+the guard checks and opens each frame, answers sign-ons, and seals the replies; a refused
+frame raises a security alert through the guard's hook and is dead-lettered with its reason,
+never reaching the ledger. Without one (tests, tools) frames travel plain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import time
@@ -39,12 +45,15 @@ from common.topology import (
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
-from host_node.event_rules import frame_alert
+from host_node.errors import FrameRefused
+from host_node.event_rules import frame_alert, refusal_alert
 from host_node.events import EventPublisher, host_events
-from host_node.intake import DeadRecord, Item, unpack
+from host_node.guard import Guard, Refusal
+from host_node.intake import DeadRecord, Item, unpack, unpack_frame
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
 from host_node.policy import bank_day
+from host_node.query_trail import AuditTrail, audit_path, records_of
 from host_node.replication import FencedError, Replicator, epoch_message, read_fence
 from host_node.staff import default_staff
 from host_node.store import Store, ledger_path
@@ -140,6 +149,7 @@ class HostService:
         clock: Callable[[], dt.datetime] = _now,
         on_tier_change: TierHook | None = None,
         events: EventPublisher | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.bus = bus
         self._clock = clock
@@ -148,6 +158,7 @@ class HostService:
         self.on_tier_change = on_tier_change
         self.branch_ids = frozenset(branch_ids)
         self.config = config
+        self.guard = guard
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
         self.epoch = 0
         self._signing_key = ensure_identity(data_dir, SIGNER)
@@ -170,6 +181,7 @@ class HostService:
             if config.pin_mode == "host"
             else PinClient(bus, timeout_s=config.crypto_timeout_s)
         )
+        self.audit = AuditTrail(audit_path(data_dir))
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
         self._carried: list[_Pending] = []
@@ -196,6 +208,7 @@ class HostService:
         )
         self._segment.extend(hashes)
         await self.store.enrol_staff(default_staff(sorted(self.branch_ids)))
+        await self.audit.open()
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._take_epoch()
         if self.replicator is not None:
@@ -209,6 +222,13 @@ class HostService:
             HOST_REQUESTS, self._accept, prefetch=self.config.prefetch
         )
         await self.events.start()
+        if self.guard is not None:  # sessions died with the last run: ask branches to sign on
+            notices = [
+                self.guard.rekey_notice(b, "host restarted", _now()) for b in self.branch_ids
+            ]
+            # A branch that never declared its reply queue signs on when it starts.
+            with contextlib.suppress(UnroutableError):
+                await self.bus.publish([n for n in notices if n is not None])
 
     async def stop(self) -> None:
         """Finish the batch in hand, give back every frame not fully answered, close the store."""
@@ -238,6 +258,7 @@ class HostService:
             await self.checkpoint()
         finally:
             await self.store.close()
+            await self.audit.close()
             await self.events.stop()
 
     async def _take_epoch(self) -> None:
@@ -353,13 +374,32 @@ class HostService:
         delivery = inbound.delivery
         batch.inbounds[id(inbound)] = inbound
         try:
-            unpacked = unpack(
-                delivery.body,
-                delivery.routing_key,
-                self.branch_ids,
-                received_at=inbound.received_at,
-                unpacked_at=self._clock(),
-            )
+            if self.guard is None:
+                unpacked = unpack(
+                    delivery.body,
+                    delivery.routing_key,
+                    self.branch_ids,
+                    received_at=inbound.received_at,
+                    unpacked_at=self._clock(),
+                )
+            else:
+                opened = self.guard.open(delivery.body, delivery.routing_key, _now())
+                if opened.answer is not None:  # a sign-on: answered at once, not batched
+                    await self._publish([opened.answer])
+                    await inbound.ack()
+                    del batch.inbounds[id(inbound)]
+                    return
+                unpacked = unpack_frame(
+                    opened.frame,
+                    opened.branch_id,
+                    received_at=inbound.received_at,
+                    unpacked_at=self._clock(),
+                    evidence=opened.evidence,
+                )
+        except FrameRefused as error:
+            await self._refuse(inbound, error)
+            del batch.inbounds[id(inbound)]
+            return
         except FrameError as error:
             self._counts["dead_frames"] += 1
             key = delivery.routing_key[:40]
@@ -376,6 +416,28 @@ class HostService:
         inbound.outstanding = unpacked.size
         batch.items.extend(_Pending(item, inbound) for item in unpacked.items)
         batch.dead.extend((dead, inbound) for dead in unpacked.dead)
+
+    async def _refuse(self, inbound: _Inbound, error: FrameRefused) -> None:
+        """A security alert, a dead-lettered copy, and a re-key notice for a stale epoch."""
+        assert self.guard is not None
+        delivery = inbound.delivery
+        self._counts["dead_frames"] += 1
+        alert = self.guard.report(error, delivery.routing_key, _now())
+        _log.warning(
+            "request frame refused",
+            routing_key=alert.routing_key[:40],
+            refusal=alert.refusal.value,
+            reason=alert.reason,
+        )
+        self.events.emit(
+            refusal_alert(alert.refusal.value, alert.reason, alert.routing_key[:40], at=_now())
+        )
+        await self.bus.dead_letter(delivery, str(error))
+        inbound.settled = True
+        if error.refusal is Refusal.STALE_EPOCH and error.sender is not None:
+            notice = self.guard.rekey_notice(error.sender, "stale epoch", _now())
+            if notice is not None:
+                await self._publish([notice])
 
     async def _process(self, batch: _Batch) -> None:
         started = time.perf_counter()
@@ -405,6 +467,8 @@ class HostService:
             if self.replicator is not None:
                 await self.replicator.ship(settlement)
             replies = settlement.replies
+            # Before any reply leaves: every answered personal-information query has a trace.
+            await self.audit.record(records_of(items, replies, _now()))
         if self.replicator is not None:
             await self.replicator.held(self.store.head.seq)
         self._counts["batches"] += 1
@@ -465,14 +529,15 @@ class HostService:
         messages = []
         for branch_id, records in by_branch.items():
             for start in range(0, len(records), MAX_RECORDS):
-                frame = build_frame(
-                    FrameKind.REPLY,
-                    SENDER,
-                    next(self._reply_sequence),
-                    records[start : start + MAX_RECORDS],
-                )
-                body = encode_frame(frame)
-                messages.append(Message(REPLIES_EXCHANGE, branch_key(branch_id), body))
+                sequence, chunk = next(self._reply_sequence), records[start : start + MAX_RECORDS]
+                if self.guard is None:
+                    body: bytes | None = encode_frame(
+                        build_frame(FrameKind.REPLY, SENDER, sequence, chunk)
+                    )
+                else:
+                    body = self.guard.seal_reply(branch_id, sequence, chunk)
+                if body is not None:
+                    messages.append(Message(REPLIES_EXCHANGE, branch_key(branch_id), body))
         return messages
 
     def _dead_messages(self, dead: Sequence[tuple[DeadRecord, _Inbound]]) -> list[Message]:
@@ -506,7 +571,8 @@ class HostService:
         if not self._stopping:
             await asyncio.sleep(RETRY_DELAY_S)
 
-    @staticmethod
-    async def _give_back(inbounds: Sequence[_Inbound]) -> None:
+    async def _give_back(self, inbounds: Sequence[_Inbound]) -> None:
         for inbound in inbounds:
+            if self.guard is not None and inbound.branch_id and not inbound.settled:
+                self.guard.forget(inbound.branch_id, inbound.sequence)
             await inbound.give_back()

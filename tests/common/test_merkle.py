@@ -25,3 +25,11 @@ def test_a_foreign_record_does_not_prove(records: list[bytes]) -> None:
 def test_root_depends_on_order() -> None:
     a, b = leaf_hash(b"a"), leaf_hash(b"b")
     assert merkle_root([a, b]) != merkle_root([b, a])
+
+
+@given(st.lists(st.binary(max_size=20), min_size=1, max_size=70))
+def test_all_paths_at_once_equal_one_at_a_time(records: list[bytes]) -> None:
+    from common.merkle import merkle_paths
+
+    leaves = [leaf_hash(r) for r in records]
+    assert merkle_paths(leaves) == [merkle_path(leaves, i) for i in range(len(leaves))]
