@@ -185,6 +185,7 @@ def _evidence(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _verify_evidence(args: argparse.Namespace, settings: Settings) -> int:
+    from common.identity import known_branch_keys
     from host_node.bundle import verify_bundle
 
     try:
@@ -196,7 +197,7 @@ def _verify_evidence(args: argparse.Namespace, settings: Settings) -> int:
         print("warning: checked against the host key the bundle carries; pass --public-key")
     else:
         key = host_public_key(args.data_dir or Path("var"), args.public_key)
-    branch_keys = {}
+    branch_keys = known_branch_keys(args.data_dir) if args.data_dir is not None else {}
     for given in args.branch_key:
         branch_id, _, pem = given.partition("=")
         branch_keys[branch_id] = host_public_key(Path("."), Path(pem))

@@ -42,6 +42,15 @@ def init_identities(data_dir: Path, branch_ids: Iterable[str], *, force: bool = 
         ensure_identity(data_dir, name)
 
 
+def known_branch_keys(data_dir: Path) -> dict[str, Ed25519PublicKey]:
+    """Every branch public key present in ``data_dir``, by branch id."""
+    prefix = branch_identity("")
+    return {
+        path.stem.removeprefix(prefix): load_public(data_dir, path.stem)
+        for path in sorted(identity_dir(data_dir).glob(f"{prefix}*.pub"))
+    }
+
+
 def branch_registry(data_dir: Path, branch_ids: Iterable[str]) -> Mapping[str, Ed25519PublicKey]:
     """The public identity key of each registered branch, by branch id.
 

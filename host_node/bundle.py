@@ -25,6 +25,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
+from common.envelope import verify_header
 from common.frames import FrameHeader
 from common.identity import public_pem, verify
 from common.merkle import merkle_path, verify_path
@@ -231,8 +232,6 @@ def _frame_checks(
             BundleCheck("frame_signature", False, f"no public key given for {header.sender}")
         )
         return checks
-    unsigned = header.model_copy(update={"signature": None})
-    message = unsigned.__pydantic_serializer__.to_json(unsigned, exclude_none=True)
-    valid = verify(key, bytes.fromhex(header.signature), message)
+    valid = verify_header(header, key)
     checks.append(BundleCheck("frame_signature", valid, f"frame signed by {header.sender}"))
     return checks

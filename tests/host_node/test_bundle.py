@@ -9,7 +9,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from common.identity import load_identity, load_public
+from common.identity import known_branch_keys, load_identity, load_public
 from host_node.bundle import build_bundle, encode_bundle, verify_bundle
 from host_node.checkpoint import SIGNER
 from host_node.errors import StoreError
@@ -41,7 +41,8 @@ def bundle_of(data_dir: Path, request_id: str) -> bytes:
 
 
 def failed(raw: bytes, data_dir: Path) -> set[str]:
-    return {c.name for c in verify_bundle(raw, load_public(data_dir, SIGNER)) if not c.ok}
+    checks = verify_bundle(raw, load_public(data_dir, SIGNER), known_branch_keys(data_dir))
+    return {c.name for c in checks if not c.ok}
 
 
 def test_an_approved_withdrawal_holds_up_with_its_pin_outcome_and_no_secrets(
@@ -123,10 +124,15 @@ def test_the_cli_writes_and_checks_a_bundle(recorded: Path, tmp_path: Path) -> N
     out = tmp_path / "evidence.json"
     made = cli("journal", "evidence", request_id, "--out", str(out), "--data-dir", str(recorded))
     assert made.returncode == 0, made.stderr
-    public = tmp_path / "host.pub"
-    public.write_bytes((recorded / "keys" / "identity" / "host.pub").read_bytes())
-    checked = cli("journal", "verify-evidence", str(out), "--public-key", str(public))
+    identities = recorded / "keys" / "identity"
+    public, branch = tmp_path / "host.pub", tmp_path / "branch.pub"
+    public.write_bytes((identities / "host.pub").read_bytes())
+    branch.write_bytes((identities / f"branch-{request_id[:4]}.pub").read_bytes())
+    keys = ("--public-key", str(public), "--branch-key", f"{request_id[:4]}={branch}")
+    checked = cli("journal", "verify-evidence", str(out), *keys)
     assert checked.returncode == 0 and "the evidence holds" in checked.stdout
+    unsigned = cli("journal", "verify-evidence", str(out), "--public-key", str(public))
+    assert unsigned.returncode != 0 and "no public key given" in unsigned.stdout
     out.write_bytes(out.read_bytes().replace(b'"result\\":\\"00', b'"result\\":\\"51'))
-    checked = cli("journal", "verify-evidence", str(out), "--public-key", str(public))
+    checked = cli("journal", "verify-evidence", str(out), *keys)
     assert checked.returncode != 0 and "does NOT hold" in checked.stdout
