@@ -76,6 +76,11 @@ class HostConfig:
 
 
 def pin_config(settings: Settings | None = None) -> HostConfig:
-    """The default config with the PIN mode and method of the settings (``BRANCHNET_PIN_*``)."""
+    """The default config with the PIN settings of the environment (``BRANCHNET_PIN_MODE``,
+    ``BRANCHNET_PIN_METHOD``, ``BRANCHNET_CRYPTO_TIMEOUT_S``)."""
     settings = settings or load_settings()
-    return HostConfig(pin_method=settings.pin_method, pin_mode=settings.pin_mode)
+    return HostConfig(
+        pin_method=settings.pin_method,
+        pin_mode=settings.pin_mode,
+        crypto_timeout_s=settings.crypto_timeout_s,
+    )

@@ -18,13 +18,18 @@ class NodeProcesses:
     Each node's output goes to ``<data_dir>/logs/<node>.log``.
     """
 
-    def __init__(self, amqp_url: str, data_dir: Path, branches: int) -> None:
+    def __init__(
+        self, amqp_url: str, data_dir: Path, branches: int, *, crypto_timeout_s: float = 1.5
+    ) -> None:
         self.data_dir = data_dir
         self.branches = branches
+        self.crypto_timeout_s = crypto_timeout_s
         self.env = {
             **os.environ,
             "BRANCHNET_AMQP_URL": amqp_url,
             "BRANCHNET_DATA_DIR": str(data_dir),
+            # a crypto node that is gone must turn into prompt 91 answers
+            "BRANCHNET_CRYPTO_TIMEOUT_S": str(crypto_timeout_s),
         }
         self.logs = data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,9 @@ async def _kill_crypto(run: _Run) -> None:
     while await run.pause(1.5, 3.0):
         run.nodes.kill("crypto")
         run.faults["crypto_kill"] += 1
-        await asyncio.sleep(run.rng.uniform(1.5, 3.0))  # long enough for PIN requests to 91
+        # down for longer than the host waits for the crypto node: PIN requests get 91
+        timeout = run.nodes.crypto_timeout_s
+        await asyncio.sleep(run.rng.uniform(timeout + 1.0, timeout + 2.5))
         restarted_at, answered = time.monotonic(), run.answered()
         run.nodes.start("crypto")
         await run.measure_recovery(restarted_at, answered)

@@ -23,6 +23,7 @@ from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostConfig, HostService, check_store, journal_index, ledger_path
 from host_node.batch import Settlement
+from host_node.tiers import TierChange
 from tests.host_node.fakes import BranchDesk, Teller, account_no
 
 BRANCHES = ("0001", "0002")
@@ -351,10 +352,10 @@ async def test_a_request_redelivered_after_a_failed_commit_gets_its_original_ver
         commit = host.store.commit
         failures = [OSError("disk gone")]
 
-        async def failing_commit(settlement: Settlement) -> None:
+        async def failing_commit(settlement: Settlement) -> list[TierChange]:
             if failures:
                 raise failures.pop()
-            await commit(settlement)
+            return await commit(settlement)
 
         host.store.commit = failing_commit  # type: ignore[method-assign]
         right = teller.withdraw(A, 1_000, teller.pin(PIN, A))
