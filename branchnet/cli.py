@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
+from branchnet import loadtest_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
 from common.logs import configure_logging
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--seconds", type=float, default=3.0)
     bench.add_argument("--json", action="store_true", help="print one JSON document")
     bench.set_defaults(run=_hsm_bench)
+    loadtest_cli.register(commands)
     return parser
 
 

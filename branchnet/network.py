@@ -18,7 +18,9 @@ from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
-from host_node import HostService
+from host_node import HostConfig, HostService
+
+DEFAULT_HOST_CONFIG = HostConfig()
 
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
@@ -41,6 +43,9 @@ class NetworkConfig:
     terminals: int = 4
     seed: int = 1
     amqp_url: str | None = None
+    #: False: start only the crypto node and the host (a load generator brings its own load).
+    run_branches: bool = True
+    host_config: HostConfig = DEFAULT_HOST_CONFIG
 
 
 class Network:
@@ -53,6 +58,10 @@ class Network:
         self.crypto: CryptoService | None = None
         self.host: HostService | None = None
         self.branches: list[Branch] = []
+
+    def open_bus(self, name: str) -> Bus:
+        """A new, not yet connected, bus on the network's broker (closed with the network)."""
+        return self._bus(name)
 
     def _bus(self, name: str) -> Bus:
         bus = open_bus(self.config.amqp_url, embedded=self.embedded, name=name)
@@ -67,9 +76,11 @@ class Network:
         self.crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(config.data_dir)))
         await self.crypto.start()
         await host_bus.connect()
-        self.host = HostService(host_bus, config.data_dir, branch_ids=config.branch_ids)
+        self.host = HostService(
+            host_bus, config.data_dir, branch_ids=config.branch_ids, config=config.host_config
+        )
         await self.host.start()
-        for index, branch_id in enumerate(config.branch_ids):
+        for index, branch_id in enumerate(config.branch_ids if config.run_branches else ()):
             bus = self._bus(f"branch-{branch_id}")
             await bus.connect()
             branch = Branch(

@@ -13,9 +13,10 @@ from branchnet.buses import open_bus
 from common.bus import Bus
 from common.logs import get_logger
 from crypto_node import CryptoService, Hsm, load_crypto_keys
-from host_node import HostService
+from host_node import HostConfig, HostService
 
 _log = get_logger("branchnet.nodes")
+DEFAULT_HOST_CONFIG = HostConfig()
 
 
 async def _until_signalled() -> None:
@@ -41,8 +42,16 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
         _log.warning("node stopped", node=name)
 
 
-async def serve_host(amqp_url: str, data_dir: Path, branch_ids: tuple[str, ...]) -> None:
-    await _serve("host", amqp_url, lambda bus: HostService(bus, data_dir, branch_ids=branch_ids))
+async def serve_host(
+    amqp_url: str,
+    data_dir: Path,
+    branch_ids: tuple[str, ...],
+    config: HostConfig = DEFAULT_HOST_CONFIG,
+) -> None:
+    def make(bus: Bus) -> HostService:
+        return HostService(bus, data_dir, branch_ids=branch_ids, config=config)
+
+    await _serve("host", amqp_url, make)
 
 
 async def serve_crypto(amqp_url: str, data_dir: Path) -> None:
