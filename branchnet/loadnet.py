@@ -38,6 +38,8 @@ from common.topology import CORE, CRYPTO_COMMANDS, HOST_REQUESTS
 from host_node import HostConfig
 
 TargetKind = Literal["embedded", "rabbitmq", "external"]
+#: ``host``: the real host; ``echo``: the echo host (a ``rabbitmq`` target only).
+HostKind = Literal["host", "echo"]
 #: How long node processes get to come up, and to stop after SIGTERM.
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -55,6 +57,8 @@ class TargetConfig:
         amqp_url: the broker of a ``rabbitmq`` target (None: start a private node) or of an
             ``external`` one.
         host_config: the host's batching tunables (started networks only).
+        host: the real host, or the echo host that answers every record at once with ``00``
+            (a ``rabbitmq`` target only; no crypto node then).
     """
 
     kind: TargetKind
@@ -63,10 +67,13 @@ class TargetConfig:
     terminals: int
     amqp_url: str | None = None
     host_config: HostConfig = DEFAULT_HOST_CONFIG
+    host: HostKind = "host"
 
     def __post_init__(self) -> None:
         if self.kind == "external" and self.amqp_url is None:
             raise ConfigError("an external network needs its AMQP URL")
+        if self.host == "echo" and self.kind != "rabbitmq":
+            raise ConfigError("the echo host runs on a rabbitmq target only")
 
 
 def rss_mb(pid: int) -> float | None:
@@ -172,7 +179,7 @@ class LoadTarget:
         """The host's resident memory: its process's, or this process's when embedded."""
         if self._network is not None:
             return rss_mb(os.getpid())
-        host = next((n for n in self._nodes if n.name == "host"), None)
+        host = next((n for n in self._nodes if n.name in ("host", "echo")), None)
         return rss_mb(host.process.pid) if host is not None else None
 
     def describe(self) -> dict[str, object]:
@@ -209,23 +216,17 @@ class LoadTarget:
             BRANCHNET_LOG_LEVEL=env.get("BRANCHNET_LOG_LEVEL", "warning"),
         )
         host = config.host_config
+        branches = ["--branches", ",".join(config.branch_ids)]
         commands = {
             "crypto": [sys.executable, "-m", "branchnet.cli", "crypto"],
             "host": [
-                sys.executable,
-                "-m",
-                "branchnet.loadnet",
-                "host",
-                "--branches",
-                ",".join(config.branch_ids),
-                "--max-batch-records",
-                str(host.max_batch_records),
-                "--prefetch",
-                str(host.prefetch),
-                "--synchronous",
-                host.synchronous,
+                *(sys.executable, "-m", "branchnet.loadnet", "host", *branches),
+                *("--max-batch-records", str(host.max_batch_records)),
+                *("--prefetch", str(host.prefetch), "--synchronous", host.synchronous),
             ],
         }
+        if config.host == "echo":
+            commands = {"echo": [sys.executable, "-m", "branchnet.loadnet", "echo", *branches]}
         logs = config.data_dir / "logs"
         logs.mkdir(exist_ok=True)
         for name, command in commands.items():
@@ -244,7 +245,9 @@ class LoadTarget:
         try:
             await bus.declare(CORE)
             deadline = time.monotonic() + START_TIMEOUT_S
-            for queue in (CRYPTO_COMMANDS, HOST_REQUESTS):
+            echo = self.config.host == "echo"
+            queues = (HOST_REQUESTS,) if echo else (CRYPTO_COMMANDS, HOST_REQUESTS)
+            for queue in queues:
                 while True:
                     for node in self._nodes:
                         if node.process.poll() is not None:
@@ -306,8 +309,26 @@ def _host_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _echo_main(argv: Sequence[str]) -> int:
+    from branchnet.nodes import serve_echo
+    from common.logs import configure_logging
+    from common.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m branchnet.loadnet echo")
+    parser.add_argument("--branches", required=True, help="registered branch ids, comma separated")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if settings.amqp_url is None:
+        print("BRANCHNET_AMQP_URL is required", file=sys.stderr)
+        return 2
+    asyncio.run(serve_echo(settings.amqp_url.get_secret_value(), tuple(args.branches.split(","))))
+    return 0
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["host"]:
-        print("usage: python -m branchnet.loadnet host --branches 0001,0002 ...", file=sys.stderr)
+    mains = {"host": _host_main, "echo": _echo_main}
+    if sys.argv[1:2] not in (["host"], ["echo"]):
+        print("usage: python -m branchnet.loadnet host|echo --branches 0001,...", file=sys.stderr)
         sys.exit(2)
-    sys.exit(_host_main(sys.argv[2:]))
+    sys.exit(mains[sys.argv[1]](sys.argv[2:]))

@@ -175,3 +175,25 @@ async def test_an_external_network_is_driven_without_starting_nodes(
     assert report["target"]["kind"] == "external"
     assert report["target"]["node_processes"] == []
     assert report["by_result"] == {"00": report["measured"]["answered"]}
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_the_throughput_benchmark_prints_every_part(
+    amqp_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from branchnet.throughput import main as bench_main
+
+    tiny = ["--trial-duration", "0.5", "--warmup", "0.2", "--max-trials", "1"]
+    small = ["--branches", "1", "--terminals", "2", "--accounts-per-terminal", "2"]
+    assert bench_main([*tiny, *small, "--start-rate", "100", "--amqp-url", amqp_url]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for part in ("echo", "full", "unbatched", "embedded"):
+        assert document[part]["tps"] > 0 and document[part]["p99_ms"] > 0
+        assert len(document[part]["trials"]) == 1
+    ratios = document["ratios"]
+    assert ratios["full_over_echo"] == round(document["full"]["tps"] / document["echo"]["tps"], 3)
+    assert ratios["full_over_unbatched"] == round(
+        document["full"]["tps"] / document["unbatched"]["tps"], 3
+    )
+    assert document["unbatched"]["rate"] == 10  # the naive design starts at a tenth
