@@ -111,6 +111,7 @@ class LoadTarget:
     _broker_dir: Path | None = None
     _nodes: list[_NodeProcess] = field(default_factory=list)
     _buses: list[Bus] = field(default_factory=list)
+    _probe: Bus | None = None
 
     async def __aenter__(self) -> LoadTarget:
         try:
@@ -154,6 +155,7 @@ class LoadTarget:
             with contextlib.suppress(Exception):
                 await bus.close()
         self._buses.clear()
+        self._probe = None
         if self._network is not None:
             await self._network.stop()
             self._network = None
@@ -174,6 +176,16 @@ class LoadTarget:
         bus = open_bus(self.amqp_url, embedded=None, name=name)
         self._buses.append(bus)
         return bus
+
+    async def requests_waiting(self) -> int:
+        """Request frames waiting in ``host.requests`` (not yet delivered to the host)."""
+        if self._probe is None:
+            self._probe = self.open_bus("loadtest-probe")
+            await self._probe.connect()
+        try:
+            return (await self._probe.queue_stats(HOST_REQUESTS)).messages
+        except BusError:
+            return 0
 
     def host_rss_mb(self) -> float | None:
         """The host's resident memory: its process's, or this process's when embedded."""

@@ -42,6 +42,8 @@ TickCallback = Callable[[Tick], None]
 CLOSED_RATE_HINT = 10_000
 #: How long past its end an open-model run may still send requests that fell due in it.
 SEND_GRACE_S = 1.0
+#: Longest wait between find-max trials for the host to work off a backlog.
+QUIESCE_MAX_S = 120.0
 #: Threshold failures exit with this status.
 THRESHOLD_EXIT = 4
 
@@ -201,6 +203,22 @@ class _Driver:
             if self.on_tick is not None:
                 self.on_tick(point)
             next_at += 1.0
+
+    async def quiesce(self, max_wait_s: float) -> None:
+        """Wait until the host has caught up: nothing waits in its queue and no late reply
+        (to a request that timed out) came in the last second — so one trial's backlog
+        does not count against the next."""
+        deadline = self.loop.time() + max_wait_s
+        seen = -1
+        while self.loop.time() < deadline:
+            late = sum(
+                c.statistics().late_replies + c.statistics().stray_replies
+                for c in self.clients.values()
+            )
+            if late == seen and await self.target.requests_waiting() == 0:
+                return
+            seen = late
+            await asyncio.sleep(1.0)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for the requests in flight (their own timeouts end them)."""
@@ -386,6 +404,7 @@ async def find_max(
 
     async def holds(rate: float) -> bool:
         await driver.drain(config.timeout_s)
+        await driver.quiesce(QUIESCE_MAX_S)
         result = await run_open(
             driver,
             workload,

@@ -49,7 +49,7 @@ class BenchConfig:
     trial_s: float = 5.0
     warmup_s: float = 1.0
     max_trials: int = 6
-    start_rate: float = 1000.0
+    start_rate: float = 500.0
     p99_target_ms: float = 100.0
     mix: str = "simulate"
     branches: int = 4
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trial-duration", type=float, default=5.0, help="seconds per trial")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per trial")
     parser.add_argument("--max-trials", type=int, default=6, help="trials per part at most")
-    parser.add_argument("--start-rate", type=float, default=1000.0, help="first trial's rate")
+    parser.add_argument("--start-rate", type=float, default=500.0, help="first trial's rate")
     parser.add_argument("--p99-target-ms", type=float, default=100.0)
     parser.add_argument("--mix", default="simulate", help="as loadtest --mix (default simulate)")
     parser.add_argument("--branches", type=int, default=4)
