@@ -76,6 +76,16 @@ class TargetConfig:
             raise ConfigError("the echo host runs on a rabbitmq target only")
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) process ``pid`` has used (None when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MiB (None when it cannot be read)."""
     try:
@@ -189,10 +199,19 @@ class LoadTarget:
 
     def host_rss_mb(self) -> float | None:
         """The host's resident memory: its process's, or this process's when embedded."""
+        pid = self._host_pid()
+        return rss_mb(pid) if pid is not None else None
+
+    def host_cpu_s(self) -> float | None:
+        """CPU seconds the host's process has used (this process's when embedded)."""
+        pid = self._host_pid()
+        return cpu_s(pid) if pid is not None else None
+
+    def _host_pid(self) -> int | None:
         if self._network is not None:
-            return rss_mb(os.getpid())
+            return os.getpid()
         host = next((n for n in self._nodes if n.name in ("host", "echo")), None)
-        return rss_mb(host.process.pid) if host is not None else None
+        return host.process.pid if host is not None else None
 
     def describe(self) -> dict[str, object]:
         """The target, for a report (no credentials)."""

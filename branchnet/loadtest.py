@@ -117,6 +117,8 @@ class RunResult:
     unsent: int = 0
     unanswered: int = 0
     elapsed_s: float = 0.0
+    #: CPU the host's process used per answered request (its whole process when embedded).
+    host_cpu_us: float | None = None
 
     @property
     def achieved_rate(self) -> float:
@@ -148,6 +150,9 @@ class RunResult:
             "unanswered": self.unanswered,
             "latency_ms": recorder.latency_ms(),
             "spectrum_ms": recorder.spectrum_ms(),
+            "host_cpu_us_per_request": (
+                round(self.host_cpu_us, 1) if self.host_cpu_us is not None else None
+            ),
             "host_rss_mb": (
                 {"first": rss[0], "last": rss[-1], "min": min(rss), "max": max(rss)}
                 if rss
@@ -243,6 +248,7 @@ async def run_open(
     """Send at ``rate`` for ``warmup_s + duration_s``; measure from the intended send times."""
     total = max(1, math.ceil(rate * (warmup_s + duration_s)))
     prepared = await asyncio.to_thread(workload.build, total)
+    cpu_before = driver.target.host_cpu_s()
     loop = driver.loop
     start = loop.time() + 0.05
     # Sends that fall behind may go on a little past the end; then the rest count as unsent.
@@ -287,7 +293,15 @@ async def run_open(
         unsent=total - sent,
         unanswered=driver.in_flight,
         elapsed_s=duration_s,
+        host_cpu_us=_cpu_per_request(driver, cpu_before, recorder.answered),
     )
+
+
+def _cpu_per_request(driver: _Driver, before: float | None, answered: int) -> float | None:
+    after = driver.target.host_cpu_s()
+    if before is None or after is None or answered == 0:
+        return None
+    return (after - before) / answered * 1_000_000
 
 
 async def run_closed(driver: _Driver, workload: LoadWorkload, config: LoadConfig) -> RunResult:
@@ -296,6 +310,7 @@ async def run_closed(driver: _Driver, workload: LoadWorkload, config: LoadConfig
     span = config.warmup_s + config.duration_s
     budget = config.closed_budget or math.ceil(CLOSED_RATE_HINT * span)
     prepared = iter(await asyncio.to_thread(workload.build, budget))
+    cpu_before = driver.target.host_cpu_s()
     loop = driver.loop
     start = loop.time()
     end = start + span
@@ -332,6 +347,7 @@ async def run_closed(driver: _Driver, workload: LoadWorkload, config: LoadConfig
         concurrency=config.concurrency,
         unanswered=driver.in_flight,
         elapsed_s=max(1e-9, min(stopped, end) - (start + config.warmup_s)),
+        host_cpu_us=_cpu_per_request(driver, cpu_before, recorder.answered),
     )
     if exhausted:
         result.duration_s = round(stopped - start - config.warmup_s, 3)

@@ -178,6 +178,8 @@ def print_load_summary(console: Console, report: dict[str, Any]) -> None:
     for name, values in rows:
         table.add_row(name, *(f"{values[p]:.2f}" for p in points))
     console.print(table)
+    if report.get("host_cpu_us_per_request") is not None:
+        console.print(f"host CPU per request: {report['host_cpu_us_per_request']} µs")
     if report.get("host_rss_mb"):
         rss = report["host_rss_mb"]
         console.print(f"host RSS MiB: first {rss['first']} last {rss['last']} max {rss['max']}")
