@@ -25,6 +25,7 @@ import functools
 import importlib.metadata
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -247,7 +248,8 @@ async def run_open(
 ) -> RunResult:
     """Send at ``rate`` for ``warmup_s + duration_s``; measure from the intended send times."""
     total = max(1, math.ceil(rate * (warmup_s + duration_s)))
-    prepared = await asyncio.to_thread(workload.build, total)
+    # Each record is dropped once sent, so the generator's memory shrinks as the run goes.
+    prepared = deque(await asyncio.to_thread(workload.build, total))
     cpu_before = driver.target.host_cpu_s()
     loop = driver.loop
     start = loop.time() + 0.05
@@ -271,13 +273,13 @@ async def run_open(
                 room = config.max_in_flight - driver.in_flight
                 stop = min(due, sent + room, sent + 2048)  # yield now and then when behind
                 for index in range(sent, stop):
-                    driver.send(recorder, prepared[index], stamp, start + index / rate)
+                    driver.send(recorder, prepared.popleft(), stamp, start + index / rate)
                 sent = stop
                 await asyncio.sleep(0)
                 continue
             wait = start + sent / rate - loop.time()
             await asyncio.sleep(max(wait, 0.0005) if due <= sent else 0.001)
-        del prepared
+        prepared.clear()
         await driver.drain(config.timeout_s + 2.0)
     finally:
         ticker.cancel()
@@ -309,7 +311,7 @@ async def run_closed(driver: _Driver, workload: LoadWorkload, config: LoadConfig
     assert config.concurrency is not None
     span = config.warmup_s + config.duration_s
     budget = config.closed_budget or math.ceil(CLOSED_RATE_HINT * span)
-    prepared = iter(await asyncio.to_thread(workload.build, budget))
+    prepared = deque(await asyncio.to_thread(workload.build, budget))
     cpu_before = driver.target.host_cpu_s()
     loop = driver.loop
     start = loop.time()
@@ -322,10 +324,10 @@ async def run_closed(driver: _Driver, workload: LoadWorkload, config: LoadConfig
     async def worker() -> None:
         nonlocal exhausted
         while loop.time() < end:
-            request = next(prepared, None)
-            if request is None:
+            if not prepared:
                 exhausted = True
                 return
+            request = prepared.popleft()
             with contextlib.suppress(Exception):
                 await driver.send(recorder, request, _stamp(), loop.time())
 
