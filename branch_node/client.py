@@ -281,19 +281,38 @@ class RequestClient:
         self._check_usable(request_id)
         async with self._slots:
             self._check_usable(request_id)
-            pending = _Pending(
-                request_id, encode_request(request), asyncio.get_running_loop().create_future()
-            )
-            self._pending[request_id] = pending
-            self._counts.submitted += 1
-            self._enqueue(pending)
+            pending = self._add(request_id, encode_request(request))
             try:
                 return await pending.future
             finally:
-                if pending.timer is not None:
-                    pending.timer.cancel()
-                if self._pending.get(request_id) is pending:
-                    del self._pending[request_id]
+                self._forget(pending)
+
+    def send(self, request_id: str, record: bytes) -> asyncio.Future[Reply]:
+        """Queue an encoded request record at once and return the future of its reply.
+
+        For load generators that build their records in advance and bound what is in flight
+        themselves: no slot is taken. The future fails as :meth:`submit` raises.
+
+        Raises:
+            BranchNotRegistered, ClientClosed, ValueError: as :meth:`submit`.
+        """
+        self._check_usable(request_id)
+        pending = self._add(request_id, record)
+        pending.future.add_done_callback(lambda _: self._forget(pending))
+        return pending.future
+
+    def _add(self, request_id: str, record: bytes) -> _Pending:
+        pending = _Pending(request_id, record, asyncio.get_running_loop().create_future())
+        self._pending[request_id] = pending
+        self._counts.submitted += 1
+        self._enqueue(pending)
+        return pending
+
+    def _forget(self, pending: _Pending) -> None:
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if self._pending.get(pending.request_id) is pending:
+            del self._pending[pending.request_id]
 
     def statistics(self) -> ClientStatistics:
         """A snapshot of the counters."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from branchnet import audit_cli, dr_cli, hsm_cli, journal_cli, ops_cli, training
+from branchnet import audit_cli, dr_cli, hsm_cli, journal_cli, loadtest_cli, ops_cli, training
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
 from common.ids import branch_ids
@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     training.register(commands)
     ops_cli.register(commands)
     audit_cli.register(commands)
+    loadtest_cli.register(commands)
     chaos_cli.register(commands)
     return parser
 

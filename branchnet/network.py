@@ -31,6 +31,8 @@ from host_node.events import EventConfig, host_events
 from host_node.guard import Guard, SecurityHook
 from host_node.standby import StandbyService
 
+DEFAULT_HOST_CONFIG = HostConfig()
+
 
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
     """Create the key files on first use; refuse a data dir whose keys lack a branch.
@@ -68,6 +70,8 @@ class NetworkConfig:
     #: Per-node AMQP URLs (``host``, ``crypto``, ``branch-<id>``: see branchnet.access);
     #: a node not named uses ``amqp_url``.
     node_urls: Mapping[str, str] = field(default_factory=dict)
+    #: False: start only the crypto node and the host (a load generator brings its own load).
+    run_branches: bool = True
 
 
 def standby_dir(data_dir: Path) -> Path:
@@ -86,6 +90,10 @@ class Network:
         self.host: HostService | None = None
         self.standby: StandbyService | None = None
         self.branches: list[Branch] = []
+
+    def open_bus(self, name: str) -> Bus:
+        """A new, not yet connected, bus on the network's broker (closed with the network)."""
+        return self._bus(name)
 
     def _bus(self, name: str) -> Bus:
         url = self.config.node_urls.get(name, self.config.amqp_url)
@@ -123,7 +131,7 @@ class Network:
             **extra,
         )
         await self.host.start()
-        for index, branch_id in enumerate(config.branch_ids):
+        for index, branch_id in enumerate(config.branch_ids if config.run_branches else ()):
             bus = self._bus(f"branch-{branch_id}")
             await bus.connect()
             branch = Branch(

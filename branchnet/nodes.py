@@ -182,3 +182,10 @@ async def run_branch(
         await branch.stop()
         await bus.close()
         await exposed.close()
+
+
+async def serve_echo(amqp_url: str, branch_ids: tuple[str, ...]) -> None:
+    """The echo host (see :mod:`branchnet.echo`): the bus's throughput ceiling."""
+    from branchnet.echo import EchoHost
+
+    await _serve("echo", amqp_url, lambda bus: EchoHost(bus, branch_ids=branch_ids))

@@ -1,0 +1,218 @@
+"""What a load test measures: counters, latency histograms per stage, a per-second timeline.
+
+Latency is measured from each request's **intended** send time (open model), so a stalled
+generator or system shows up as latency instead of hiding behind fewer requests (no coordinated
+omission). Besides end to end, a reply's host timestamps split each latency into stages:
+
+- ``schedule``: intended → handed to the request client (the generator's own lateness);
+- ``to_host``: → the host received the frame (client batching, broker, host prefetch);
+- ``host``: → the host decided it (inbox wait, unpacking, store reads, PIN round trip);
+- ``from_host``: → the reply reached the generator (commit, reply frame, broker, decoding).
+
+Recording one value in an HDR histogram costs microseconds in Python, too much per reply at
+thousands a second; values are first counted in buckets of 8 significant bits (< 0.8 % error)
+and added to the HDR histograms (1 µs to 10 min, 3 significant digits) once a second.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from branchnet.latency import percentiles_ms
+from common.replies import Reply
+
+_MAX_US = 600_000_000
+STAGES = ("schedule", "to_host", "host", "from_host")
+#: Result codes that mean the system failed, not that the bank said no.
+SYSTEM_CODES = frozenset({"30", "91", "96"})
+#: Points of the percentile spectrum in a report (and its plot).
+SPECTRUM = (
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+)  # fmt: skip
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(1, _MAX_US, 3)
+
+
+def _bucket(us: int) -> int:
+    """``us`` rounded down to 8 significant bits, plus half a bucket."""
+    shift = us.bit_length() - 8
+    if shift <= 0:
+        return max(1, us)
+    return ((us >> shift) << shift) + (1 << (shift - 1))
+
+
+class _Tally:
+    """Latencies counted by bucket until :meth:`flush` adds them to histograms."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts: Counter[int] = Counter()
+
+    def add(self, seconds: float) -> None:
+        us = int(seconds * 1_000_000)
+        self.counts[_bucket(min(_MAX_US, us)) if us > 0 else 1] += 1
+
+    def flush(self, *histograms: HdrHistogram) -> None:
+        for value, count in self.counts.items():
+            for histogram in histograms:
+                histogram.record_value(value, count)
+        self.counts.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One second of a run, as the live line shows it and the timeline keeps it."""
+
+    t: float
+    sent: int
+    answered: int
+    errors: int
+    in_flight: int
+    p50_ms: float
+    p99_ms: float
+    host_rss_mb: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        document = {
+            "t": round(self.t, 3),
+            "sent": self.sent,
+            "answered": self.answered,
+            "errors": self.errors,
+            "in_flight": self.in_flight,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+        }
+        if self.host_rss_mb is not None:
+            document["host_rss_mb"] = self.host_rss_mb
+        return document
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Counts and latencies of one load run; requests before ``measure_from`` only count.
+
+    The achieved rate is the answers that arrived between ``measure_from`` and
+    ``measure_until``, per second of that window.
+
+    Times are the event loop's clock (seconds); ``wall_offset`` turns them into Unix time to
+    compare with the host's timestamps.
+    """
+
+    measure_from: float
+    wall_offset: float
+    measure_until: float = float("inf")
+    #: Answers (to any request) that arrived inside the measured window: the achieved rate.
+    window_answers: int = 0
+    sent: int = 0
+    answered: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    warmup_answered: int = 0
+    measured_sent: int = 0
+    measured_answered: int = 0
+    last_answer: float = 0.0
+    by_result: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    end_to_end: HdrHistogram = field(default_factory=new_histogram)
+    stages: dict[str, HdrHistogram] = field(
+        default_factory=lambda: {name: new_histogram() for name in STAGES}
+    )
+    timeline: list[Tick] = field(default_factory=list)
+    _interval: HdrHistogram = field(default_factory=new_histogram)
+    _tallies: dict[str, _Tally] = field(
+        default_factory=lambda: {name: _Tally() for name in ("warmup", "end_to_end", *STAGES)}
+    )
+
+    def on_sent(self, intended: float) -> None:
+        self.sent += 1
+        if intended >= self.measure_from:
+            self.measured_sent += 1
+
+    def on_reply(self, intended: float, sent: float, now: float, reply: Reply) -> None:
+        """A reply arrived at ``now`` for a request meant for ``intended``, sent at ``sent``."""
+        self.answered += 1
+        if self.measure_from <= now < self.measure_until:
+            self.window_answers += 1
+        code = reply.result.value
+        if code in SYSTEM_CODES:
+            self.errors += 1
+        tallies = self._tallies
+        if intended < self.measure_from:
+            self.warmup_answered += 1
+            tallies["warmup"].add(now - intended)
+            return
+        self.measured_answered += 1
+        self.last_answer = now
+        self.by_result[code] += 1
+        tallies["end_to_end"].add(now - intended)
+        offset = self.wall_offset
+        received = reply.received_at.timestamp() - offset
+        processed = reply.processed_at.timestamp() - offset
+        tallies["schedule"].add(sent - intended)
+        tallies["to_host"].add(received - sent)
+        tallies["host"].add(processed - received)
+        tallies["from_host"].add(now - processed)
+
+    def on_failure(self, intended: float, error: BaseException, *, timeout: bool) -> None:
+        self.errors += 1
+        if timeout:
+            self.timeouts += 1
+        else:
+            self.failures[type(error).__name__] += 1
+
+    def tick(self, t: float, in_flight: int, host_rss_mb: float | None = None) -> Tick:
+        """Close the second that ends at run time ``t`` and keep it in the timeline.
+
+        The second's percentiles cover the warm-up too; the run's histograms do not.
+        """
+        self._tallies["end_to_end"].flush(self.end_to_end, self._interval)
+        self._tallies["warmup"].flush(self._interval)
+        for name in STAGES:
+            self._tallies[name].flush(self.stages[name])
+        interval = percentiles_ms(self._interval)
+        self._interval.reset()
+        point = Tick(
+            t,
+            self.sent,
+            self.answered,
+            self.errors,
+            in_flight,
+            interval["p50"],
+            interval["p99"],
+            host_rss_mb,
+        )
+        self.timeline.append(point)
+        return point
+
+    def flush(self) -> None:
+        """Add every tallied latency to the run's histograms (before reading them)."""
+        self._tallies["warmup"].counts.clear()
+        self._tallies["end_to_end"].flush(self.end_to_end)
+        for name in STAGES:
+            self._tallies[name].flush(self.stages[name])
+
+    def latency_ms(self) -> dict[str, Any]:
+        self.flush()
+        return {
+            "end_to_end": percentiles_ms(self.end_to_end),
+            "stages": {name: percentiles_ms(self.stages[name]) for name in STAGES},
+        }
+
+    def spectrum_ms(self) -> list[tuple[float, float]]:
+        """(percentile, latency in ms) pairs of the end-to-end histogram."""
+        self.flush()
+        if self.end_to_end.get_total_count() == 0:
+            return []
+        return [(p, round(self.end_to_end.get_value_at_percentile(p) / 1000, 3)) for p in SPECTRUM]
+
+
+def by_result_json(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items()))
