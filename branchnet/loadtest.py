@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from branch_node import RequestClient, RequestTimeout
+from branch_node.session import BranchSession
 from branchnet.loadgen import LoadMix, LoadWorkload, PreparedRequest, origin_stamp, parse_mix
 from branchnet.loadnet import LoadTarget, TargetConfig
 from branchnet.loadstats import Recorder, Tick, by_result_json
@@ -538,6 +539,8 @@ async def loadtest(
                     retries=0,
                     max_in_flight=config.max_in_flight,
                     prefetch=64,
+                    # the host only opens sealed frames from a branch that signed on
+                    session=BranchSession.load(target_config.data_dir, branch_id),
                 )
                 await client.start()
                 clients[branch_id] = client
