@@ -539,8 +539,11 @@ async def loadtest(
                     retries=0,
                     max_in_flight=config.max_in_flight,
                     prefetch=64,
-                    # the host only opens sealed frames from a branch that signed on
-                    session=BranchSession.load(target_config.data_dir, branch_id),
+                    # the host opens sealed frames only, from a branch that signed on; the
+                    # echo host (the bus's ceiling) answers plain frames
+                    session=None
+                    if target_config.host == "echo"
+                    else BranchSession.load(target_config.data_dir, branch_id),
                 )
                 await client.start()
                 clients[branch_id] = client
