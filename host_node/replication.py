@@ -26,6 +26,7 @@ from pydantic import TypeAdapter
 
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import FrameError
+from common.events import ReplicationStatus
 from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
 from common.identity import verify
 from common.logs import get_logger
@@ -229,6 +230,7 @@ class Replicator:
         self.shipped = 0
         self.acked = 0
         self.degraded = False
+        self._behind_since: float | None = None
         self._sequence = 0
         self._acked = asyncio.Condition()
         self._subscription: Subscription | None = None
@@ -237,6 +239,21 @@ class Replicator:
     def lag(self) -> int:
         """Entries shipped that the standby has not confirmed."""
         return max(0, self.shipped - self.acked)
+
+    def status(self) -> ReplicationStatus:
+        """What the ops stats summary reports: effective mode, lag in entries and seconds."""
+        lag = self.lag
+        if lag == 0:
+            self._behind_since = None
+        elif self._behind_since is None:
+            self._behind_since = time.monotonic()
+        behind_s = 0.0 if self._behind_since is None else time.monotonic() - self._behind_since
+        return ReplicationStatus(
+            mode="async" if self.degraded else self.mode,
+            lag_entries=lag,
+            lag_s=round(behind_s, 3),
+            standby_up=not self.degraded,
+        )
 
     async def start(self, head: ChainHead) -> None:
         self.shipped = head.seq

@@ -214,6 +214,7 @@ class HostService:
         if self.replicator is not None:
             self.replicator.epoch = self.epoch
             await self.replicator.start(self.store.head)
+            self.events.watch_replication(self.replicator.status)
         await self._pins.start()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name="host-batches")

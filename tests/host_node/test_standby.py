@@ -196,10 +196,14 @@ async def test_a_silent_standby_degrades_an_async_fallback_primary_and_it_catche
     await day(desk, teller)  # answered after the timeout, with an alert
     assert host.replicator is not None and host.statistics().replication_degraded
     assert host.replicator.lag == 3
+    behind = host.replicator.status()  # what the ops stats summary carries
+    assert (behind.mode, behind.lag_entries, behind.standby_up) == ("async", 3, False)
     standby = await site.standby(standby_dir)
     await until(lambda: standby.store.head.seq == 3)
     await day(desk, teller, serial=2)
     assert not host.replicator.degraded and host.replicator.lag == 0
+    caught_up = host.replicator.status()
+    assert (caught_up.mode, caught_up.lag_entries, caught_up.lag_s) == ("sync", 0, 0.0)
 
 
 async def test_async_mode_answers_at_once_and_reports_the_lag(
