@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from branch_node import Branch, BranchReport, ClientConfig
+from branch_node.session import BranchSession
 from branchnet import broker
 from branchnet.chaos.processes import NodeProcesses
 from branchnet.chaos.report import RunFacts, chaos_report
@@ -206,6 +207,8 @@ async def _run_processes(
                     terminals=config.terminals,
                     seed=config.seed * 100 + index,
                     client_config=PROCESS_CLIENT,
+                    # the host process opens sealed frames only
+                    session=BranchSession.load(config.data_dir, branch_id),
                 )
                 await branch.start()
                 branches.append(branch)

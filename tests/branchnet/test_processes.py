@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from branch_node import Branch, ClientConfig
+from branch_node.session import BranchSession
 from branchnet.chaos.processes import NodeProcesses
 from branchnet.nodes import wait_for_host
 from branchnet.reconcile import reconcile
@@ -41,6 +42,7 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
         terminals=4,
         seed=11,
         client_config=ClientConfig(timeout_s=2.0, retries=20),
+        session=BranchSession.load(tmp_path, "0001"),
     )
     try:
         await wait_for_host(bus, timeout_s=60)
