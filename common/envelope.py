@@ -30,13 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import ValidationError
 
 from common.errors import FrameError
-from common.frames import (
-    FRAME_VERSION,
-    MAX_FRAME_BYTES,
-    FrameHeader,
-    FrameKind,
-    build_frame,
-)
+from common.frames import FrameHeader, FrameKind, build_frame, read_header
 from common.identity import verify
 from common.merkle import leaf_hash, merkle_paths, merkle_root, verify_path
 
@@ -119,18 +113,8 @@ def read_sealed(body: bytes) -> Sealed:
     Raises:
         FrameError: too large, or a header that is not a frame header.
     """
-    if len(body) > MAX_FRAME_BYTES:
-        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    head, newline, payload = body.partition(b"\n")
-    try:
-        header = FrameHeader.model_validate_json(head)
-    except ValidationError as error:
-        problem = error.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(part) for part in problem["loc"])
-        raise FrameError(f"bad frame header: {where or 'header'}: {problem['type']}") from None
-    if header.version != FRAME_VERSION:
-        raise FrameError(f"unsupported frame version {header.version}")
-    if not newline or len(payload) < NONCE_BYTES + 16:
+    header, head, payload = read_header(body)
+    if len(payload) < NONCE_BYTES + 16:
         raise FrameError("sealed frame has no record block")
     return Sealed(header, head, payload)
 

@@ -84,12 +84,11 @@ def encode_frame(frame: Frame) -> bytes:
     return b"\n".join((head, *frame.records))
 
 
-def decode_frame(body: bytes, *, expect: FrameKind | None = None) -> Frame:
-    """Parse and check a frame's structure.
+def read_header(body: bytes) -> tuple[FrameHeader, bytes, bytes]:
+    """Split a frame into its checked header, the header's bytes and the rest after the newline.
 
     Raises:
-        FrameError: too large, a bad header, a record count or Merkle root that disagrees
-            with the records, or a kind other than ``expect``.
+        FrameError: too large, a header that is not a frame header, or another version.
     """
     if len(body) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
@@ -102,6 +101,17 @@ def decode_frame(body: bytes, *, expect: FrameKind | None = None) -> Frame:
         raise FrameError(f"bad frame header: {where or 'header'}: {problem['type']}") from None
     if header.version != FRAME_VERSION:
         raise FrameError(f"unsupported frame version {header.version}")
+    return header, head, rest
+
+
+def decode_frame(body: bytes, *, expect: FrameKind | None = None) -> Frame:
+    """Parse and check a frame's structure.
+
+    Raises:
+        FrameError: too large, a bad header, a record count or Merkle root that disagrees
+            with the records, or a kind other than ``expect``.
+    """
+    header, _, rest = read_header(body)
     if expect is not None and header.kind is not expect:
         raise FrameError(f"expected a {expect} frame, got {header.kind}")
     records = tuple(rest.split(b"\n")) if rest else ()
