@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from branch_node import Branch, ClientConfig
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from branchnet.network import ensure_keys
 from branchnet.reconcile import reconcile
@@ -67,6 +68,7 @@ async def test_kill_9_of_the_host_under_load_loses_and_doubles_nothing(
             terminals=4,
             seed=7,
             client_config=ClientConfig(timeout_s=4.0, retries=8),
+            session=BranchSession.load(data_dir, BRANCH),
         )
         await branch.start()
         run = asyncio.create_task(branch.run(600, max_requests=150 * (KILLS + 2)))

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from branch_node import Branch, ClientConfig
+from branch_node.session import BranchSession
 from branchnet.buses import open_bus
 from branchnet.network import ensure_keys
 from branchnet.reconcile import reconcile
@@ -80,6 +81,7 @@ async def test_failover_in_sync_mode_loses_no_approved_transaction(
             terminals=8,
             seed=11,
             client_config=ClientConfig(timeout_s=4.0, retries=10),
+            session=BranchSession.load(primary_dir, BRANCH),
         )
         await branch.start()
         run = asyncio.create_task(branch.run(600, max_requests=REQUESTS))
