@@ -235,6 +235,7 @@ async def _ask(
     new_pin: str | None,
 ) -> dict[str, Any]:
     from branch_node import Branch, ClientConfig
+    from branch_node.session import BranchSession
     from branchnet.buses import open_bus
 
     bus = open_bus(amqp_url, embedded=None, name=f"teller-{args.branch}-{args.terminal}")
@@ -247,6 +248,8 @@ async def _ask(
             terminals=int(args.terminal),
             client_config=ClientConfig(timeout_s=args.timeout, retries=1),
             state_block=1,
+            # the host opens sealed frames only, from a branch that signed on
+            session=BranchSession.load(data_dir, args.branch),
         )
         await branch.start()
         try:

@@ -18,6 +18,7 @@ from branchnet.scenarios import CHEN, STRANGER, ZHANG
 from common.bus import Bus
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from host_node import HostService
+from host_node.guard import Guard
 
 pytestmark = pytest.mark.rabbitmq
 BRANCHNET = str(Path(sys.executable).parent / "branchnet")
@@ -31,7 +32,8 @@ async def network(tmp_path: Path, amqp_url: str) -> AsyncIterator[Path]:
     for bus in buses:
         await bus.connect()
     crypto = CryptoService(buses[0], Hsm(load_crypto_keys(tmp_path)))
-    host = HostService(buses[1], tmp_path, branch_ids=["0001"])
+    guard = Guard.load(tmp_path, ["0001"])  # as `branchnet host` runs: sealed frames only
+    host = HostService(buses[1], tmp_path, branch_ids=["0001"], guard=guard)
     await crypto.start()
     await host.start()
     try:
