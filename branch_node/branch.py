@@ -127,6 +127,7 @@ class Branch:
         self._results_seen: dict[str, set[str]] = {}
         self._by_result: Tally[str] = Tally()
         self._sent = self._answered = self._timeouts = self._surprises = 0
+        self._winding_down = False
 
     async def start(self) -> None:
         """Open the counters, load the PIN pads, start the client."""
@@ -161,8 +162,8 @@ class Branch:
     async def run(self, duration_s: float, *, max_requests: int | None = None) -> BranchReport:
         """Serve customers on every terminal for ``duration_s`` (or ``max_requests`` in all).
 
-        Each terminal finishes the customer it is serving when time is up, so no request is
-        left without an answer or a timeout.
+        Each terminal finishes the customer it is serving when time is up (or after
+        :meth:`wind_down`), so no request is left without an answer or a timeout.
 
         Raises:
             BranchNotRegistered: the host does not know this branch.
@@ -174,9 +175,14 @@ class Branch:
         deadline = loop.time() + duration_s
         limit = self._sent + max_requests if max_requests is not None else None
         outcomes: list[Outcome] = []
+        self._winding_down = False
 
         async def serve(terminal: Terminal) -> None:
-            while loop.time() < deadline and (limit is None or self._sent < limit):
+            while (
+                not self._winding_down
+                and loop.time() < deadline
+                and (limit is None or self._sent < limit)
+            ):
                 self._sent += 1
                 outcome = await terminal.serve()
                 self._record(outcome)
@@ -206,6 +212,10 @@ class Branch:
             mean_batch=round(report.statistics.client.mean_batch, 1),
         )
         return report
+
+    def wind_down(self) -> None:
+        """End the current :meth:`run` early: each terminal finishes its customer, then stops."""
+        self._winding_down = True
 
     async def stop(self) -> None:
         """Stop the client and write the counters' exact positions."""

@@ -242,6 +242,22 @@ class _AdminChannel:
         self._channel = None
 
 
+class _ClosingRobustConnection(aio_pika.RobustConnection):
+    """A robust connection that closes itself when its first connect fails.
+
+    aio-pika drops such a connection (say, to a vhost that is gone) unclosed; its
+    ``__del__`` then makes a ``close()`` coroutine that nothing awaits when the garbage
+    collector runs outside the event loop.
+    """
+
+    async def connect(self, timeout: aiormq.abc.TimeoutType = None) -> None:
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+
 class AmqpBus(Bus):
     """One connection to RabbitMQ.
 
@@ -284,6 +300,7 @@ class AmqpBus(Bus):
             connection = await aio_pika.connect_robust(
                 self.url,
                 client_properties={"connection_name": self.name},
+                connection_class=_ClosingRobustConnection,
                 reconnect_interval=self._reconnect_interval_s,
                 timeout=self._reconnect_timeout_s,
             )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aio_pika
 import aiomqtt
 import pytest
 
@@ -100,6 +102,16 @@ async def test_vhosts_keep_messages_apart(rabbitmq: RabbitMQ) -> None:
     gone = AmqpBus(urls[0], name="gone", reconnect_timeout_s=5)
     with pytest.raises(BusError):
         await gone.connect()
+    # the failed connection is closed, not left for the garbage collector to close outside
+    # the event loop (where its close() coroutine would never be awaited)
+    gc.collect()
+    assert not [
+        c
+        for c in gc.get_objects()
+        if isinstance(c, aio_pika.RobustConnection)
+        and c.url.path == f"/{names[0]}"
+        and not c.is_closed
+    ]
     await asyncio.to_thread(delete_vhost, node, names[0])  # already gone: no error
 
 
