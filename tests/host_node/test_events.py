@@ -31,17 +31,12 @@ from common.topology import (
 from host_node import HostConfig, HostService
 from host_node.events import EventConfig, EventPublisher
 from host_node.metrics import HostCollector
+from tests.host_node.conftest import connected
 from tests.host_node.fakes import BranchDesk, FakeCryptoNode, Teller, account_no
 
 BRANCHES = ("0001", "0002")
 A, B = account_no(1), account_no(2)
 WATCH = "ops.watch"
-
-
-async def connected(broker: EmbeddedBroker) -> EmbeddedBus:
-    bus = broker.connect()
-    await bus.connect()
-    return bus
 
 
 class Watcher:

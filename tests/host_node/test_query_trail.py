@@ -15,9 +15,7 @@ from tests.host_node.fakes import BranchDesk, Teller
 from tests.host_node.test_service import (  # noqa: F401 - fixtures
     A,
     B,
-    broker,
     codes,
-    crypto,
     desk,
     host,
     keys_dir,
@@ -33,7 +31,7 @@ def audit_command(staff_id: str, role: str, data_dir: Path) -> int:
 
 
 async def test_every_customer_query_leaves_one_trace_and_only_auditors_read_them(
-    crypto: object,  # noqa: F811
+    crypto: object,
     host: HostService,  # noqa: F811
     desk: BranchDesk,  # noqa: F811
     teller: Teller,  # noqa: F811

@@ -20,10 +20,11 @@ from common.replies import Reply
 from common.requests import Request, encode_request
 from common.results import ResultCode
 from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
-from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
+from crypto_node import CryptoService, init_keys
 from host_node import HostConfig, HostService, check_store, journal_index, ledger_path
 from host_node.batch import Settlement
 from host_node.tiers import TierChange
+from tests.host_node.conftest import connected
 from tests.host_node.fakes import BranchDesk, Teller, account_no
 
 BRANCHES = ("0001", "0002")
@@ -38,27 +39,6 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("keys")
     init_keys(home, BRANCHES, 2)
     return home
-
-
-@pytest.fixture
-def broker() -> EmbeddedBroker:
-    return EmbeddedBroker()
-
-
-async def connected(broker: EmbeddedBroker) -> EmbeddedBus:
-    bus = broker.connect()
-    await bus.connect()
-    return bus
-
-
-@pytest.fixture
-async def crypto(broker: EmbeddedBroker, keys_dir: Path) -> AsyncIterator[CryptoService]:
-    bus = await connected(broker)
-    service = CryptoService(bus, Hsm(load_crypto_keys(keys_dir), persist=False))
-    await service.start()
-    yield service
-    await service.stop()
-    await bus.close()
 
 
 async def start_host(bus: EmbeddedBus, data_dir: Path, config: HostConfig = CONFIG) -> HostService:

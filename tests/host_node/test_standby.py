@@ -13,17 +13,18 @@ import pytest
 
 from branch_node.pinpad import load_pinpads
 from common.bus import Message
-from common.embedded_bus import EmbeddedBroker, EmbeddedBus
+from common.embedded_bus import EmbeddedBroker
 from common.frames import FrameKind, build_frame, encode_frame
 from common.identity import ensure_identity, identity_dir, load_public
 from common.topology import DEAD_QUEUE, DEFAULT_EXCHANGE, DR_REPLICATION
-from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
+from crypto_node import CryptoService, init_keys
 from host_node import HostConfig, HostService
 from host_node.audit import audit_store
 from host_node.checkpoint import SIGNER
 from host_node.replication import FencedError
 from host_node.standby import StandbyService, promote
 from host_node.store import copy_store, ledger_path
+from tests.host_node.conftest import connected
 from tests.host_node.fakes import BranchDesk, Teller, account_no
 
 BRANCHES = ("0001",)
@@ -36,27 +37,6 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("keys")
     init_keys(home, BRANCHES, 1)
     return home
-
-
-@pytest.fixture
-def broker() -> EmbeddedBroker:
-    return EmbeddedBroker()
-
-
-async def connected(broker: EmbeddedBroker) -> EmbeddedBus:
-    bus = broker.connect()
-    await bus.connect()
-    return bus
-
-
-@pytest.fixture
-async def crypto(broker: EmbeddedBroker, keys_dir: Path) -> AsyncIterator[None]:
-    bus = await connected(broker)
-    service = CryptoService(bus, Hsm(load_crypto_keys(keys_dir), persist=False))
-    await service.start()
-    yield
-    await service.stop()
-    await bus.close()
 
 
 @pytest.fixture
@@ -96,7 +76,7 @@ class Site:
 
 
 @pytest.fixture
-async def site(broker: EmbeddedBroker, crypto: None) -> AsyncIterator[Site]:
+async def site(broker: EmbeddedBroker, crypto: CryptoService) -> AsyncIterator[Site]:
     site = Site(broker)
     yield site
     for node in reversed(site.running):
