@@ -32,6 +32,7 @@ from common.bus import Bus
 from common.ids import card_number, terminal_ids
 from common.logs import get_logger
 from common.replies import Reply
+from common.requests import Role
 
 _log = get_logger(__name__)
 _DEFAULT_WORKLOAD = WorkloadConfig()
@@ -217,7 +218,7 @@ class Branch:
                     terminal.record_position()
             state.close()
 
-    def desk(self, terminal_id: str, *, teller: str | None = None) -> Desk:
+    def desk(self, terminal_id: str, *, teller: str | None = None, role: Role = "teller") -> Desk:
         """A terminal of this started branch, to key requests by hand (teller console,
         scenarios); it shares the terminal's PIN pad and the branch's counters and client."""
         if self._state is None:
@@ -231,6 +232,7 @@ class Branch:
                     client=self.client,
                     state=self._state,
                     teller=teller,
+                    role=role,
                 )
         raise BranchError(f"branch {self.branch_id} has no terminal {terminal_id}")
 

@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="key management")
     key_actions = keys.add_subparsers(title="actions", metavar="ACTION", required=True)
     init = key_actions.add_parser(
-        "init", help="create the BDK, PVK, PIN pad keys and node identity keys"
+        "init", help="create the BDK, PVK, PIN pad keys and node identity and staff keys"
     )
     init.add_argument("--branches", type=int, default=4)
     init.add_argument("--terminals", type=int, default=4)
@@ -265,11 +265,15 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from common.authorisation import init_staff_keys
     from common.identity import init_identities
     from crypto_node import init_keys
+    from host_node.staff import default_staff, signing_staff
 
     data_dir = _data_dir(settings)
-    init_identities(data_dir, branch_ids(args.branches), force=args.force)
+    branches = branch_ids(args.branches)
+    init_identities(data_dir, branches, force=args.force)
+    init_staff_keys(data_dir, signing_staff(default_staff(branches)), force=args.force)
     if args.if_missing and (data_dir / "keys" / "crypto.json").exists():
         print(f"keys already present in {data_dir / 'keys'}")
         return 0

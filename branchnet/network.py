@@ -20,6 +20,7 @@ from typing import Any
 from branch_node import Branch
 from branch_node.session import BranchSession
 from branchnet.buses import open_bus
+from common.authorisation import init_staff_keys
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
@@ -29,6 +30,7 @@ from host_node import HostConfig, HostService
 from host_node.config import pin_config
 from host_node.events import EventConfig, host_events
 from host_node.guard import Guard, SecurityHook
+from host_node.staff import default_staff, signing_staff
 from host_node.standby import StandbyService
 
 DEFAULT_HOST_CONFIG = HostConfig()
@@ -37,9 +39,11 @@ DEFAULT_HOST_CONFIG = HostConfig()
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
     """Create the key files on first use; refuse a data dir whose keys lack a branch.
 
-    Identity keys missing for the host or a branch are created (kept when present).
+    Identity keys missing for the host or a branch, and staff keys missing for a branch's
+    supervisors and auditors, are created (kept when present).
     """
     init_identities(data_dir, branch_ids)
+    init_staff_keys(data_dir, signing_staff(default_staff(branch_ids)))
     if not (data_dir / "keys" / "crypto.json").exists():
         init_keys(data_dir, branch_ids, terminals)
         return
