@@ -22,7 +22,7 @@ from common.authorisation import signature_valid
 from common.requests import Request
 from common.results import ResultCode
 from host_node.ledger import Decision, decline
-from host_node.staff import StaffMember
+from host_node.staff import StaffMember, with_article
 
 MISSING_RULE = "supervisor_authorisation"
 REFUSED_RULE = "authorisation_refused"
@@ -37,7 +37,7 @@ def signer_problem(
     if member is None:
         return "the authorising staff id is not on the staff table"
     if member.role != "supervisor":
-        return f"the authorising staff member is a {member.role}, not a supervisor"
+        return f"the authorising staff member is {with_article(member.role)}, not a supervisor"
     if member.branch_id != branch_id:
         return "the supervisor belongs to another branch"
     if supervisor == maker:

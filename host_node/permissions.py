@@ -26,7 +26,7 @@ from common.requests import KINDS, CustomerQuery, Request
 from common.results import ResultCode
 from host_node import maker_checker
 from host_node.ledger import Decision, Ledger, decline
-from host_node.staff import Role, StaffMember
+from host_node.staff import Role, StaffMember, with_article
 
 ROLE_RULE = "staff_role"
 PERMISSION_RULE = "role_permission"
@@ -60,13 +60,14 @@ def role_refusal(request: Request, staff: Mapping[str, StaffMember]) -> Decision
     if member.role != request.role:
         return decline(
             ResultCode.ROLE_NOT_PERMITTED,
-            f"the staff table has {member.staff_id} as a {member.role}, not a {request.role}",
+            f"the staff table has {member.staff_id} as {with_article(member.role)}, "
+            f"not {with_article(request.role)}",
             rule=ROLE_RULE,
         )
     if request.kind not in KINDS_BY_ROLE[member.role]:
         return decline(
             ResultCode.ROLE_NOT_PERMITTED,
-            f"a {member.role} may not {request.kind.replace('_', ' ')}",
+            f"{with_article(member.role)} may not {request.kind.replace('_', ' ')}",
             rule=PERMISSION_RULE,
         )
     return None

@@ -56,6 +56,11 @@ def default_staff(branch_ids: Iterable[str], terminals: int = 99) -> list[StaffM
     return staff
 
 
+def with_article(role: str) -> str:
+    """``a teller``, ``an auditor``."""
+    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"
+
+
 #: Roles that hold a signing key.
 SIGNING_ROLES: frozenset[Role] = frozenset({"supervisor", "auditor"})
 

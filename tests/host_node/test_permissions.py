@@ -1,0 +1,152 @@
+"""Roles enforced per kind against the host's staff table, and permissioned customer queries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from common.events import SecurityAlert, SecurityAlertKind
+from common.money import yuan
+from common.pin_commands import HsmError, PinResponse
+from common.replies import Reply
+from common.requests import Deduct, Request
+from common.results import ResultCode
+from host_node.event_rules import events_for
+from host_node.ledger import AccountState, Ledger, PinRecord
+from host_node.rules import decide
+from tests.host_node.fakes import STAFF, SUPERVISOR, T0, Teller, account_no, fake_pin, item_of
+
+A, B = account_no(1), account_no(2)
+OK = PinResponse(command_id="c", error=HsmError.OK)
+PIN = fake_pin("1234")
+AUDITOR = Teller(staff_id="A000101", role="auditor")
+
+
+def ledger() -> Ledger:
+    accounts = [
+        replace(AccountState(n, "0001", "customer", T0, pin=PinRecord("1234")), balance=yuan(1_000))
+        for n in (A, B)
+    ]
+    return Ledger({a.number: a for a in accounts}, STAFF)
+
+
+def decided(request: Request) -> tuple[ResultCode, str]:
+    decision = decide(request, ledger(), OK, T0)
+    if not decision.approved:
+        assert not decision.postings and not decision.changes
+    return decision.result, decision.rule
+
+
+@pytest.mark.parametrize(
+    ("maker", "why"),
+    [
+        (Teller(staff_id="T999999"), "not on the staff table"),
+        (Teller(staff_id="T000201"), "another branch"),
+        (Teller(role="supervisor"), "as a teller, not a supervisor"),
+        (Teller(role="auditor"), "as a teller, not an auditor"),
+        (Teller(staff_id="A000101"), "as an auditor, not a teller"),
+        (Teller(staff_id="S000101", role="auditor"), "as a supervisor, not an auditor"),
+    ],
+)
+def test_a_claimed_role_the_staff_table_does_not_confirm_is_refused_58(
+    maker: Teller, why: str
+) -> None:
+    decision = decide(maker.deposit(A, 100), ledger(), None, T0)
+    assert (decision.result, decision.rule) == (ResultCode.ROLE_NOT_PERMITTED, "staff_role")
+    assert why in decision.reason and not decision.postings
+
+
+def money_requests(maker: Teller) -> list[Request]:
+    base: dict[str, Any] = maker._base()
+    return [
+        maker.deposit(A, 100),
+        maker.withdraw(A, 100, PIN),
+        maker.transfer(A, B, 100, PIN),
+        maker.close(A, PIN),
+        maker.open_account(account_no(3), deposit=100, pin=PIN),
+        SUPERVISOR.authorise(Deduct(**base, account=A, amount=100, authority_ref="(2026)执1号")),
+        maker.freeze(A),
+        maker.balance(A, PIN),
+    ]
+
+
+def test_an_auditor_may_not_move_money_or_change_an_account() -> None:
+    for request in money_requests(AUDITOR):
+        assert decided(request) == (ResultCode.ROLE_NOT_PERMITTED, "role_permission"), request
+    assert "an auditor may not deposit" in decide(AUDITOR.deposit(A, 1), ledger(), None, T0).reason
+
+
+def test_tellers_and_supervisors_may_key_money_requests() -> None:
+    for maker in (Teller(), Teller(staff_id="S000101", role="supervisor")):
+        request = maker.deposit(A, 100)
+        assert decided(request) == (ResultCode.APPROVED, "")
+
+
+def test_a_tellers_customer_query_needs_a_supervisors_signature() -> None:
+    teller = Teller()
+    assert decided(teller.customer_query(A)) == (
+        ResultCode.SUPERVISOR_REQUIRED,
+        "supervisor_authorisation",
+    )
+    decision = decide(teller.customer_query(A, SUPERVISOR), ledger(), None, T0)
+    assert (decision.result, decision.rule, decision.report) == (
+        ResultCode.APPROVED,
+        "customer_query",
+        A,
+    )
+
+
+@pytest.mark.parametrize(
+    "maker", [AUDITOR, Teller(staff_id="S000101", role="supervisor")], ids=["auditor", "super"]
+)
+def test_auditors_and_supervisors_query_on_a_stated_purpose(maker: Teller) -> None:
+    assert decided(maker.customer_query(A)) == (ResultCode.APPROVED, "customer_query")
+    for blank in (" ", "\t x "):
+        assert decided(maker.customer_query(A, purpose=blank)) == (
+            ResultCode.ROLE_NOT_PERMITTED,
+            "query_purpose",
+        )
+    assert decided(maker.customer_query(account_no(9))) == (ResultCode.NO_SUCH_ACCOUNT, "account")
+
+
+def test_role_and_signature_refusals_raise_security_alerts() -> None:
+    lifted = SUPERVISOR.authorise(Teller(start=5).freeze(A, None)).authorisation
+    forged = Teller().freeze(A, None).model_copy(update={"authorisation": lifted})
+    cases = [
+        (Teller(role="supervisor").deposit(A, 1), SecurityAlertKind.PERMISSION_DENIED),
+        (AUDITOR.deposit(A, 1), SecurityAlertKind.PERMISSION_DENIED),
+        (forged, SecurityAlertKind.BAD_SIGNATURE),
+        (
+            Teller(staff_id="S000101", role="supervisor").freeze(A),
+            SecurityAlertKind.PERMISSION_DENIED,
+        ),
+    ]
+    for request, kind in cases:
+        decision = decide(request, ledger(), None, T0)
+        alerts = [
+            e
+            for e in events_of(request, decision.result, decision.rule)
+            if isinstance(e, SecurityAlert)
+        ]
+        assert [a.alert for a in alerts] == [kind], request
+        assert alerts[0].source == request.request_id and alerts[0].branch == "0001"
+    missing = decide(Teller().freeze(A, None), ledger(), None, T0)
+    assert missing.result is ResultCode.SUPERVISOR_REQUIRED
+    events = events_of(Teller().freeze(A, None), missing.result, missing.rule)
+    assert not any(isinstance(e, SecurityAlert) for e in events)
+
+
+def events_of(request: Request, result: ResultCode, rule: str) -> list[Any]:
+    reply = Reply(
+        request_id=request.request_id,
+        result=result,
+        reason="refused",
+        received_at=T0,
+        processed_at=T0,
+        journal_seq=1,
+        rule=rule or None,
+    )
+    return events_for(item_of(request), reply, node="host", latency_s=0.0, at=T0 + dt.timedelta(1))
