@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     broker = commands.add_parser("broker", help="a private local RabbitMQ node")
     broker.add_argument("action", choices=["start", "stop", "status", "provision"])
     broker.add_argument("--dir", type=Path, default=DEFAULT_BROKER_DIR, help="node directory")
+    broker.add_argument(
+        "--management-url",
+        help="provision another broker through this management API (e.g. compose's "
+        "http://rabbitmq:15672), as the administrator of --amqp-url / BRANCHNET_AMQP_URL",
+    )
+    broker.add_argument("--amqp-url", help="the administrator's AMQP URL (with --management-url)")
     broker.add_argument("--vhost", default="/", help="vhost to provision (default /)")
     broker.add_argument("--branches", type=int, default=None, help="branches to give users")
     _data_dir_flag(broker, "where node credentials are written (default ./var)")
@@ -130,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bus_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    help_text = "RabbitMQ URL (env BRANCHNET_AMQP_URL)"
+    help_text = "RabbitMQ URL (env BRANCHNET_AMQP_URL, or a file named by BRANCHNET_AMQP_URL_FILE)"
     if not required:
         help_text += "; default: the embedded in-process bus"
     parser.add_argument("--amqp-url", help=help_text)
@@ -235,6 +241,8 @@ def _count(values: Any) -> dict[str, int]:
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from branchnet import broker
 
+    if args.action == "provision" and args.management_url:
+        return _provision_remote(args, settings)
     if args.action in ("start", "provision"):
         from branchnet.access import provision_private
 
@@ -261,6 +269,28 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
     print(f"amqp        {info.amqp_url}")
     print(f"mqtt        {info.mqtt_url}")
     print(f"management  {info.management_url}")
+    return 0
+
+
+def _provision_remote(args: argparse.Namespace, settings: Settings) -> int:
+    """``broker provision --management-url``: node users on a broker this CLI did not start."""
+    from branchnet.access import credentials_dir, provision
+
+    if settings.amqp_url is None:
+        raise SystemExit("give the administrator's --amqp-url or BRANCHNET_AMQP_URL")
+    data_dir = _data_dir(settings)
+    count = args.branches or settings.branches
+    users = asyncio.run(
+        provision(
+            args.management_url,
+            settings.amqp_url.get_secret_value(),
+            args.vhost,
+            branch_ids(count),
+            data_dir,
+        )
+    )
+    for user in users:
+        print(f"user {user:<12} credentials {credentials_dir(data_dir) / f'{user}.url'}")
     return 0
 
 
