@@ -237,7 +237,8 @@ def _teller(args: argparse.Namespace, settings: Settings) -> int:
         )
     data_dir = settings.data_dir or Path("var")
     fields = request_fields(args)
-    supervisor = StaffKey.load(data_dir, args.supervisor) if args.supervisor else None
+    supervisor_id = getattr(args, "supervisor", None)
+    supervisor = StaffKey.load(data_dir, supervisor_id) if supervisor_id else None
     pin, new_pin = _pins(args)
     reply = asyncio.run(
         _ask(settings.amqp_url.get_secret_value(), data_dir, args, fields, pin, new_pin, supervisor)
