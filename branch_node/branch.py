@@ -28,6 +28,7 @@ from branch_node.session import BranchSession
 from branch_node.state import BRANCH_WIDE, DEFAULT_BLOCK, BranchState, Counter
 from branch_node.terminal import TIMEOUT, Outcome, PinEncryptor, Terminal
 from branch_node.workload import WorkloadConfig, WorkloadModel
+from common.authorisation import StaffKey
 from common.bus import Bus
 from common.ids import card_number, terminal_ids
 from common.logs import get_logger
@@ -90,6 +91,8 @@ class Branch:
         state_block: counter values reserved per state write.
         session: secure envelopes with the host (None: plain frames); frame sequences then
             come from the durable state.
+        supervisor: the branch supervisor's staff key: the terminals have them sign what a
+            teller alone may not do (the workload's customer queries).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class Branch:
         pinpad_loader: PinPadLoader | None = None,
         state_block: int = DEFAULT_BLOCK,
         session: BranchSession | None = None,
+        supervisor: StaffKey | None = None,
     ) -> None:
         if not 1 <= terminals <= 99:
             raise ValueError("a branch has 1..99 terminals")
@@ -113,6 +117,9 @@ class Branch:
         self.terminal_ids = tuple(terminal_ids(terminals))
         self.seed = seed
         self.workload = workload
+        self.supervisor = supervisor
+        if workload.mix.customer_query > 0 and supervisor is None:
+            raise BranchError("a workload with customer queries needs the supervisor's staff key")
         self.client = RequestClient.from_config(
             bus,
             branch_id,
@@ -153,6 +160,7 @@ class Branch:
                 ),
                 client=self.client,
                 state=state,
+                supervisor=self.supervisor,
             )
             for terminal_id in self.terminal_ids
         ]

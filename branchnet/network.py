@@ -20,7 +20,7 @@ from typing import Any
 from branch_node import Branch
 from branch_node.session import BranchSession
 from branchnet.buses import open_bus
-from common.authorisation import init_staff_keys
+from common.authorisation import StaffKey, init_staff_keys
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
@@ -30,7 +30,7 @@ from host_node import HostConfig, HostService
 from host_node.config import pin_config
 from host_node.events import EventConfig, host_events
 from host_node.guard import Guard, SecurityHook
-from host_node.staff import default_staff, signing_staff
+from host_node.staff import default_staff, signing_staff, supervisor_id
 from host_node.standby import StandbyService
 
 DEFAULT_HOST_CONFIG = HostConfig()
@@ -147,6 +147,7 @@ class Network:
                 session=(
                     BranchSession.load(config.data_dir, branch_id) if config.envelopes else None
                 ),
+                supervisor=StaffKey.load(config.data_dir, supervisor_id(branch_id)),
             )
             await branch.start()
             self.branches.append(branch)
