@@ -25,7 +25,7 @@ from common.replies import Reply
 from common.results import ResultCode
 from host_node import HostConfig, check_store, ledger_path
 from host_node.policy import BANK_TZ, DEFAULT_POLICY, Policy, bank_day
-from host_node.staff import supervisor_id
+from host_node.staff import auditor_id, supervisor_id
 from host_node.store import connect_read_only, journal_entries
 
 BRANCH = "0001"
@@ -57,13 +57,16 @@ class ScenarioFailed(AssertionError):
 
 class Script:
     """What a scenario's body works with: a desk at branch 0001, the host's calendar and the
-    branch supervisor's staff key (to sign authorisations)."""
+    staff keys of the branch's supervisor (to sign authorisations) and auditor."""
 
-    def __init__(self, desk: Desk, clock: SimulationClock, supervisor: StaffKey) -> None:
+    def __init__(
+        self, desk: Desk, clock: SimulationClock, supervisor: StaffKey, auditor: StaffKey
+    ) -> None:
         self.desk = desk
         self.clock = clock
         self.steps: list[StepResult] = []
         self.supervisor = supervisor
+        self.auditor = auditor
 
     @property
     def today(self) -> dt.date:
@@ -147,7 +150,8 @@ async def run_scenario(
     error: str | None = None
     async with Network(config) as network:
         supervisor = StaffKey.load(data_dir, supervisor_id(BRANCH))
-        script = Script(network.branches[0].desk("01"), clock, supervisor)
+        auditor = StaffKey.load(data_dir, auditor_id(BRANCH))
+        script = Script(network.branches[0].desk("01"), clock, supervisor, auditor)
         try:
             await scenario.body(script)
         except ScenarioFailed as failure:

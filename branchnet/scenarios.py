@@ -12,14 +12,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from branchnet.scenario_runner import BRANCH, Scenario, ScenarioFailed, Script
+from branchnet.scenario_runner import Scenario, ScenarioFailed, Script
 from common.authorisation import StaffKey
 from common.id_documents import check_character
 from common.money import yuan
 from common.requests import IdDocument
 from common.results import ResultCode
 from host_node.policy import Policy
-from host_node.staff import auditor_id
 
 OK = ResultCode.APPROVED
 PIN, WRONG_PIN = "360513", "111222"
@@ -441,11 +440,13 @@ async def closing(script: Script) -> None:
 
 
 async def staff_roles(script: Script) -> None:
-    """Roles checked on the host's staff table; customer queries need a purpose and, from a
-    teller, a supervisor's signature; an auditor queries but never moves money."""
+    """Roles checked on the host's staff table, and proven by staff signatures; customer
+    queries need a purpose and, from a teller, a supervisor's signature; an auditor queries but
+    never moves money."""
     account = await _open(script, CHEN, yuan(1_000))
     query: dict[str, Any] = {"account": account, "purpose": "对账 statement check"}
-    auditor: dict[str, Any] = {"teller_id": auditor_id(BRANCH), "role": "auditor"}
+    auditor: dict[str, Any] = {"teller_id": script.auditor.staff_id, "role": "auditor"}
+    signed_by_auditor: dict[str, Any] = {**auditor, "supervisor": script.auditor}
     await script.step(
         "a teller's customer query alone",
         "customer_query",
@@ -464,10 +465,18 @@ async def staff_roles(script: Script) -> None:
     if reply is None or reply.balance != yuan(1_000):
         raise ScenarioFailed("the authorised query did not answer the balance")
     await script.step(
-        "an auditor's customer query",
+        "an auditor's customer query, signed by the auditor",
         "customer_query",
         expect=OK,
         rule="customer_query",
+        **signed_by_auditor,
+        **query,
+    )
+    await script.step(
+        "someone at a terminal claims to be the auditor (unsigned)",
+        "customer_query",
+        expect=ResultCode.ROLE_NOT_PERMITTED,
+        rule="staff_signature",
         **auditor,
         **query,
     )
@@ -478,7 +487,7 @@ async def staff_roles(script: Script) -> None:
         rule="query_purpose",
         account=account,
         purpose=" ",
-        **auditor,
+        **signed_by_auditor,
     )
     await script.step(
         "the auditor pays in cash",
@@ -487,7 +496,7 @@ async def staff_roles(script: Script) -> None:
         rule="role_permission",
         account=account,
         amount=yuan(100),
-        **auditor,
+        **signed_by_auditor,
     )
     await script.step(
         "a teller claims to be a supervisor",
@@ -577,7 +586,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("closing", "closing pays out and refuses everything after (62)", closing),
         Scenario(
             "staff-roles",
-            "roles on the staff table (58); customer queries permissioned and signed (63)",
+            "roles on the staff table, signed (58); customer queries permissioned (63)",
             staff_roles,
         ),
         Scenario(

@@ -9,7 +9,9 @@ simulated terminals do. The reply prints as a line, or as JSON with ``--json``.
 Where a teller alone may not act (freeze, unfreeze, deduct, PIN unlock, large cash, a teller's
 customer query), ``--supervisor ID`` has that supervisor sign the request with their staff key
 from the data directory (``keys/identity/staff-<ID>.key``); the host verifies the signature.
-``--staff`` and ``--role`` key the request as another staff member (e.g. an auditor's query).
+``--staff`` and ``--role`` key the request as another staff member (e.g. an auditor's query);
+a supervisor or auditor signs their own request with their staff key (unless ``--supervisor``
+signs it).
 
 The console works a terminal of a branch whose workload is not running at the same time: it
 uses the branch's counters (``branches/<id>.json``), PIN pad keys and reply queue.
@@ -24,6 +26,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from common.authorisation import StaffKey
@@ -210,6 +213,23 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def _signer(args: argparse.Namespace, data_dir: Path) -> StaffKey | None:
+    """Who signs the request: the authorising ``--supervisor``, else a supervisor or auditor
+    acting (``--staff`` with ``--role``) signs their own; a teller signs nothing.
+
+    Raises:
+        ConfigError: the signer has no staff key in ``data_dir``.
+    """
+    supervisor = getattr(args, "supervisor", None)
+    if supervisor:
+        return StaffKey.load(data_dir, supervisor)
+    if args.role != "teller":
+        if not args.staff:
+            raise SystemExit(f"--role {args.role} needs --staff (whose key signs the request)")
+        return StaffKey.load(data_dir, args.staff)
+    return None
+
+
 def _pins(args: argparse.Namespace) -> tuple[str | None, str | None]:
     """The PIN (and new PIN) the customer types, without echo or from stdin."""
     kind = args.kind
@@ -229,16 +249,13 @@ def _pins(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _teller(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     if settings.amqp_url is None:
         raise SystemExit(
             "the teller works a running network: give --amqp-url or BRANCHNET_AMQP_URL"
         )
     data_dir = settings.data_dir or Path("var")
     fields = request_fields(args)
-    supervisor_id = getattr(args, "supervisor", None)
-    supervisor = StaffKey.load(data_dir, supervisor_id) if supervisor_id else None
+    supervisor = _signer(args, data_dir)
     pin, new_pin = _pins(args)
     reply = asyncio.run(
         _ask(settings.amqp_url.get_secret_value(), data_dir, args, fields, pin, new_pin, supervisor)

@@ -34,7 +34,12 @@ from common.requests import CloseAccount, Deduct, Deposit, Freeze, Unfreeze, Wit
 from common.results import ResultCode
 from host_node.intake import Item
 from host_node.maker_checker import REFUSED_RULE, SIGNATURE_RULE, checker
-from host_node.permissions import PERMISSION_RULE, ROLE_RULE
+from host_node.permissions import (
+    PERMISSION_RULE,
+    ROLE_RULE,
+    STAFF_FORGED_RULE,
+    STAFF_SIGNATURE_RULE,
+)
 
 #: The reason the rules give for the wrong PIN that locks an account.
 LOCKING_REASON = "third wrong PIN"
@@ -121,6 +126,8 @@ _SECURITY_RULES = {
     REFUSED_RULE: SecurityAlertKind.PERMISSION_DENIED,
     ROLE_RULE: SecurityAlertKind.PERMISSION_DENIED,
     PERMISSION_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    STAFF_SIGNATURE_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    STAFF_FORGED_RULE: SecurityAlertKind.BAD_SIGNATURE,
 }
 
 

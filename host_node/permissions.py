@@ -2,13 +2,18 @@
 
 Every request names its maker (``teller_id``) and the role they act in. The host believes the
 role only when its staff table agrees: the maker is on it, at the request's branch, in that
-role (else ``58``, rule ``staff_role``). Then the role must be allowed the kind:
+role (else ``58``, rule ``staff_role``). A maker acting as a supervisor or auditor must also
+prove it: the request carries a signature (``authorisation``) that verifies, by the maker's own
+staff key or by a supervisor of the branch who vouches for it (else ``58``, rule
+``staff_signature``, or ``staff_signature_invalid`` when it does not verify). A teller's claim
+needs no key: tellers have none, and a teller can do nothing a teller may not. Then the role
+must be allowed the kind:
 
 | role | may key |
 | --- | --- |
 | teller | every kind; a customer query only with a supervisor's signed authorisation |
-| supervisor | every kind (maker-checker still needs *another* supervisor) |
-| auditor | customer queries only: an auditor never moves money or changes an account |
+| supervisor | every kind, signed (maker-checker still needs *another* supervisor) |
+| auditor | customer queries only, signed: an auditor never moves money or changes an account |
 
 A kind the role may not key is ``58``, rule ``role_permission``.
 
@@ -22,13 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from common.authorisation import signature_valid
 from common.requests import KINDS, CustomerQuery, Request
 from common.results import ResultCode
 from host_node import maker_checker
 from host_node.ledger import Decision, Ledger, decline
-from host_node.staff import Role, StaffMember, with_article
+from host_node.staff import SIGNING_ROLES, Role, StaffMember, with_article
 
 ROLE_RULE = "staff_role"
+STAFF_SIGNATURE_RULE = "staff_signature"
+STAFF_FORGED_RULE = "staff_signature_invalid"
 PERMISSION_RULE = "role_permission"
 PURPOSE_RULE = "query_purpose"
 QUERY_RULE = "customer_query"
@@ -64,11 +72,41 @@ def role_refusal(request: Request, staff: Mapping[str, StaffMember]) -> Decision
             f"not {with_article(request.role)}",
             rule=ROLE_RULE,
         )
+    if member.role in SIGNING_ROLES:
+        unproven = _unproven(request, member, staff)
+        if unproven is not None:
+            return unproven
     if request.kind not in KINDS_BY_ROLE[member.role]:
         return decline(
             ResultCode.ROLE_NOT_PERMITTED,
             f"{with_article(member.role)} may not {request.kind.replace('_', ' ')}",
             rule=PERMISSION_RULE,
+        )
+    return None
+
+
+def _unproven(
+    request: Request, maker: StaffMember, staff: Mapping[str, StaffMember]
+) -> Decision | None:
+    """The refusal when nobody entitled signed a supervisor's or auditor's request."""
+    authorisation = request.authorisation
+    if authorisation is None:
+        return decline(
+            ResultCode.ROLE_NOT_PERMITTED,
+            f"{with_article(maker.role)} signs their requests with their staff key",
+            rule=STAFF_SIGNATURE_RULE,
+        )
+    signer = staff.get(authorisation.supervisor_id)
+    entitled = signer is not None and (
+        signer.staff_id == maker.staff_id
+        or (signer.role == "supervisor" and signer.branch_id == maker.branch_id)
+    )
+    key = signer.verifying_key() if signer is not None and entitled else None
+    if key is None or not signature_valid(request, key):
+        return decline(
+            ResultCode.ROLE_NOT_PERMITTED,
+            f"the signature on {maker.staff_id}'s request does not verify",
+            rule=STAFF_FORGED_RULE,
         )
     return None
 

@@ -123,16 +123,21 @@ async def test_a_host_process_refuses_absent_forged_and_self_signed_authorisatio
         asked_alone = await desk.ask("customer_query", **query)
         asked = await desk.ask("customer_query", supervisor=supervisor, **query)
         auditor = branch.desk("01", teller=auditor_id(BRANCH), role="auditor")
-        audited = await auditor.ask("customer_query", **query)
-        auditor_pays = await auditor.ask("deposit", account=account, amount=yuan(1))
+        auditor_key = StaffKey.load(data_dir, auditor_id(BRANCH))
+        audited = await auditor.ask("customer_query", supervisor=auditor_key, **query)
+        posing = await auditor.ask("customer_query", **query)  # unsigned: anyone could type it
+        auditor_pays = await auditor.ask(
+            "deposit", supervisor=auditor_key, account=account, amount=yuan(1)
+        )
         assert [(r.result.value, r.balance) for r in (asked_alone, asked, audited)] == [
             ("63", None),
             ("00", yuan(9_000)),
             ("00", yuan(9_000)),
         ]
+        assert (posing.result.value, posing.rule) == ("58", "staff_signature")
         assert (auditor_pays.result.value, auditor_pays.rule) == ("58", "role_permission")
         async with asyncio.timeout(20):
-            while len(alerts) < 5:
+            while len(alerts) < 6:
                 await asyncio.sleep(0.05)
         await branch.stop()
     finally:
@@ -149,6 +154,7 @@ async def test_a_host_process_refuses_absent_forged_and_self_signed_authorisatio
         altered.request_id: SecurityAlertKind.BAD_SIGNATURE,
         self_signed.request_id: SecurityAlertKind.PERMISSION_DENIED,
         claimed.request_id: SecurityAlertKind.PERMISSION_DENIED,
+        posing.request_id: SecurityAlertKind.PERMISSION_DENIED,
         auditor_pays.request_id: SecurityAlertKind.PERMISSION_DENIED,
     }
     assert all(a.type is EventType.SECURITY_ALERT and a.branch == BRANCH for a in alerts)
@@ -157,6 +163,7 @@ async def test_a_host_process_refuses_absent_forged_and_self_signed_authorisatio
         ("T000101", "teller", "63"),
         ("T000101", "teller", "00"),
         ("A000101", "auditor", "00"),
+        ("A000101", "auditor", "58"),
     ]
     log = (tmp_path / "host.log").read_bytes()
     assert (

@@ -95,8 +95,8 @@ async def test_a_trainer_shows_the_large_cash_rules(network: Path, amqp_url: str
     )  # fmt: skip
     assert (queried["result"], queried["balance"]) == ("00", 60_000_000)
     claimed = await teller(
-        network, amqp_url, "--role", "supervisor", "deposit", "--account", account,
-        "--amount", "1",
+        network, amqp_url, "--staff", "A000101", "--role", "supervisor", "deposit",
+        "--account", account, "--amount", "1",
     )  # fmt: skip
     assert (claimed["result"], claimed["rule"]) == ("58", "staff_role")
 

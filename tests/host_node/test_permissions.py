@@ -7,7 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from common.authorisation import StaffKey
 from common.events import SecurityAlert, SecurityAlertKind
 from common.money import yuan
 from common.pin_commands import HsmError, PinResponse
@@ -17,12 +19,23 @@ from common.results import ResultCode
 from host_node.event_rules import events_for
 from host_node.ledger import AccountState, Ledger, PinRecord
 from host_node.rules import decide
-from tests.host_node.fakes import STAFF, SUPERVISOR, T0, Teller, account_no, fake_pin, item_of
+from tests.host_node.fakes import (
+    STAFF,
+    STAFF_KEYS,
+    SUPERVISOR,
+    T0,
+    Teller,
+    account_no,
+    fake_pin,
+    item_of,
+)
 
 A, B = account_no(1), account_no(2)
 OK = PinResponse(command_id="c", error=HsmError.OK)
 PIN = fake_pin("1234")
 AUDITOR = Teller(staff_id="A000101", role="auditor")
+AUDITOR_KEY = STAFF_KEYS["A000101"]
+SUPERVISING = Teller(staff_id="S000101", role="supervisor")
 
 
 def ledger() -> Ledger:
@@ -75,14 +88,34 @@ def money_requests(maker: Teller) -> list[Request]:
 
 def test_an_auditor_may_not_move_money_or_change_an_account() -> None:
     for request in money_requests(AUDITOR):
-        assert decided(request) == (ResultCode.ROLE_NOT_PERMITTED, "role_permission"), request
-    assert "an auditor may not deposit" in decide(AUDITOR.deposit(A, 1), ledger(), None, T0).reason
+        signed = request if request.authorisation else AUDITOR_KEY.authorise(request)
+        assert decided(signed) == (ResultCode.ROLE_NOT_PERMITTED, "role_permission"), request
+    deposit = AUDITOR_KEY.authorise(AUDITOR.deposit(A, 1))
+    assert "an auditor may not deposit" in decide(deposit, ledger(), None, T0).reason
 
 
-def test_tellers_and_supervisors_may_key_money_requests() -> None:
-    for maker in (Teller(), Teller(staff_id="S000101", role="supervisor")):
-        request = maker.deposit(A, 100)
-        assert decided(request) == (ResultCode.APPROVED, "")
+def test_tellers_and_signed_supervisors_may_key_money_requests() -> None:
+    assert decided(Teller().deposit(A, 100)) == (ResultCode.APPROVED, "")
+    assert decided(SUPERVISOR.authorise(SUPERVISING.deposit(A, 100))) == (ResultCode.APPROVED, "")
+
+
+@pytest.mark.parametrize("maker", [AUDITOR, SUPERVISING], ids=["auditor", "supervisor"])
+def test_a_supervisor_or_auditor_must_prove_the_claim_by_signature(maker: Teller) -> None:
+    unsigned = maker.customer_query(A)
+    assert decided(unsigned) == (ResultCode.ROLE_NOT_PERMITTED, "staff_signature")
+    impostor = StaffKey(maker.staff_id, Ed25519PrivateKey.generate())
+    strangers = [impostor, STAFF_KEYS["A000201"], STAFF_KEYS["S000201"]]
+    if maker is SUPERVISING:
+        strangers.append(AUDITOR_KEY)  # an auditor vouches for nobody else
+    for key in strangers:
+        assert decided(key.authorise(maker.customer_query(A))) == (
+            ResultCode.ROLE_NOT_PERMITTED,
+            "staff_signature_invalid",
+        ), key.staff_id
+    own = STAFF_KEYS[maker.staff_id].authorise(maker.customer_query(A))
+    assert decided(own) == (ResultCode.APPROVED, "customer_query")
+    vouched = SUPERVISOR.authorise(AUDITOR.customer_query(A))  # the branch supervisor vouches
+    assert decided(vouched) == (ResultCode.APPROVED, "customer_query")
 
 
 def test_a_tellers_customer_query_needs_a_supervisors_signature() -> None:
@@ -99,17 +132,17 @@ def test_a_tellers_customer_query_needs_a_supervisors_signature() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "maker", [AUDITOR, Teller(staff_id="S000101", role="supervisor")], ids=["auditor", "super"]
-)
+@pytest.mark.parametrize("maker", [AUDITOR, SUPERVISING], ids=["auditor", "supervisor"])
 def test_auditors_and_supervisors_query_on_a_stated_purpose(maker: Teller) -> None:
-    assert decided(maker.customer_query(A)) == (ResultCode.APPROVED, "customer_query")
+    key = STAFF_KEYS[maker.staff_id]
+    assert decided(maker.customer_query(A, key)) == (ResultCode.APPROVED, "customer_query")
     for blank in (" ", "\t x "):
-        assert decided(maker.customer_query(A, purpose=blank)) == (
+        assert decided(maker.customer_query(A, key, purpose=blank)) == (
             ResultCode.ROLE_NOT_PERMITTED,
             "query_purpose",
         )
-    assert decided(maker.customer_query(account_no(9))) == (ResultCode.NO_SUCH_ACCOUNT, "account")
+    unknown = maker.customer_query(account_no(9), key)
+    assert decided(unknown) == (ResultCode.NO_SUCH_ACCOUNT, "account")
 
 
 def test_role_and_signature_refusals_raise_security_alerts() -> None:
