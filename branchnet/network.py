@@ -157,7 +157,10 @@ class Network:
         ensure_identity(data_dir, "host")
         target = identity_dir(standby_dir(data_dir))
         if not target.exists():
-            shutil.copytree(identity_dir(data_dir), target)
+            # staff private keys stay with their owners: a promoted host needs only the .pub
+            shutil.copytree(
+                identity_dir(data_dir), target, ignore=shutil.ignore_patterns("staff-*.key")
+            )
         bus = self._bus("standby")
         await bus.connect()
         self.standby = StandbyService(bus, standby_dir(data_dir))
