@@ -58,8 +58,9 @@ class IdDocument(_Record):
 
 
 class Authorisation(_Record):
-    """A supervisor's authorisation of the request carrying it (maker-checker): their staff id
-    and their Ed25519 signature (hex) over the request without this field (common.authorisation).
+    """A staff signature on the request carrying it: a supervisor's authorisation (maker-checker),
+    or a supervisor's or auditor's own request signed. The signer's staff id and their Ed25519
+    signature (hex) over the request without this field (common.authorisation).
     """
 
     supervisor_id: StaffId
