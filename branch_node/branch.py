@@ -28,10 +28,12 @@ from branch_node.session import BranchSession
 from branch_node.state import BRANCH_WIDE, DEFAULT_BLOCK, BranchState, Counter
 from branch_node.terminal import TIMEOUT, Outcome, PinEncryptor, Terminal
 from branch_node.workload import WorkloadConfig, WorkloadModel
+from common.authorisation import StaffKey
 from common.bus import Bus
 from common.ids import card_number, terminal_ids
 from common.logs import get_logger
 from common.replies import Reply
+from common.requests import Role
 
 _log = get_logger(__name__)
 _DEFAULT_WORKLOAD = WorkloadConfig()
@@ -89,6 +91,8 @@ class Branch:
         state_block: counter values reserved per state write.
         session: secure envelopes with the host (None: plain frames); frame sequences then
             come from the durable state.
+        supervisor: the branch supervisor's staff key: the terminals have them sign what a
+            teller alone may not do (the workload's customer queries).
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Branch:
         pinpad_loader: PinPadLoader | None = None,
         state_block: int = DEFAULT_BLOCK,
         session: BranchSession | None = None,
+        supervisor: StaffKey | None = None,
     ) -> None:
         if not 1 <= terminals <= 99:
             raise ValueError("a branch has 1..99 terminals")
@@ -112,6 +117,9 @@ class Branch:
         self.terminal_ids = tuple(terminal_ids(terminals))
         self.seed = seed
         self.workload = workload
+        self.supervisor = supervisor
+        if workload.mix.customer_query > 0 and supervisor is None:
+            raise BranchError("a workload with customer queries needs the supervisor's staff key")
         self.client = RequestClient.from_config(
             bus,
             branch_id,
@@ -153,6 +161,7 @@ class Branch:
                 ),
                 client=self.client,
                 state=state,
+                supervisor=self.supervisor,
             )
             for terminal_id in self.terminal_ids
         ]
@@ -227,7 +236,7 @@ class Branch:
                     terminal.record_position()
             state.close()
 
-    def desk(self, terminal_id: str, *, teller: str | None = None) -> Desk:
+    def desk(self, terminal_id: str, *, teller: str | None = None, role: Role = "teller") -> Desk:
         """A terminal of this started branch, to key requests by hand (teller console,
         scenarios); it shares the terminal's PIN pad and the branch's counters and client."""
         if self._state is None:
@@ -241,6 +250,7 @@ class Branch:
                     client=self.client,
                     state=self._state,
                     teller=teller,
+                    role=role,
                 )
         raise BranchError(f"branch {self.branch_id} has no terminal {terminal_id}")
 

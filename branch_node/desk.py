@@ -5,6 +5,8 @@ The workload's :class:`~branch_node.terminal.Terminal` serves simulated customer
 request ids and card numbers from the branch's durable counters, encrypts every PIN on the
 terminal's own PIN pad (the same :class:`~branch_node.pinpad.PinPad` as the simulated
 terminals, KSN counter reserved before use) and submits through the branch's request client.
+Where a teller alone may not act, the supervisor at the desk signs the request with their staff
+key (``supervisor=``, :class:`~common.authorisation.StaffKey`) before it leaves.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pydantic import ValidationError
 from branch_node.errors import BranchError
 from branch_node.state import BranchState, Counter
 from branch_node.terminal import PinEncryptor, Submitter, teller_id
+from common.authorisation import StaffKey
 from common.ids import card_number, request_id
 from common.pinblock import PinBlockError
 from common.replies import Reply
-from common.requests import PIN_KINDS, REQUEST_ADAPTER, EncryptedPin, Request
+from common.requests import PIN_KINDS, REQUEST_ADAPTER, EncryptedPin, Request, Role
 
 #: Kinds whose record carries a second PIN (the new one).
 _NEW_PIN_KINDS = frozenset({"change_pin"})
@@ -37,6 +40,7 @@ class Desk:
         client: the branch's request client.
         state: the branch's durable counters.
         teller: the staff id keying requests (default: the terminal's teller).
+        role: the role that staff member acts in (the host checks it on its staff table).
         clock: origin time source.
     """
 
@@ -49,11 +53,13 @@ class Desk:
         client: Submitter,
         state: BranchState,
         teller: str | None = None,
+        role: Role = "teller",
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.branch_id = branch_id
         self.terminal_id = terminal_id
         self.teller_id = teller or teller_id(branch_id, terminal_id)
+        self.role: Role = role
         self.pad = pad
         self._client = client
         self._state = state
@@ -65,9 +71,16 @@ class Desk:
         return card_number(self.branch_id, self.terminal_id, serial)
 
     def request(
-        self, kind: str, *, pin: str | None = None, new_pin: str | None = None, **fields: Any
+        self,
+        kind: str,
+        *,
+        pin: str | None = None,
+        new_pin: str | None = None,
+        supervisor: StaffKey | None = None,
+        **fields: Any,
     ) -> Request:
-        """The request record for ``kind`` with ``fields``, PINs encrypted on the pad.
+        """The request record for ``kind`` with ``fields``, PINs encrypted on the pad, signed
+        by ``supervisor`` when given (their authorisation covers every field).
 
         Raises:
             BranchError: the fields do not make a valid request of that kind (the message
@@ -88,6 +101,7 @@ class Desk:
             "teller_id": self.teller_id,
             "terminal_id": self.terminal_id,
             "origin_time": self._clock(),
+            "role": self.role,
             **fields,
         }
         if pin is not None:
@@ -95,19 +109,27 @@ class Desk:
         if new_pin is not None:
             record["new_pin"] = self._encrypt(new_pin, account)
         try:
-            return REQUEST_ADAPTER.validate_python(record)
+            request = REQUEST_ADAPTER.validate_python(record)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'][1:]) or kind}: {e['msg']}"
                 for e in error.errors(include_input=False, include_url=False)
             )
             raise BranchError(f"{kind}: {problems}") from None
+        return supervisor.authorise(request) if supervisor is not None else request
 
     async def ask(
-        self, kind: str, *, pin: str | None = None, new_pin: str | None = None, **fields: Any
+        self,
+        kind: str,
+        *,
+        pin: str | None = None,
+        new_pin: str | None = None,
+        supervisor: StaffKey | None = None,
+        **fields: Any,
     ) -> Reply:
         """Build, submit and await one request; the host's reply (or RequestTimeout)."""
-        return await self.submit(self.request(kind, pin=pin, new_pin=new_pin, **fields))
+        request = self.request(kind, pin=pin, new_pin=new_pin, supervisor=supervisor, **fields)
+        return await self.submit(request)
 
     async def submit(self, request: Request) -> Reply:
         """Submit a request built by :meth:`request` and await the host's reply.

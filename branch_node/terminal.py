@@ -18,12 +18,14 @@ from typing import Any, Protocol
 from branch_node.errors import RequestTimeout
 from branch_node.state import BranchState, Counter
 from branch_node.workload import Intent, WorkloadModel
+from common.authorisation import StaffKey
 from common.ids import request_id
 from common.replies import Reply
 from common.requests import (
     Balance,
     ChangePin,
     CloseAccount,
+    CustomerQuery,
     Deposit,
     EncryptedPin,
     IdDocument,
@@ -35,6 +37,8 @@ from common.requests import (
 
 #: The result recorded for a request that was never answered.
 TIMEOUT = "timeout"
+#: Why the workload's staff look a customer's account up.
+QUERY_PURPOSE = "customer enquiry at the counter"
 
 
 class PinEncryptor(Protocol):
@@ -97,10 +101,13 @@ class Terminal:
         client: Submitter,
         state: BranchState,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        supervisor: StaffKey | None = None,
     ) -> None:
         self.branch_id = branch_id
         self.terminal_id = terminal_id
         self.teller_id = teller_id(branch_id, terminal_id)
+        #: The branch supervisor who signs what a teller alone may not do (None: nobody).
+        self.supervisor = supervisor
         self.pad = pad
         self.model = model
         self._client = client
@@ -146,6 +153,11 @@ class Terminal:
             )
         if kind == "deposit":
             return Deposit(**base, amount=_amount(intent))
+        if kind == "customer_query":
+            query = CustomerQuery(**base, purpose=QUERY_PURPOSE)
+            if intent.supervised and self.supervisor is not None:
+                return self.supervisor.authorise(query)
+            return query
         pin = self._encrypt(intent.pin, intent.account)
         if kind == "withdraw":
             shown = intent.id_number

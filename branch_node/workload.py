@@ -5,7 +5,10 @@ from the replies it is shown, so the same seed and the same replies give the sam
 A terminal first opens a few accounts (a customer name, a resident ID number, a 6-digit PIN
 the customer remembers; some passbook accounts have no PIN), then serves a weighted mix of
 deposits, withdrawals, transfers, balance inquiries, PIN changes and the odd account opening or
-closing, with a share of mistyped PINs and of withdrawals beyond the balance. The model keeps
+closing (and, when the mix asks for them, customer queries the branch supervisor authorises:
+the maker-checker path), with a share of mistyped PINs and of withdrawals beyond the balance.
+Cash stays within what a teller may pay alone: the holder's own withdrawals under 200,000 CNY,
+so no large-cash exception needs a supervisor. The model keeps
 what it believes about each account (balance, PIN, wrong tries, locked or closed) and never
 chooses an account it believes locked, closed or in doubt.
 """
@@ -46,6 +49,9 @@ class Mix:
     change_pin: float = 3.0
     open_account: float = 4.0
     close_account: float = 1.0
+    #: A staff query of a customer's account, authorised by the branch supervisor (off by
+    #: default; the branch then needs the supervisor's staff key).
+    customer_query: float = 0.0
 
     def __post_init__(self) -> None:
         weights = [getattr(self, f.name) for f in fields(self)]
@@ -141,6 +147,8 @@ class Intent:
     new_pin: str | None = field(default=None, repr=False)
     customer: Customer | None = None
     id_number: str | None = field(default=None, repr=False)
+    #: A teller alone may not do it: the terminal has the branch supervisor sign it.
+    supervised: bool = False
 
     @property
     def cash_in(self) -> bool:
@@ -177,6 +185,7 @@ class WorkloadModel:
             "change_pin": self._change_pin,
             "open_account": self._open_account,
             "close_account": self._close_account,
+            "customer_query": self._customer_query,
         }
         self._kinds, self._weights = zip(*config.mix.items(), strict=True)
 
@@ -334,6 +343,10 @@ class WorkloadModel:
         pin, expect, _ = self._typed_pin(account, overdraft_possible=False)
         return Intent("close_account", account.number, expect, pin=pin)
 
+    def _customer_query(self) -> Intent:
+        account = self._rng.choice(self._usable())
+        return Intent("customer_query", account.number, ResultCode.APPROVED, supervised=True)
+
     def _typed_pin(
         self, account: KnownAccount, *, overdraft_possible: bool = True
     ) -> tuple[str, ResultCode, bool]:
@@ -413,6 +426,8 @@ class WorkloadModel:
             self._set_balance(account, reply.balance, -moved)
             assert intent.to_account is not None
             self._set_balance(self._accounts[intent.to_account], None, +moved)
+        elif intent.kind == "customer_query":
+            self._set_balance(account, reply.balance, 0)
         elif intent.kind == "balance":
             if reply.balance is None:  # nothing learnt; stop asking about it
                 account.status = AccountStatus.IN_DOUBT

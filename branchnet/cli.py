@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     broker = commands.add_parser("broker", help="a private local RabbitMQ node")
     broker.add_argument("action", choices=["start", "stop", "status", "provision"])
     broker.add_argument("--dir", type=Path, default=DEFAULT_BROKER_DIR, help="node directory")
+    broker.add_argument(
+        "--management-url",
+        help="provision another broker through this management API (e.g. compose's "
+        "http://rabbitmq:15672), as the administrator of --amqp-url / BRANCHNET_AMQP_URL",
+    )
+    broker.add_argument("--amqp-url", help="the administrator's AMQP URL (with --management-url)")
     broker.add_argument("--vhost", default="/", help="vhost to provision (default /)")
     broker.add_argument("--branches", type=int, default=None, help="branches to give users")
     _data_dir_flag(broker, "where node credentials are written (default ./var)")
@@ -99,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="key management")
     key_actions = keys.add_subparsers(title="actions", metavar="ACTION", required=True)
     init = key_actions.add_parser(
-        "init", help="create the BDK, PVK, PIN pad keys and node identity keys"
+        "init", help="create the BDK, PVK, PIN pad keys and node identity and staff keys"
     )
     init.add_argument("--branches", type=int, default=4)
     init.add_argument("--terminals", type=int, default=4)
@@ -130,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _bus_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    help_text = "RabbitMQ URL (env BRANCHNET_AMQP_URL)"
+    help_text = "RabbitMQ URL (env BRANCHNET_AMQP_URL, or a file named by BRANCHNET_AMQP_URL_FILE)"
     if not required:
         help_text += "; default: the embedded in-process bus"
     parser.add_argument("--amqp-url", help=help_text)
@@ -235,6 +241,8 @@ def _count(values: Any) -> dict[str, int]:
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from branchnet import broker
 
+    if args.action == "provision" and args.management_url:
+        return _provision_remote(args, settings)
     if args.action in ("start", "provision"):
         from branchnet.access import provision_private
 
@@ -264,12 +272,38 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _provision_remote(args: argparse.Namespace, settings: Settings) -> int:
+    """``broker provision --management-url``: node users on a broker this CLI did not start."""
+    from branchnet.access import credentials_dir, provision
+
+    if settings.amqp_url is None:
+        raise SystemExit("give the administrator's --amqp-url or BRANCHNET_AMQP_URL")
+    data_dir = _data_dir(settings)
+    count = args.branches or settings.branches
+    users = asyncio.run(
+        provision(
+            args.management_url,
+            settings.amqp_url.get_secret_value(),
+            args.vhost,
+            branch_ids(count),
+            data_dir,
+        )
+    )
+    for user in users:
+        print(f"user {user:<12} credentials {credentials_dir(data_dir) / f'{user}.url'}")
+    return 0
+
+
 def _keys_init(args: argparse.Namespace, settings: Settings) -> int:
+    from common.authorisation import init_staff_keys
     from common.identity import init_identities
     from crypto_node import init_keys
+    from host_node.staff import default_staff, signing_staff
 
     data_dir = _data_dir(settings)
-    init_identities(data_dir, branch_ids(args.branches), force=args.force)
+    branches = branch_ids(args.branches)
+    init_identities(data_dir, branches, force=args.force)
+    init_staff_keys(data_dir, signing_staff(default_staff(branches)), force=args.force)
     if args.if_missing and (data_dir / "keys" / "crypto.json").exists():
         print(f"keys already present in {data_dir / 'keys'}")
         return 0

@@ -20,6 +20,7 @@ from typing import Any
 from branch_node import Branch
 from branch_node.session import BranchSession
 from branchnet.buses import open_bus
+from common.authorisation import StaffKey, init_staff_keys
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
@@ -29,6 +30,7 @@ from host_node import HostConfig, HostService
 from host_node.config import pin_config
 from host_node.events import EventConfig, host_events
 from host_node.guard import Guard, SecurityHook
+from host_node.staff import default_staff, signing_staff, supervisor_id
 from host_node.standby import StandbyService
 
 DEFAULT_HOST_CONFIG = HostConfig()
@@ -37,9 +39,11 @@ DEFAULT_HOST_CONFIG = HostConfig()
 def ensure_keys(data_dir: Path, branch_ids: Sequence[str], terminals: int) -> None:
     """Create the key files on first use; refuse a data dir whose keys lack a branch.
 
-    Identity keys missing for the host or a branch are created (kept when present).
+    Identity keys missing for the host or a branch, and staff keys missing for a branch's
+    supervisors and auditors, are created (kept when present).
     """
     init_identities(data_dir, branch_ids)
+    init_staff_keys(data_dir, signing_staff(default_staff(branch_ids)))
     if not (data_dir / "keys" / "crypto.json").exists():
         init_keys(data_dir, branch_ids, terminals)
         return
@@ -143,6 +147,7 @@ class Network:
                 session=(
                     BranchSession.load(config.data_dir, branch_id) if config.envelopes else None
                 ),
+                supervisor=StaffKey.load(config.data_dir, supervisor_id(branch_id)),
             )
             await branch.start()
             self.branches.append(branch)
@@ -152,7 +157,10 @@ class Network:
         ensure_identity(data_dir, "host")
         target = identity_dir(standby_dir(data_dir))
         if not target.exists():
-            shutil.copytree(identity_dir(data_dir), target)
+            # staff private keys stay with their owners: a promoted host needs only the .pub
+            shutil.copytree(
+                identity_dir(data_dir), target, ignore=shutil.ignore_patterns("staff-*.key")
+            )
         bus = self._bus("standby")
         await bus.connect()
         self.standby = StandbyService(bus, standby_dir(data_dir))

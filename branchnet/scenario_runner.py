@@ -19,12 +19,13 @@ from typing import Any
 
 from branch_node import Desk, RequestTimeout
 from branchnet.network import Network, NetworkConfig
+from common.authorisation import StaffKey
 from common.clock import SimulationClock
 from common.replies import Reply
 from common.results import ResultCode
 from host_node import HostConfig, check_store, ledger_path
 from host_node.policy import BANK_TZ, DEFAULT_POLICY, Policy, bank_day
-from host_node.staff import supervisor_id
+from host_node.staff import auditor_id, supervisor_id
 from host_node.store import connect_read_only, journal_entries
 
 BRANCH = "0001"
@@ -55,13 +56,17 @@ class ScenarioFailed(AssertionError):
 
 
 class Script:
-    """What a scenario's body works with: a desk at branch 0001 and the host's calendar."""
+    """What a scenario's body works with: a desk at branch 0001, the host's calendar and the
+    staff keys of the branch's supervisor (to sign authorisations) and auditor."""
 
-    def __init__(self, desk: Desk, clock: SimulationClock) -> None:
+    def __init__(
+        self, desk: Desk, clock: SimulationClock, supervisor: StaffKey, auditor: StaffKey
+    ) -> None:
         self.desk = desk
         self.clock = clock
         self.steps: list[StepResult] = []
-        self.supervisor = supervisor_id(desk.branch_id)
+        self.supervisor = supervisor
+        self.auditor = auditor
 
     @property
     def today(self) -> dt.date:
@@ -83,10 +88,12 @@ class Script:
         rule: str | None = None,
         pin: str | None = None,
         new_pin: str | None = None,
+        supervisor: StaffKey | None = None,
         **fields: Any,
     ) -> Reply | None:
-        """Send one request and record whether its result (and rule, when given) matched."""
-        request = self.desk.request(kind, pin=pin, new_pin=new_pin, **fields)
+        """Send one request (signed by ``supervisor`` when given) and record whether its result
+        (and rule, when given) matched."""
+        request = self.desk.request(kind, pin=pin, new_pin=new_pin, supervisor=supervisor, **fields)
         try:
             reply: Reply | None = await self.desk.submit(request)
         except RequestTimeout:
@@ -142,7 +149,9 @@ async def run_scenario(
     )
     error: str | None = None
     async with Network(config) as network:
-        script = Script(network.branches[0].desk("01"), clock)
+        supervisor = StaffKey.load(data_dir, supervisor_id(BRANCH))
+        auditor = StaffKey.load(data_dir, auditor_id(BRANCH))
+        script = Script(network.branches[0].desk("01"), clock, supervisor, auditor)
         try:
             await scenario.body(script)
         except ScenarioFailed as failure:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from branchnet.scenario_runner import Scenario, ScenarioFailed, Script
+from common.authorisation import StaffKey
 from common.id_documents import check_character
 from common.money import yuan
 from common.requests import IdDocument
@@ -122,11 +125,20 @@ async def large_cash_appointment(script: Script) -> None:
         **cash,
     )
     await script.step(
-        "250,000 on the booked day",
+        "250,000 on the booked day, paid by the teller alone",
+        "withdraw",
+        expect=ResultCode.SUPERVISOR_REQUIRED,
+        rule="supervisor_authorisation",
+        amount=yuan(250_000),
+        **cash,
+    )
+    await script.step(
+        "250,000 on the booked day, authorised by the supervisor",
         "withdraw",
         expect=OK,
         rule="large_cash_appointment",
         amount=yuan(250_000),
+        supervisor=script.supervisor,
         **cash,
     )
     await script.step(
@@ -161,7 +173,22 @@ async def agent_withdrawal(script: Script) -> None:
         **cash,
     )
     await script.step(
-        "the agent's and the holder's", "withdraw", expect=OK, withdrawer=ZHANG, holder=CHEN, **cash
+        "the agent's and the holder's, paid by the teller alone",
+        "withdraw",
+        expect=ResultCode.SUPERVISOR_REQUIRED,
+        rule="supervisor_authorisation",
+        withdrawer=ZHANG,
+        holder=CHEN,
+        **cash,
+    )
+    await script.step(
+        "the agent's and the holder's, authorised by the supervisor",
+        "withdraw",
+        expect=OK,
+        withdrawer=ZHANG,
+        holder=CHEN,
+        supervisor=script.supervisor,
+        **cash,
     )
     await script.step("the holder herself", "withdraw", expect=OK, withdrawer=CHEN, **cash)
     await script.step(
@@ -227,12 +254,30 @@ async def court_freeze(script: Script) -> None:
     """Freeze, unfreeze and deduct need a legal authority and a supervisor; frozen money stays."""
     account = await _open(script, CHEN, yuan(10_000))
     order: dict[str, Any] = {"account": account, "authority_ref": "(2002)京0101执123号"}
+    supervisor = script.supervisor
     await script.step(
-        "a freeze authorised by the teller",
+        "a freeze by the teller alone",
         "freeze",
         expect=ResultCode.SUPERVISOR_REQUIRED,
         rule="supervisor_authorisation",
-        supervisor_id=script.desk.teller_id,
+        **order,
+    )
+    await script.step(
+        "a freeze the supervisor keys and authorises alone",
+        "freeze",
+        expect=ResultCode.SUPERVISOR_REQUIRED,
+        rule="authorisation_refused",
+        supervisor=supervisor,
+        teller_id=supervisor.staff_id,
+        role="supervisor",
+        **order,
+    )
+    await script.step(
+        "a freeze with a forged supervisor signature",
+        "freeze",
+        expect=ResultCode.SUPERVISOR_REQUIRED,
+        rule="authorisation_signature",
+        supervisor=StaffKey(supervisor.staff_id, Ed25519PrivateKey.generate()),
         **order,
     )
     await script.step(
@@ -242,11 +287,9 @@ async def court_freeze(script: Script) -> None:
         rule="legal_authority",
         account=account,
         authority_ref="police asked",
-        supervisor_id=script.supervisor,
+        supervisor=supervisor,
     )
-    await script.step(
-        "a full freeze", "freeze", expect=OK, supervisor_id=script.supervisor, **order
-    )
+    await script.step("a full freeze", "freeze", expect=OK, supervisor=supervisor, **order)
     await script.step(
         "withdraw from the frozen account",
         "withdraw",
@@ -259,13 +302,13 @@ async def court_freeze(script: Script) -> None:
     await script.step(
         "a deposit still comes in", "deposit", expect=OK, account=account, amount=yuan(500)
     )
-    await script.step("unfreeze", "unfreeze", expect=OK, supervisor_id=script.supervisor, **order)
+    await script.step("unfreeze", "unfreeze", expect=OK, supervisor=script.supervisor, **order)
     await script.step(
         "hold 6,000",
         "freeze",
         expect=OK,
         amount=yuan(6_000),
-        supervisor_id=script.supervisor,
+        supervisor=script.supervisor,
         **order,
     )
     await script.step(
@@ -290,7 +333,7 @@ async def court_freeze(script: Script) -> None:
         "deduct",
         expect=OK,
         amount=yuan(6_000),
-        supervisor_id=script.supervisor,
+        supervisor=script.supervisor,
         **order,
     )
     reply = await script.step(
@@ -363,15 +406,14 @@ async def pin_lockout(script: Script) -> None:
         **ask,
     )
     await script.step(
-        "the teller unlocks",
+        "the teller unlocks alone",
         "unlock_pin",
         expect=ResultCode.SUPERVISOR_REQUIRED,
         rule="supervisor_authorisation",
-        supervisor_id=script.desk.teller_id,
         **ask,
     )
     await script.step(
-        "the supervisor unlocks", "unlock_pin", expect=OK, supervisor_id=script.supervisor, **ask
+        "the supervisor unlocks", "unlock_pin", expect=OK, supervisor=script.supervisor, **ask
     )
     await script.step("the right PIN again", "withdraw", expect=OK, pin=PIN, amount=yuan(10), **ask)
 
@@ -394,6 +436,76 @@ async def closing(script: Script) -> None:
         amount=yuan(300_000),
         date=script.today + dt.timedelta(days=1),
         **closed,
+    )
+
+
+async def staff_roles(script: Script) -> None:
+    """Roles checked on the host's staff table, and proven by staff signatures; customer
+    queries need a purpose and, from a teller, a supervisor's signature; an auditor queries but
+    never moves money."""
+    account = await _open(script, CHEN, yuan(1_000))
+    query: dict[str, Any] = {"account": account, "purpose": "对账 statement check"}
+    auditor: dict[str, Any] = {"teller_id": script.auditor.staff_id, "role": "auditor"}
+    signed_by_auditor: dict[str, Any] = {**auditor, "supervisor": script.auditor}
+    await script.step(
+        "a teller's customer query alone",
+        "customer_query",
+        expect=ResultCode.SUPERVISOR_REQUIRED,
+        rule="supervisor_authorisation",
+        **query,
+    )
+    reply = await script.step(
+        "a teller's customer query authorised by the supervisor",
+        "customer_query",
+        expect=OK,
+        rule="customer_query",
+        supervisor=script.supervisor,
+        **query,
+    )
+    if reply is None or reply.balance != yuan(1_000):
+        raise ScenarioFailed("the authorised query did not answer the balance")
+    await script.step(
+        "an auditor's customer query, signed by the auditor",
+        "customer_query",
+        expect=OK,
+        rule="customer_query",
+        **signed_by_auditor,
+        **query,
+    )
+    await script.step(
+        "someone at a terminal claims to be the auditor (unsigned)",
+        "customer_query",
+        expect=ResultCode.ROLE_NOT_PERMITTED,
+        rule="staff_signature",
+        **auditor,
+        **query,
+    )
+    await script.step(
+        "a query without a stated purpose",
+        "customer_query",
+        expect=ResultCode.ROLE_NOT_PERMITTED,
+        rule="query_purpose",
+        account=account,
+        purpose=" ",
+        **signed_by_auditor,
+    )
+    await script.step(
+        "the auditor pays in cash",
+        "deposit",
+        expect=ResultCode.ROLE_NOT_PERMITTED,
+        rule="role_permission",
+        account=account,
+        amount=yuan(100),
+        **signed_by_auditor,
+    )
+    await script.step(
+        "a teller claims to be a supervisor",
+        "deposit",
+        expect=ResultCode.ROLE_NOT_PERMITTED,
+        rule="staff_role",
+        account=account,
+        amount=yuan(100),
+        role="supervisor",
     )
 
 
@@ -446,12 +558,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "large-cash-appointment",
-            "200,000 CNY or more needs an appointment the day before (76)",
+            "200,000 CNY or more needs an appointment the day before (76) and a supervisor (63)",
             large_cash_appointment,
         ),
         Scenario(
             "agent-withdrawal",
-            "over 50,000 CNY by another person: both IDs checked (77)",
+            "over 50,000 CNY by another person: both IDs checked (77) and a supervisor (63)",
             agent_withdrawal,
         ),
         Scenario(
@@ -472,6 +584,11 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("pin-lockout", "three wrong PINs lock (75); a supervisor unlocks", pin_lockout),
         Scenario("closing", "closing pays out and refuses everything after (62)", closing),
+        Scenario(
+            "staff-roles",
+            "roles on the staff table, signed (58); customer queries permissioned (63)",
+            staff_roles,
+        ),
         Scenario(
             "interest",
             "a year of daily accrual and quarterly postings in seconds",

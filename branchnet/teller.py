@@ -6,6 +6,13 @@ A subcommand per request kind (``open_account`` or ``open-account``, ``withdraw`
 then the new PIN for ``change_pin``), and encrypted on the terminal's PIN pad exactly as the
 simulated terminals do. The reply prints as a line, or as JSON with ``--json``.
 
+Where a teller alone may not act (freeze, unfreeze, deduct, PIN unlock, large cash, a teller's
+customer query), ``--supervisor ID`` has that supervisor sign the request with their staff key
+from the data directory (``keys/identity/staff-<ID>.key``); the host verifies the signature.
+``--staff`` and ``--role`` key the request as another staff member (e.g. an auditor's query);
+a supervisor or auditor signs their own request with their staff key (unless ``--supervisor``
+signs it).
+
 The console works a terminal of a branch whose workload is not running at the same time: it
 uses the branch's counters (``branches/<id>.json``), PIN pad keys and reply queue.
 """
@@ -19,13 +26,16 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from common.authorisation import StaffKey
 from common.money import format_fen, parse_yuan
 from common.requests import PIN_KINDS, IdDocument
 from common.settings import Settings
 
 _ID_TYPES = ("resident_id", "military_officer", "passport")
+ROLES = ("teller", "supervisor", "auditor")
 
 
 def register_teller(commands: Any) -> None:
@@ -40,6 +50,10 @@ def register_teller(commands: Any) -> None:
     teller.add_argument("--json", action="store_true", help="print the reply as JSON")
     teller.add_argument("--pin-stdin", action="store_true", help="read PINs from stdin lines")
     teller.add_argument("--timeout", type=float, default=10.0, help="seconds to wait per send")
+    teller.add_argument("--staff", help="the acting staff id (default: the terminal's teller)")
+    teller.add_argument(
+        "--role", choices=ROLES, default="teller", help="the acting staff member's role"
+    )
     kinds = teller.add_subparsers(title="kinds", metavar="KIND", required=True)
     for kind, add_fields in _KINDS.items():
         dashed = kind.replace("_", "-")
@@ -63,7 +77,9 @@ def _document(parser: argparse.ArgumentParser, who: str, *, required: bool = Fal
 
 
 def _supervisor(parser: argparse.ArgumentParser, *, authority: bool = True) -> None:
-    parser.add_argument("--supervisor", required=True, help="the authorising supervisor's id")
+    parser.add_argument(
+        "--supervisor", help="the authorising supervisor's id (their staff key signs)"
+    )
     if authority:
         parser.add_argument(
             "--authority", required=True, help="legal authority reference (court document no.)"
@@ -83,6 +99,13 @@ def _withdraw(parser: argparse.ArgumentParser) -> None:
     _amount(parser)
     _document(parser, "withdrawer")
     _document(parser, "holder")
+    _supervisor(parser, authority=False)
+
+
+def _query(parser: argparse.ArgumentParser) -> None:
+    _account(parser)
+    parser.add_argument("--purpose", required=True, help="why the customer's data is queried")
+    _supervisor(parser, authority=False)
 
 
 def _transfer(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +150,7 @@ def _deposit(parser: argparse.ArgumentParser) -> None:
 _HELP = {
     "open_account": "open an account (a card with a PIN, or a passbook with --no-pin)",
     "deposit": "cash in",
-    "withdraw": "cash out (over 50,000: IDs; 200,000 or more: an appointment)",
+    "withdraw": "cash out (over 50,000: IDs; 200,000 or more: an appointment and a supervisor)",
     "transfer": "a card transfer to another account",
     "balance": "a balance inquiry",
     "change_pin": "change the PIN (old PIN, then new PIN)",
@@ -137,6 +160,7 @@ _HELP = {
     "unfreeze": "release every freeze (legal authority + supervisor)",
     "deduct": "deduct for a legal authority (with a supervisor)",
     "unlock_pin": "unlock a PIN locked after three wrong tries (supervisor)",
+    "customer_query": "look a customer's account up (a stated purpose; a teller: supervisor)",
 }
 _KINDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "open_account": _open_account,
@@ -151,6 +175,7 @@ _KINDS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
     "unfreeze": _unfreeze,
     "deduct": _deduct,
     "unlock_pin": _unlock,
+    "customer_query": _query,
 }
 
 
@@ -181,11 +206,28 @@ def request_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["to_account"] = args.to
     elif kind == "make_appointment":
         fields["date"] = args.date
-    if getattr(args, "supervisor", None):
-        fields["supervisor_id"] = args.supervisor
+    elif kind == "customer_query":
+        fields["purpose"] = args.purpose
     if getattr(args, "authority", None):
         fields["authority_ref"] = args.authority
     return fields
+
+
+def _signer(args: argparse.Namespace, data_dir: Path) -> StaffKey | None:
+    """Who signs the request: the authorising ``--supervisor``, else a supervisor or auditor
+    acting (``--staff`` with ``--role``) signs their own; a teller signs nothing.
+
+    Raises:
+        ConfigError: the signer has no staff key in ``data_dir``.
+    """
+    supervisor = getattr(args, "supervisor", None)
+    if supervisor:
+        return StaffKey.load(data_dir, supervisor)
+    if args.role != "teller":
+        if not args.staff:
+            raise SystemExit(f"--role {args.role} needs --staff (whose key signs the request)")
+        return StaffKey.load(data_dir, args.staff)
+    return None
 
 
 def _pins(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -207,17 +249,16 @@ def _pins(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _teller(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     if settings.amqp_url is None:
         raise SystemExit(
             "the teller works a running network: give --amqp-url or BRANCHNET_AMQP_URL"
         )
     data_dir = settings.data_dir or Path("var")
     fields = request_fields(args)
+    supervisor = _signer(args, data_dir)
     pin, new_pin = _pins(args)
     reply = asyncio.run(
-        _ask(settings.amqp_url.get_secret_value(), data_dir, args, fields, pin, new_pin)
+        _ask(settings.amqp_url.get_secret_value(), data_dir, args, fields, pin, new_pin, supervisor)
     )
     if args.json:
         print(json.dumps(reply, ensure_ascii=False))
@@ -233,6 +274,7 @@ async def _ask(
     fields: dict[str, Any],
     pin: str | None,
     new_pin: str | None,
+    supervisor: StaffKey | None,
 ) -> dict[str, Any]:
     from branch_node import Branch, ClientConfig
     from branch_node.session import BranchSession
@@ -253,10 +295,12 @@ async def _ask(
         )
         await branch.start()
         try:
-            desk = branch.desk(args.terminal)
+            desk = branch.desk(args.terminal, teller=args.staff, role=args.role)
             if args.kind == "open_account" and "account" not in fields:
                 fields["account"] = desk.issue_card()
-            reply = await desk.ask(args.kind, pin=pin, new_pin=new_pin, **fields)
+            reply = await desk.ask(
+                args.kind, pin=pin, new_pin=new_pin, supervisor=supervisor, **fields
+            )
         finally:
             await branch.stop()
     finally:

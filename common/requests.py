@@ -57,6 +57,16 @@ class IdDocument(_Record):
     number: str = Field(min_length=1, max_length=32, repr=False)
 
 
+class Authorisation(_Record):
+    """A staff signature on the request carrying it: a supervisor's authorisation (maker-checker),
+    or a supervisor's or auditor's own request signed. The signer's staff id and their Ed25519
+    signature (hex) over the request without this field (common.authorisation).
+    """
+
+    supervisor_id: StaffId
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", repr=False)
+
+
 class RequestBase(_Record):
     """Fields every request carries."""
 
@@ -67,6 +77,8 @@ class RequestBase(_Record):
     origin_time: dt.datetime
     #: The acting staff member's (``teller_id``'s) role.
     role: Role = "teller"
+    #: A supervisor's signed authorisation, where a teller alone may not act.
+    authorisation: Authorisation | None = None
 
 
 class OpenAccount(RequestBase):
@@ -132,14 +144,12 @@ class Freeze(RequestBase):
     account: AccountNo
     amount: Amount | None = None
     authority_ref: str = Field(min_length=1, max_length=64)
-    supervisor_id: StaffId
 
 
 class Unfreeze(RequestBase):
     kind: Literal["unfreeze"] = "unfreeze"
     account: AccountNo
     authority_ref: str = Field(min_length=1, max_length=64)
-    supervisor_id: StaffId
 
 
 class Deduct(RequestBase):
@@ -147,7 +157,6 @@ class Deduct(RequestBase):
     account: AccountNo
     amount: Amount
     authority_ref: str = Field(min_length=1, max_length=64)
-    supervisor_id: StaffId
 
 
 class UnlockPin(RequestBase):
@@ -155,7 +164,6 @@ class UnlockPin(RequestBase):
 
     kind: Literal["unlock_pin"] = "unlock_pin"
     account: AccountNo
-    supervisor_id: StaffId
 
 
 class CustomerQuery(RequestBase):

@@ -17,6 +17,7 @@ class ResultCode(StrEnum):
     INSUFFICIENT_FUNDS = "51"
     WRONG_PIN = "55"
     NOT_PERMITTED = "57"
+    ROLE_NOT_PERMITTED = "58"
     OVER_LIMIT = "61"
     RESTRICTED = "62"
     SUPERVISOR_REQUIRED = "63"
@@ -47,6 +48,7 @@ MEANINGS: dict[ResultCode, str] = {
     ResultCode.INSUFFICIENT_FUNDS: "insufficient funds",
     ResultCode.WRONG_PIN: "wrong PIN",
     ResultCode.NOT_PERMITTED: "not permitted on this account",
+    ResultCode.ROLE_NOT_PERMITTED: "not permitted to this staff member's role",
     ResultCode.OVER_LIMIT: "over limit",
     ResultCode.RESTRICTED: "restricted (frozen or closed)",
     ResultCode.SUPERVISOR_REQUIRED: "supervisor authorisation required",

@@ -4,7 +4,9 @@ Every answered request raises a :class:`~common.events.TransactionOutcome`; a re
 :class:`~common.events.Decline`; cash of 50,000 CNY or more a
 :class:`~common.events.LargeCash`; the wrong PIN that locks an account a
 :class:`~common.events.PinLockout`; a freeze, unfreeze or deduction a
-:class:`~common.events.FreezeDeduct`. Everything is masked here, at the source.
+:class:`~common.events.FreezeDeduct`; a request refused for its maker's role or for a supervisor
+authorisation that is not acceptable (forged, self-signed, another branch's) a
+:class:`~common.events.SecurityAlert`. Everything is masked here, at the source.
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from common.replies import Reply
 from common.requests import CloseAccount, Deduct, Deposit, Freeze, Unfreeze, Withdraw
 from common.results import ResultCode
 from host_node.intake import Item
+from host_node.maker_checker import REFUSED_RULE, SIGNATURE_RULE, checker
+from host_node.permissions import (
+    PERMISSION_RULE,
+    ROLE_RULE,
+    STAFF_FORGED_RULE,
+    STAFF_SIGNATURE_RULE,
+)
 
 #: The reason the rules give for the wrong PIN that locks an account.
 LOCKING_REASON = "third wrong PIN"
@@ -93,10 +102,33 @@ def events_for(
                 account=mask_account(request.account),
                 amount_fen=getattr(request, "amount", None),
                 result=reply.result,
-                supervisor_id=request.supervisor_id,
+                supervisor_id=checker(request) or None,
+            )
+        )
+    alert = _SECURITY_RULES.get(reply.rule or "")
+    if alert is not None:
+        events.append(
+            SecurityAlert(
+                node=node,
+                branch=item.branch_id,
+                at=at,
+                alert=alert,
+                detail=scrub(f"{item.kind} refused: {reply.reason}"),
+                source=item.request_id,
             )
         )
     return events
+
+
+#: Request refusals that are security events, and the alert operators see for each.
+_SECURITY_RULES = {
+    SIGNATURE_RULE: SecurityAlertKind.BAD_SIGNATURE,
+    REFUSED_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    ROLE_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    PERMISSION_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    STAFF_SIGNATURE_RULE: SecurityAlertKind.PERMISSION_DENIED,
+    STAFF_FORGED_RULE: SecurityAlertKind.BAD_SIGNATURE,
+}
 
 
 def _cash_amount(request: object, reply: Reply) -> int | None:

@@ -6,6 +6,10 @@
 - 200,000 CNY or more in cash: an appointment for that account, for today, for at least that
   amount, made on an earlier calendar day; it is used up. Otherwise ``76``.
 
+Either kind of large cash is an exception a teller alone may not pay out: cash of 200,000 CNY
+or more, and more than 50,000 CNY to someone other than the holder (the seed's case), also need
+a supervisor's signed authorisation (:func:`exception`, checked by host_node.maker_checker).
+
 The checks are pure: they take the account as the host knows it and return a refusal or what
 the approval changes.
 """
@@ -63,6 +67,22 @@ def identity_check(
 
 def _refuse(reason: str, checked: tuple[str, ...]) -> Decision:
     return decline(ResultCode.IDENTITY_CHECK_FAILED, reason, rule=IDENTITY_RULE, identities=checked)
+
+
+def exception(request: Withdraw, account: AccountState, policy: Policy) -> str | None:
+    """What makes ``request`` a large-cash exception for a supervisor to authorise, or None.
+
+    Call after :func:`identity_check` passed (over 50,000 CNY the withdrawer's document is
+    then known to be valid).
+    """
+    if request.amount >= policy.appointment_from:
+        return "cash of 200,000 CNY or more"
+    if request.amount <= policy.agent_identity_over:
+        return None
+    withdrawer, holder = request.withdrawer, account.holder
+    if withdrawer is not None and holder is not None and _matches(withdrawer, holder):
+        return None
+    return "cash over 50,000 CNY to someone other than the holder"
 
 
 def use_appointment(

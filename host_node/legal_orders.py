@@ -7,8 +7,9 @@ holds the whole balance; with one it holds that amount; deposits still come in. 
 releases every hold. A deduction pays the amount out over the counter to the authority, taking
 held money first. A PIN locked after three wrong tries is unlocked by a supervisor.
 
-Refusals: ``63`` (no valid supervisor authorisation), ``64`` (no usable legal authority
-reference), ``51`` (deduction beyond the balance), ``12`` (nothing to unfreeze or unlock).
+Refusals: ``63`` (no valid signed supervisor authorisation: :mod:`host_node.maker_checker`),
+``64`` (no usable legal authority reference), ``51`` (deduction beyond the balance), ``12``
+(nothing to unfreeze or unlock).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from dataclasses import replace
 
 from common.requests import Deduct, Freeze, Unfreeze, UnlockPin
 from common.results import ResultCode
+from host_node import maker_checker
 from host_node.ledger import AccountState, Decision, Ledger, cash_out, decline
-from host_node.staff import authorisation_problem
 
-SUPERVISOR_RULE = "supervisor_authorisation"
 AUTHORITY_RULE = "legal_authority"
 FREEZE_RULE = "freeze"
 #: A legal document number: some text with a number in it, e.g. ``(2026)京0101执123号``.
@@ -30,14 +30,9 @@ _AUTHORITY = re.compile(r"^(?=.*\d)\S(?:.*\S)?$")
 
 def authorised(request: Freeze | Unfreeze | Deduct | UnlockPin, ledger: Ledger) -> Decision | None:
     """The refusal when the supervisor (and, for court orders, the authority) is not valid."""
-    problem = authorisation_problem(
-        ledger.staff,
-        request.supervisor_id,
-        teller_id=request.teller_id,
-        branch_id=request.branch_id,
-    )
-    if problem is not None:
-        return decline(ResultCode.SUPERVISOR_REQUIRED, problem, rule=SUPERVISOR_RULE)
+    refusal = maker_checker.check(request, ledger.staff, f"a {request.kind.replace('_', ' ')}")
+    if refusal is not None:
+        return refusal
     if isinstance(request, UnlockPin):
         return None
     if len(request.authority_ref) < 4 or _AUTHORITY.match(request.authority_ref) is None:
@@ -50,7 +45,7 @@ def authorised(request: Freeze | Unfreeze | Deduct | UnlockPin, ledger: Ledger) 
 
 
 def _cited(request: Freeze | Unfreeze | Deduct, what: str) -> str:
-    return f"{what} under {request.authority_ref} authorised by {request.supervisor_id}"
+    return f"{what} under {request.authority_ref} authorised by {maker_checker.checker(request)}"
 
 
 def freeze(request: Freeze, account: AccountState) -> Decision:
@@ -104,7 +99,7 @@ def unlock(request: UnlockPin, account: AccountState, max_tries: int) -> Decisio
         return decline(ResultCode.INVALID_TRANSACTION, "the PIN is not locked", rule="pin_lockout")
     return Decision(
         ResultCode.APPROVED,
-        f"PIN unlocked, authorised by {request.supervisor_id}",
+        f"PIN unlocked, authorised by {maker_checker.checker(request)}",
         changes=(replace(account, pin_tries=0),),
         report=account.number,
         rule="pin_lockout",

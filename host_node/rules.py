@@ -13,8 +13,11 @@ The regulations (DOMAIN.md) on top: an account is opened only on a valid identit
 (``77``); a withdrawal over 50,000 CNY checks identities and one of 200,000 CNY or more needs
 an appointment (:mod:`host_node.large_cash`, ``77``/``76``); frozen money does not leave
 (``62``); daily limits (``61``); freeze, unfreeze, deduct and PIN unlock need a supervisor and,
-for court orders, a legal authority (:mod:`host_node.legal_orders`). Every decision names its
-``rule``.
+for court orders, a legal authority (:mod:`host_node.legal_orders`); large-cash exceptions need
+a supervisor too (:func:`host_node.large_cash.exception`). Before any of that, the maker's role
+must match the staff table and be allowed the kind (:mod:`host_node.permissions`, ``58``);
+supervisor authorisations are signed and verified (:mod:`host_node.maker_checker`, ``63``).
+Every decision names its ``rule``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from common.requests import (
     Balance,
     ChangePin,
     CloseAccount,
+    CustomerQuery,
     Deduct,
     Deposit,
     Freeze,
@@ -50,7 +54,7 @@ from common.requests import (
     Withdraw,
 )
 from common.results import ResultCode
-from host_node import large_cash, legal_orders
+from host_node import large_cash, legal_orders, maker_checker, permissions
 from host_node.ledger import (
     AccountState,
     Customer,
@@ -92,6 +96,9 @@ def decide(
     rule = _RULES.get(request.kind)
     if rule is None:
         return decline(ResultCode.INVALID_TRANSACTION, NOT_IMPLEMENTED, rule="kind")
+    refusal = permissions.role_refusal(request, ledger.staff)
+    if refusal is not None:
+        return refusal
     return rule(request, ledger, pin, _Context(now, bank_day(now), policy))
 
 
@@ -308,6 +315,11 @@ def _withdraw(
     remaining = large_cash.use_appointment(request, account, policy, context.today)
     if isinstance(remaining, Decision):
         return replace(remaining, changes=verified, identities=checked)
+    exception = large_cash.exception(request, account, policy)
+    if exception is not None:
+        refused = maker_checker.check(request, ledger.staff, exception)
+        if refused is not None:
+            return replace(refused, changes=verified, identities=checked)
     refusal = _within_funds(account, request.amount, verified) or _over_limit(
         account.usage.on(context.today).cash_out,
         request.amount,
@@ -460,6 +472,12 @@ def _supervised(
     return legal_orders.unlock(request, account, MAX_PIN_TRIES)
 
 
+def _customer_query(
+    request: CustomerQuery, ledger: Ledger, _pin: PinResponse | None, _context: _Context
+) -> Decision:
+    return permissions.customer_query(request, ledger)
+
+
 _Rule = Callable[[Any, Ledger, PinResponse | None, _Context], Decision]
 _RULES: dict[str, _Rule] = {
     "open_account": _open_account,
@@ -474,4 +492,5 @@ _RULES: dict[str, _Rule] = {
     "unfreeze": _supervised,
     "deduct": _supervised,
     "unlock_pin": _supervised,
+    "customer_query": _customer_query,
 }

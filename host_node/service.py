@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.authorisation import staff_public_keys
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import BranchnetError, FrameError, UnroutableError
 from common.frames import MAX_RECORDS, FrameKind, build_frame, encode_frame
@@ -55,7 +56,7 @@ from host_node.pin_local import PinLocal
 from host_node.policy import bank_day
 from host_node.query_trail import AuditTrail, audit_path, records_of
 from host_node.replication import FencedError, Replicator, epoch_message, read_fence
-from host_node.staff import default_staff
+from host_node.staff import default_staff, with_keys
 from host_node.store import Store, ledger_path
 from host_node.tiers import TierChange, TierHook
 
@@ -160,6 +161,7 @@ class HostService:
         self.config = config
         self.guard = guard
         self.store = Store(ledger_path(data_dir), synchronous=config.synchronous)
+        self.data_dir = data_dir
         self.epoch = 0
         self._signing_key = ensure_identity(data_dir, SIGNER)
         self._segment = Segment(
@@ -207,7 +209,9 @@ class HostService:
             interval_s=self.config.checkpoint_interval_s,
         )
         self._segment.extend(hashes)
-        await self.store.enrol_staff(default_staff(sorted(self.branch_ids)))
+        # The staff and the public keys of those who sign (made by `branchnet keys init`).
+        keys = staff_public_keys(self.data_dir)
+        await self.store.enrol_staff(with_keys(default_staff(sorted(self.branch_ids)), keys))
         await self.audit.open()
         await self.bus.declare(CORE + host_topology(sorted(self.branch_ids)))
         await self._take_epoch()

@@ -1,16 +1,19 @@
-"""Bank staff as the host knows them, and the supervisor's authorisation check.
+"""Bank staff as the host knows them: staff id, role, branch and (for supervisors and
+auditors) the public key their authorisations verify with.
 
-Until signed supervisor authorisations arrive with the secure envelopes, a request that needs
-one (freeze, unfreeze, deduct, PIN unlock) carries the supervisor's staff id, and the host
-checks it against its staff table: a supervisor of the request's branch, not the teller who
-keyed the request.
+The host enrols a simulated network's staff (:func:`default_staff`) and registers the public
+keys ``branchnet keys init`` made for them (:func:`with_keys`); the rules check every request's
+claimed role against this table (host_node.permissions) and every supervisor authorisation
+against the keys (host_node.maker_checker).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 Role = Literal["teller", "supervisor", "auditor"]
 ROLES: tuple[Role, ...] = ("teller", "supervisor", "auditor")
@@ -21,6 +24,13 @@ class StaffMember:
     staff_id: str
     role: Role
     branch_id: str
+    #: The Ed25519 public key (raw 32 bytes) of a staff member who signs; None: none registered.
+    public_key: bytes | None = field(default=None, repr=False)
+
+    def verifying_key(self) -> Ed25519PublicKey | None:
+        if self.public_key is None:
+            return None
+        return Ed25519PublicKey.from_public_bytes(self.public_key)
 
 
 def supervisor_id(branch_id: str) -> str:
@@ -46,17 +56,27 @@ def default_staff(branch_ids: Iterable[str], terminals: int = 99) -> list[StaffM
     return staff
 
 
-def authorisation_problem(
-    staff: Mapping[str, StaffMember], supervisor: str, *, teller_id: str, branch_id: str
-) -> str | None:
-    """Why ``supervisor`` cannot authorise a request keyed by ``teller_id`` at ``branch_id``."""
-    member = staff.get(supervisor)
-    if member is None:
-        return "the authorising staff id is not on the staff table"
-    if member.role != "supervisor":
-        return f"the authorising staff member is a {member.role}, not a supervisor"
-    if member.branch_id != branch_id:
-        return "the supervisor belongs to another branch"
-    if supervisor == teller_id:
-        return "a supervisor cannot authorise their own request"
-    return None
+def with_article(role: str) -> str:
+    """``a teller``, ``an auditor``."""
+    return f"{'an' if role[:1] in 'aeiou' else 'a'} {role}"
+
+
+#: Roles that hold a signing key.
+SIGNING_ROLES: frozenset[Role] = frozenset({"supervisor", "auditor"})
+
+
+def signing_staff(staff: Iterable[StaffMember]) -> list[str]:
+    """The staff ids that get a key pair (supervisors and auditors)."""
+    return [m.staff_id for m in staff if m.role in SIGNING_ROLES]
+
+
+def with_keys(
+    staff: Iterable[StaffMember], keys: Mapping[str, Ed25519PublicKey]
+) -> list[StaffMember]:
+    """``staff`` with the public keys of ``keys`` registered (signing roles only)."""
+    return [
+        replace(m, public_key=keys[m.staff_id].public_bytes_raw())
+        if m.role in SIGNING_ROLES and m.staff_id in keys
+        else m
+        for m in staff
+    ]

@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS host_state (
 CREATE TABLE IF NOT EXISTS staff (
     staff_id    TEXT PRIMARY KEY,
     role        TEXT NOT NULL CHECK (role IN ('teller', 'supervisor', 'auditor')),
-    branch_id   TEXT NOT NULL
+    branch_id   TEXT NOT NULL,
+    public_key  BLOB
 );
 CREATE TABLE IF NOT EXISTS journal (
     seq         INTEGER PRIMARY KEY,
@@ -173,6 +174,9 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         if version not in (0, SCHEMA_VERSION):
             raise StoreError(f"store schema version {version}, expected {SCHEMA_VERSION}")
         connection.executescript(_SCHEMA + TIER_SCHEMA)
+        staff_columns = {row[1] for row in connection.execute("PRAGMA table_info(staff)")}
+        if "public_key" not in staff_columns:  # a store made before staff keys
+            connection.execute("ALTER TABLE staff ADD COLUMN public_key BLOB")
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except (OSError, sqlite3.Error) as error:
         raise StoreError(f"cannot open the store at {path}: {error}") from None
@@ -296,21 +300,21 @@ def read_snapshot(
 def read_staff(connection: sqlite3.Connection) -> dict[str, StaffMember]:
     """The staff table, by staff id."""
     return {
-        staff_id: StaffMember(staff_id, role, branch_id)
-        for staff_id, role, branch_id in connection.execute(
-            "SELECT staff_id, role, branch_id FROM staff"
+        staff_id: StaffMember(staff_id, role, branch_id, public_key)
+        for staff_id, role, branch_id, public_key in connection.execute(
+            "SELECT staff_id, role, branch_id, public_key FROM staff"
         )
     }
 
 
 def write_staff(connection: sqlite3.Connection, members: Iterable[StaffMember]) -> None:
-    """Add staff members, or update their role and branch."""
+    """Add staff members, or update their role, branch and registered public key."""
     with connection:
         connection.executemany(
-            "INSERT INTO staff (staff_id, role, branch_id) VALUES (?, ?, ?) "
+            "INSERT INTO staff (staff_id, role, branch_id, public_key) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (staff_id) DO UPDATE SET role = excluded.role, "
-            "branch_id = excluded.branch_id",
-            [(m.staff_id, m.role, m.branch_id) for m in members],
+            "branch_id = excluded.branch_id, public_key = excluded.public_key",
+            [(m.staff_id, m.role, m.branch_id, m.public_key) for m in members],
         )
 
 

@@ -118,6 +118,8 @@ class FakeBank:
             return ResultCode.NO_SUCH_ACCOUNT, None, None
         if account.closed:
             return ResultCode.RESTRICTED, None, None
+        if kind == "customer_query":  # a supervisor-authorised staff query: no PIN
+            return ResultCode.APPROVED, account.balance, None
         if kind == "deposit":
             assert amount is not None
             account.balance += amount

@@ -12,6 +12,7 @@ import pytest
 from branch_node.branch import Branch, BranchReport
 from branch_node.client import ClientConfig
 from branch_node.errors import BranchError, BranchNotRegistered
+from branch_node.workload import Mix, WorkloadConfig
 from common.results import ResultCode
 from common.topology import CORE, host_topology
 from tests.branch_node.fakes import FakeBank, FakePinPad, Responder, fake_pinpads
@@ -151,17 +152,26 @@ async def test_a_terminal_without_a_pin_pad_is_refused_at_start(
 async def test_end_to_end_with_the_real_host_and_crypto_node(
     bus_factory: BusFactory, tmp_path: Path
 ) -> None:
+    from common.authorisation import StaffKey, init_staff_keys
     from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
     from host_node import HostService
+    from host_node.query_trail import read_trail
 
     init_keys(tmp_path, ["0001"], 2)
+    init_staff_keys(tmp_path, ["S000101"])  # the host registers it at start
     crypto_bus, host_bus, branch_bus = [await bus_factory(n) for n in ("crypto", "host", "0001")]
     crypto = CryptoService(crypto_bus, Hsm(load_crypto_keys(tmp_path)))
     await crypto.start()
     host = HostService(host_bus, tmp_path, branch_ids=["0001"])
     await host.start()
     branch = Branch(
-        branch_bus, "0001", data_dir=tmp_path, terminals=2, client_config=ClientConfig(timeout_s=5)
+        branch_bus,
+        "0001",
+        data_dir=tmp_path,
+        terminals=2,
+        client_config=ClientConfig(timeout_s=5),
+        workload=WorkloadConfig(mix=Mix(customer_query=8.0)),
+        supervisor=StaffKey.load(tmp_path, "S000101"),
     )
     try:
         await branch.start()
@@ -178,3 +188,19 @@ async def test_end_to_end_with_the_real_host_and_crypto_node(
     assert report.conflicting() == []
     surprises = [(o.kind, o.expected, o.result) for o in report.outcomes if o.result != o.expected]
     assert surprises == []
+    queries = [o for o in report.outcomes if o.kind == "customer_query"]
+    assert queries and all(o.result == "00" for o in queries)  # signed by the supervisor
+    trail = read_trail(tmp_path, staff_id="A000101", role="auditor")
+    assert sorted(r.request_id for r in trail) == sorted(o.request_id for o in queries)
+
+
+async def test_a_workload_with_customer_queries_needs_the_supervisor(
+    bus_factory: BusFactory, tmp_path: Path
+) -> None:
+    with pytest.raises(BranchError, match="supervisor's staff key"):
+        Branch(
+            await bus_factory("0001"),
+            "0001",
+            data_dir=tmp_path,
+            workload=WorkloadConfig(mix=Mix(customer_query=1.0)),
+        )

@@ -221,3 +221,22 @@ def test_large_cash_shows_an_id_and_never_needs_an_appointment() -> None:
     owners = {i.account: i.id_number for i, _ in history if i.kind == "open_account"}
     assert all(i.id_number == owners[i.account] for i in large)
     assert all(i.id_number is None for i in withdrawals if (i.amount or 0) <= LARGE_CASH)
+
+
+def test_customer_queries_are_supervised_and_teach_the_balance() -> None:
+    bank = FakeBank()
+    only = dict.fromkeys(("withdraw", "transfer", "balance", "change_pin", "close_account"), 0.0)
+    config = WorkloadConfig(mix=Mix(deposit=1.0, open_account=0.0, customer_query=3.0, **only))
+    model = WorkloadModel(3, config, _cards())
+    queries = []
+    for _ in range(200):
+        intent = model.next_intent()
+        reply = bank.answer_intent(intent)
+        model.observe(intent, reply)
+        if intent.kind == "customer_query":
+            queries.append(intent)
+            assert model.accounts[intent.account].balance == bank.accounts[intent.account].balance
+    assert len(queries) > 50
+    assert all(q.supervised and q.pin is None and q.expect is ResultCode.APPROVED for q in queries)
+    plain = _drive(WorkloadModel(3, WorkloadConfig(), _cards()), FakeBank(), 500, lose=_never)
+    assert not [i for i, _ in plain if i.kind == "customer_query"]  # off by default

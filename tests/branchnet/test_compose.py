@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
+from branchnet.access import node_users
 from branchnet.cli import _parser
+from common.ids import branch_ids
 
 COMPOSE = Path(__file__).parents[2] / "compose.yaml"
 
@@ -50,14 +52,47 @@ def test_rabbitmq_has_management_mqtt_and_a_healthcheck(services: dict[str, Any]
     assert "1883:1883" in rabbit["ports"]
 
 
-def test_nodes_wait_for_a_healthy_broker_and_the_keys(services: dict[str, Any]) -> None:
+def test_nodes_wait_for_a_healthy_broker_the_keys_and_their_users(
+    services: dict[str, Any],
+) -> None:
     for name, command in _branchnet_commands(services).items():
         if command[1] == "keys":
             continue
         depends = services[name]["depends_on"]
         assert depends["rabbitmq"]["condition"] == "service_healthy"
         assert depends["keys"]["condition"] == "service_completed_successfully"
-        assert services[name]["environment"]["BRANCHNET_AMQP_URL"].startswith("amqp://")
+        if command[1:3] != ["broker", "provision"]:
+            assert depends["provision"]["condition"] == "service_completed_successfully"
+
+
+def test_a_provisioning_step_creates_the_node_users(services: dict[str, Any]) -> None:
+    commands = _branchnet_commands(services)
+    (name,) = [n for n, c in commands.items() if c[1:3] == ["broker", "provision"]]
+    spec = services[name]
+    command = spec["command"]
+    args = _parser().parse_args(command[1:])
+    assert args.management_url == "http://rabbitmq:15672"
+    rabbit = services["rabbitmq"]["environment"]
+    admin = f"amqp://{rabbit['RABBITMQ_DEFAULT_USER']}:{rabbit['RABBITMQ_DEFAULT_PASS']}@rabbitmq"
+    assert spec["environment"]["BRANCHNET_AMQP_URL"].startswith(admin)
+    branches = [c for c in commands.values() if c[1] == "branch"]
+    assert args.branches == len(branches)
+    assert spec["environment"]["BRANCHNET_DATA_DIR"] == "/data" and "data:/data" in spec["volumes"]
+
+
+def test_every_node_connects_as_its_own_provisioned_user(services: dict[str, Any]) -> None:
+    """No node holds the administrator's (or guest's) credentials: each reads the URL that
+    provisioning wrote for its own user, so the broker enforces what it may touch."""
+    users = {user.name for user in node_users(branch_ids(3))}
+    for name, command in _branchnet_commands(services).items():
+        if command[1] not in ("host", "crypto", "branch"):
+            continue
+        environment = services[name]["environment"]
+        assert "BRANCHNET_AMQP_URL" not in environment and "--amqp-url" not in command
+        user = f"branch-{command[command.index('--id') + 1]}" if command[1] == "branch" else name
+        assert user in users
+        assert environment["BRANCHNET_AMQP_URL_FILE"] == f"/data/keys/broker/{user}.url"
+        assert "data:/data" in services[name]["volumes"]
 
 
 def test_the_dashboard_reads_the_broker_over_mqtt(services: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import structlog
 
 from branch_node.pinpad import PinPad, load_pinpads
 from branchnet.simulate import SimulationConfig, simulate
+from common.authorisation import StaffKey, staff_public_keys
 from common.requests import EncryptedPin
 from crypto_node import Hsm, init_keys, load_crypto_keys
 from crypto_node.errors import CryptoNodeError
@@ -85,6 +86,9 @@ async def test_a_simulation_leaves_no_pin_block_or_key_behind(
     pads = [pad for b in ("0001", "0002") for pad in load_pinpads(tmp_path, b).values()]
     clear_keys = [load_lmk(tmp_path).key, *(stored.key for stored in keys.ring)]
     clear_keys += [bytes.fromhex(p) for p in _pad_keys(tmp_path)]
+    staff = staff_public_keys(tmp_path)  # supervisors' and auditors' signing keys
+    assert {"S000101", "A000101", "S000201", "A000201"} <= set(staff)
+    clear_keys += [StaffKey.load(tmp_path, s).key.private_bytes_raw() for s in staff]
     pins = {pin for pin, _ in typed}
     long_secrets = [block.pin_block for _, block in typed]
     long_secrets += [k.hex().upper() for k in clear_keys]

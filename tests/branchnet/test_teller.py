@@ -82,10 +82,38 @@ async def test_a_trainer_shows_the_large_cash_rules(network: Path, amqp_url: str
     )  # fmt: skip
     assert frozen["result"] == "00" and frozen["available"] == 59_900_000
     refused = await teller(
-        network, amqp_url, "unfreeze", "--account", account,
-        "--supervisor", "T000101", "--authority", "(2002)京0101执1号",
+        network, amqp_url, "unfreeze", "--account", account, "--authority", "(2002)京0101执1号",
     )  # fmt: skip
     assert (refused["result"], refused["rule"]) == ("63", "supervisor_authorisation")
+    alone = await teller(
+        network, amqp_url, "customer-query", "--account", account, "--purpose", "对账",
+    )  # fmt: skip
+    assert (alone["result"], alone["rule"]) == ("63", "supervisor_authorisation")
+    queried = await teller(
+        network, amqp_url, "--staff", "A000101", "--role", "auditor",
+        "customer-query", "--account", account, "--purpose", "annual audit",
+    )  # fmt: skip
+    assert (queried["result"], queried["balance"]) == ("00", 60_000_000)
+    claimed = await teller(
+        network, amqp_url, "--staff", "A000101", "--role", "supervisor", "deposit",
+        "--account", account, "--amount", "1",
+    )  # fmt: skip
+    assert (claimed["result"], claimed["rule"]) == ("58", "staff_role")
+
+
+async def test_a_teller_cannot_sign_as_supervisor_without_a_staff_key(
+    network: Path, amqp_url: str
+) -> None:
+    env = {**os.environ, "BRANCHNET_AMQP_URL": amqp_url, "BRANCHNET_DATA_DIR": str(network)}
+    process = await asyncio.create_subprocess_exec(
+        BRANCHNET, "teller", "unlock-pin", "--account", "6200010100000011",
+        "--supervisor", "T000101",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(b""), 60)
+    assert process.returncode != 0
+    assert b"staff-T000101.key" in err and b"PRIVATE KEY" not in err
 
 
 async def test_a_pin_that_the_pad_refuses_is_an_error_not_a_request(

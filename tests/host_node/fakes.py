@@ -17,6 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.authorisation import StaffKey
 from common.bus import Bus, Delivery, Message, Subscription
 from common.frames import Frame, FrameKind, build_frame, decode_frame, encode_frame
 from common.id_documents import check_character, is_valid_resident_id
@@ -64,9 +67,25 @@ from host_node.batch import Settlement, Snapshot, Stored, accounts_to_load, plan
 from host_node.intake import Item, content_hash
 from host_node.journal import ChainHead, JournalEntry
 from host_node.ledger import AccountState
+from host_node.staff import StaffMember, auditor_id, default_staff, supervisor_id, with_keys
 from host_node.store import Store
 
 T0 = dt.datetime(2026, 1, 5, 9, 30, tzinfo=dt.UTC)
+#: The supervisors and auditors of branches 0001 and 0002, with their staff keys.
+STAFF_KEYS = {
+    staff_id: StaffKey(staff_id, Ed25519PrivateKey.generate())
+    for branch in ("0001", "0002")
+    for staff_id in (supervisor_id(branch), auditor_id(branch))
+}
+SUPERVISOR = STAFF_KEYS[supervisor_id("0001")]
+#: The host's staff table for branches 0001 and 0002 (two tellers each), keys registered.
+STAFF: dict[str, StaffMember] = {
+    m.staff_id: m
+    for m in with_keys(
+        default_staff(["0001", "0002"], terminals=2),
+        {i: k.key.public_key() for i, k in STAFF_KEYS.items()},
+    )
+}
 _command_ids = (f"c{n}" for n in itertools.count())
 
 
@@ -104,9 +123,13 @@ class Teller:
         terminal_id: str = "01",
         start: int = 1,
         pad: PinEntry | None = None,
+        staff_id: str | None = None,
+        role: str = "teller",
     ) -> None:
         self.branch_id = branch_id
         self.terminal_id = terminal_id
+        self.staff_id = staff_id or f"T{branch_id}{terminal_id}"
+        self.role = role
         self.pad = pad
         self._sequence = itertools.count(start)
         self._ksn = itertools.count(1)
@@ -120,9 +143,10 @@ class Teller:
         return {
             "request_id": request_id(self.branch_id, self.terminal_id, next(self._sequence)),
             "branch_id": self.branch_id,
-            "teller_id": "T07",
+            "teller_id": self.staff_id,
             "terminal_id": self.terminal_id,
             "origin_time": T0,
+            "role": self.role,
         }
 
     def open_account(
@@ -161,13 +185,15 @@ class Teller:
     def close(self, account: str, pin: EncryptedPin) -> CloseAccount:
         return CloseAccount(**self._base(), account=account, pin=pin)
 
-    def freeze(self, account: str) -> Freeze:
-        return Freeze(
-            **self._base(), account=account, authority_ref="court 2026-17", supervisor_id="S1"
-        )
+    def freeze(self, account: str, supervisor: StaffKey | None = SUPERVISOR) -> Freeze:
+        request = Freeze(**self._base(), account=account, authority_ref="court 2026-17")
+        return supervisor.authorise(request) if supervisor else request
 
-    def customer_query(self, account: str) -> CustomerQuery:
-        return CustomerQuery(**self._base(), account=account, purpose="statement")
+    def customer_query(
+        self, account: str, supervisor: StaffKey | None = None, purpose: str = "statement"
+    ) -> CustomerQuery:
+        request = CustomerQuery(**self._base(), account=account, purpose=purpose)
+        return supervisor.authorise(request) if supervisor else request
 
 
 def fake_hsm(command: PinCommand) -> PinResponse:
@@ -231,7 +257,7 @@ class MemoryBank:
         todo = list(range(len(items)))
         while todo:
             batch = [items[i] for i in todo]
-            snapshot = Snapshot(dict(self.known), dict(self.accounts))
+            snapshot = Snapshot(dict(self.known), dict(self.accounts), STAFF)
             planned = plan(batch, snapshot, iter(self._ids))
             responses = {
                 c.command_id: fake_hsm(c) if self.crypto_up else None for c in planned.commands
@@ -262,7 +288,10 @@ def now() -> dt.datetime:
 
 
 async def run_batch(store: Store, records: Sequence[Request]) -> Settlement:
-    """One batch through a real store, with the fake HSM answering (deferred: unanswered)."""
+    """One batch through a real store (its staff table the test :data:`STAFF`), with the fake
+    HSM answering (deferred: unanswered)."""
+    if not store.staff:
+        await store.enrol_staff(STAFF.values())
     items = [item_of(r) for r in records]
     snapshot = await store.snapshot({i.request_id for i in items}, accounts_to_load(items))
     planned = plan(items, snapshot, _command_ids)

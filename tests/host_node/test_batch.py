@@ -10,7 +10,7 @@ from common.pin_commands import ChangePinCommand, VerifyPin
 from common.requests import Request
 from common.results import ResultCode
 from host_node.batch import Defer, Echo, Mismatch, Replay, Run, Snapshot, plan
-from tests.host_node.fakes import MemoryBank, Teller, account_no, item_of
+from tests.host_node.fakes import STAFF, MemoryBank, Teller, account_no, item_of
 
 A, B = account_no(1), account_no(2)
 
@@ -46,7 +46,7 @@ def test_a_retry_gets_the_stored_reply_without_a_pin_check() -> None:
     withdraw = teller.withdraw(A, 1_000, teller.pin("1234"))
     (original,) = bank.run([withdraw])
     entries = len(bank.journal)
-    snapshot = Snapshot(bank.known, bank.accounts)
+    snapshot = Snapshot(bank.known, bank.accounts, STAFF)
     planned = plan([item_of(withdraw)], snapshot, command_ids())
     assert planned.commands == () and planned.actions == (Replay(original),)
     (again,) = bank.run([withdraw])
@@ -96,7 +96,7 @@ def test_pin_requests_after_a_pin_change_wait_for_the_next_batch() -> None:
         teller.withdraw(B, 100, teller.pin("5678")),
         teller.withdraw(A, 100, teller.pin("8888")),
     ]
-    snapshot = Snapshot(bank.known, bank.accounts)
+    snapshot = Snapshot(bank.known, bank.accounts, STAFF)
     planned = plan([item_of(r) for r in batch], snapshot, command_ids())
     assert [type(a) for a in planned.actions] == [Run, Defer, Defer, Run, Defer]
     assert [type(c) for c in planned.commands] == [ChangePinCommand, VerifyPin]
@@ -111,7 +111,7 @@ def test_copies_of_a_deferred_request_wait_with_it() -> None:
     withdraw = teller.withdraw(A, 100, teller.pin("1234"))
     change = teller.change_pin(A, teller.pin("1234"), teller.pin("1111"))
     batch: list[Request] = [change, withdraw, withdraw]
-    snapshot = Snapshot(bank.known, bank.accounts)
+    snapshot = Snapshot(bank.known, bank.accounts, STAFF)
     planned = plan([item_of(r) for r in batch], snapshot, command_ids())
     assert [type(a) for a in planned.actions] == [Run, Defer, Defer]
     _, first, copy = bank.run(batch)

@@ -7,7 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from common.authorisation import StaffKey
 from common.ids import cash_account
 from common.money import yuan
 from common.pin_commands import HsmError, PinResponse
@@ -24,8 +26,17 @@ from common.results import ResultCode
 from host_node.ledger import AccountState, Customer, Decision, Ledger, PinRecord, Posting
 from host_node.policy import Policy, bank_day
 from host_node.rules import MAX_PIN_TRIES, decide
-from host_node.staff import StaffMember, default_staff
-from tests.host_node.fakes import T0, Teller, account_no, fake_pin, valid_id
+from host_node.staff import StaffMember
+from tests.host_node.fakes import (
+    STAFF,
+    STAFF_KEYS,
+    SUPERVISOR,
+    T0,
+    Teller,
+    account_no,
+    fake_pin,
+    valid_id,
+)
 
 A, B = account_no(1), account_no(2)
 OK = PinResponse(command_id="c", error=HsmError.OK)
@@ -35,7 +46,6 @@ HOLDER_ID = valid_id("chen")
 AGENT_ID = valid_id("zhang")
 OTHER_ID = valid_id("someone else")
 CHEN = Customer("陈某", "resident_id", HOLDER_ID)
-STAFF = {m.staff_id: m for m in default_staff(["0001", "0002"], terminals=2)}
 NEXT_DAY = T0 + dt.timedelta(days=1)
 
 
@@ -57,17 +67,23 @@ def teller() -> Teller:
     return Teller()
 
 
-def withdraw(teller: Teller, amount: int, **documents: IdDocument) -> Withdraw:
-    return Withdraw(**teller._base(), account=A, amount=amount, pin=PIN, **documents)
+def withdraw(
+    teller: Teller, amount: int, supervisor: StaffKey | None = None, **documents: IdDocument
+) -> Withdraw:
+    request = Withdraw(**teller._base(), account=A, amount=amount, pin=PIN, **documents)
+    return supervisor.authorise(request) if supervisor else request
 
 
-def supervised(teller: Teller, kind: type[Any], supervisor: str = "S000101", **fields: Any) -> Any:
+def supervised(
+    teller: Teller, kind: type[Any], supervisor: StaffKey | None = SUPERVISOR, **fields: Any
+) -> Any:
     extra = (
         {}
         if kind is UnlockPin
         else {"authority_ref": fields.pop("authority_ref", "(2026)京0101执123号")}
     )
-    return kind(**teller._base(), account=A, supervisor_id=supervisor, **extra, **fields)
+    request = kind(**teller._base(), account=A, **extra, **fields)
+    return supervisor.authorise(request) if supervisor else request
 
 
 def applied(ledger: Ledger, decision: Decision, at: dt.datetime = T0) -> Decision:
@@ -175,12 +191,24 @@ def test_an_agent_needs_the_holders_document_matching_the_record(
 
 
 def test_an_agent_with_both_documents_is_paid(teller: Teller) -> None:
-    request = withdraw(
-        teller, yuan(60_000), withdrawer=resident(AGENT_ID), holder=resident(HOLDER_ID)
+    documents = {"withdrawer": resident(AGENT_ID), "holder": resident(HOLDER_ID)}
+    ledger = ledger_of(holder(balance=yuan(100_000)))
+    alone = decide(withdraw(teller, yuan(60_000), **documents), ledger, OK, T0)
+    assert (alone.result, alone.rule) == (
+        ResultCode.SUPERVISOR_REQUIRED,
+        "supervisor_authorisation",
     )
-    decision = decide(request, ledger_of(holder(balance=yuan(100_000))), OK, T0)
+    assert not alone.postings and len(alone.identities) == 3
+    request = withdraw(teller, yuan(60_000), SUPERVISOR, **documents)
+    decision = decide(request, ledger, OK, T0)
     assert decision.result is ResultCode.APPROVED
     assert len(decision.identities) == 3
+
+
+def test_the_holder_herself_needs_no_supervisor_under_200000(teller: Teller) -> None:
+    request = withdraw(teller, yuan(199_999), withdrawer=resident(HOLDER_ID))
+    decision = decide(request, ledger_of(holder(balance=yuan(300_000))), OK, T0)
+    assert decision.result is ResultCode.APPROVED
 
 
 def test_an_invalid_withdrawer_document_is_refused(teller: Teller) -> None:
@@ -213,13 +241,19 @@ def test_an_appointment_made_the_day_before_is_used_up(teller: Teller) -> None:
     assert applied(ledger, decide(book(teller, yuan(250_000), tomorrow), ledger, None, T0)).approved
     early = withdraw(teller, yuan(250_000), withdrawer=resident(HOLDER_ID))
     assert decide(early, ledger, OK, T0).result is ResultCode.APPOINTMENT_REQUIRED
-    first = applied(ledger, decide(early, ledger, OK, NEXT_DAY), NEXT_DAY)
+    alone = decide(early, ledger, OK, NEXT_DAY)
+    assert (alone.result, alone.rule) == (
+        ResultCode.SUPERVISOR_REQUIRED,
+        "supervisor_authorisation",
+    )
+    signed = SUPERVISOR.authorise(early)
+    first = applied(ledger, decide(signed, ledger, OK, NEXT_DAY), NEXT_DAY)
     assert first.result is ResultCode.APPROVED
     assert first.postings == (
         Posting(A, -yuan(250_000)),
         Posting(cash_account("0001"), yuan(250_000)),
     )
-    again = withdraw(teller, yuan(200_000), withdrawer=resident(HOLDER_ID))
+    again = withdraw(teller, yuan(200_000), SUPERVISOR, withdrawer=resident(HOLDER_ID))
     assert decide(again, ledger, OK, NEXT_DAY).result is ResultCode.APPOINTMENT_REQUIRED
 
 
@@ -254,32 +288,67 @@ def test_the_chen_case_is_refused_at_the_identity_check(teller: Teller) -> None:
 # -- freeze, unfreeze, deduct ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("supervisor", "why"),
-    [
-        ("S999901", "not on the staff table"),
-        ("T000101", "teller, not a supervisor"),
-        ("S000201", "another branch"),
-    ],
-)
-def test_freeze_needs_a_supervisor_of_the_branch(teller: Teller, supervisor: str, why: str) -> None:
-    decision = decide(supervised(teller, Freeze, supervisor), ledger_of(holder()), None, T0)
+def test_freeze_by_a_teller_alone_is_refused_63(teller: Teller) -> None:
+    decision = decide(supervised(teller, Freeze, None), ledger_of(holder()), None, T0)
     assert (decision.result, decision.rule) == (
         ResultCode.SUPERVISOR_REQUIRED,
         "supervisor_authorisation",
+    )
+    assert not decision.changes
+
+
+@pytest.mark.parametrize(
+    ("signer", "why"),
+    [
+        ("S999901", "not on the staff table"),
+        ("T000101", "teller, not a supervisor"),
+        ("A000101", "auditor, not a supervisor"),
+        ("S000201", "another branch"),
+    ],
+)
+def test_freeze_needs_a_supervisor_of_the_branch(teller: Teller, signer: str, why: str) -> None:
+    key = STAFF_KEYS.get(signer) or StaffKey(signer, Ed25519PrivateKey.generate())
+    decision = decide(supervised(teller, Freeze, key), ledger_of(holder()), None, T0)
+    assert (decision.result, decision.rule) == (
+        ResultCode.SUPERVISOR_REQUIRED,
+        "authorisation_refused",
     )
     assert why in decision.reason and not decision.changes
 
 
 def test_a_supervisor_cannot_authorise_their_own_request() -> None:
-    own = Teller()
-    request = Freeze(
-        **{**own._base(), "teller_id": "S000101"},
-        account=A,
-        authority_ref="(2026)京0101执1号",
-        supervisor_id="S000101",
+    own = Teller(staff_id="S000101", role="supervisor")
+    decision = decide(supervised(own, Freeze), ledger_of(holder()), None, T0)
+    assert (decision.result, decision.rule) == (
+        ResultCode.SUPERVISOR_REQUIRED,
+        "authorisation_refused",
     )
-    assert decide(request, ledger_of(holder()), None, T0).result is ResultCode.SUPERVISOR_REQUIRED
+    assert "their own request" in decision.reason
+
+
+def test_a_forged_or_altered_authorisation_does_not_verify(teller: Teller) -> None:
+    forger = StaffKey("S000101", Ed25519PrivateKey.generate())
+    signed = supervised(teller, Freeze, amount=yuan(100))
+    for request in (
+        supervised(teller, Freeze, forger),  # someone else's key under the supervisor's id
+        signed.model_copy(update={"amount": yuan(900)}),  # altered after signing
+        signed.model_copy(update={"request_id": supervised(teller, Freeze).request_id}),
+    ):
+        decision = decide(request, ledger_of(holder(balance=yuan(1_000))), None, T0)
+        assert (decision.result, decision.rule) == (
+            ResultCode.SUPERVISOR_REQUIRED,
+            "authorisation_signature",
+        )
+        assert not decision.changes
+    assert decide(signed, ledger_of(holder(balance=yuan(1_000))), None, T0).approved
+
+
+def test_a_supervisor_without_a_registered_key_cannot_authorise(teller: Teller) -> None:
+    unkeyed = {**STAFF, "S000101": replace(STAFF["S000101"], public_key=None)}
+    ledger = Ledger({A: holder()}, unkeyed)
+    decision = decide(supervised(teller, Freeze), ledger, None, T0)
+    assert decision.result is ResultCode.SUPERVISOR_REQUIRED
+    assert "no registered key" in decision.reason
 
 
 @pytest.mark.parametrize("kind", [Freeze, Unfreeze])
@@ -360,7 +429,7 @@ def test_a_locked_pin_is_unlocked_by_a_supervisor(teller: Teller) -> None:
     assert (
         decide(teller.withdraw(A, 10, PIN), ledger, OK, T0).result is ResultCode.PIN_TRIES_EXCEEDED
     )
-    refused = decide(supervised(teller, UnlockPin, "T000101"), ledger, None, T0)
+    refused = decide(supervised(teller, UnlockPin, None), ledger, None, T0)
     assert refused.result is ResultCode.SUPERVISOR_REQUIRED
     assert applied(ledger, decide(supervised(teller, UnlockPin), ledger, None, T0)).approved
     assert decide(teller.withdraw(A, 10, PIN), ledger, OK, T0).approved
@@ -382,4 +451,7 @@ def test_a_closed_account_refuses_everything_after(teller: Teller) -> None:
 
 
 def test_staff_roles_are_known() -> None:
-    assert STAFF["S000101"] == StaffMember("S000101", "supervisor", "0001")
+    assert STAFF["S000101"] == StaffMember(
+        "S000101", "supervisor", "0001", STAFF_KEYS["S000101"].key.public_key().public_bytes_raw()
+    )
+    assert STAFF["T000101"].public_key is None

@@ -9,7 +9,7 @@ from common.pin_commands import ChangePinCommand, GenerateOffset, HsmError, PinR
 from common.results import ResultCode
 from host_node.ledger import AccountState, Ledger, PinRecord, Posting
 from host_node.rules import MAX_PIN_TRIES, decide, pin_command
-from tests.host_node.fakes import T0, MemoryBank, Teller, account_no, fake_pin
+from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, fake_pin
 
 A, B = account_no(1), account_no(2)
 OK = PinResponse(command_id="c", error=HsmError.OK)
@@ -23,7 +23,7 @@ def holder(number: str = A, balance: int = 0, **changes: object) -> AccountState
 
 
 def ledger_of(*accounts: AccountState) -> Ledger:
-    return Ledger({a.number: a for a in accounts})
+    return Ledger({a.number: a for a in accounts}, STAFF)
 
 
 @pytest.fixture
@@ -157,13 +157,6 @@ def test_close_account_pays_out_the_balance(teller: Teller) -> None:
     assert (decision.result, decision.amount) == (ResultCode.APPROVED, 750)
     assert decision.postings == (Posting(A, -750), Posting(cash_account("0001"), 750))
     assert decision.changes[0].status == "closed"
-
-
-def test_kinds_not_built_yet_are_declined_12(teller: Teller) -> None:
-    for request in (teller.customer_query(A),):
-        decision = decide(request, ledger_of(holder()), None, T0)
-        assert decision.result is ResultCode.INVALID_TRANSACTION
-        assert decision.reason == "not implemented yet"
 
 
 def test_pin_command_for_each_kind(teller: Teller) -> None:

@@ -12,8 +12,9 @@ from common.results import ResultCode
 from host_node.batch import Remembered, accounts_to_load, plan, settle
 from host_node.errors import StoreError
 from host_node.journal import ChainHead
-from host_node.store import Store, connect, ledger_path
-from tests.host_node.fakes import Teller, account_no, item_of, now, run_batch
+from host_node.staff import StaffMember
+from host_node.store import Store, connect, ledger_path, read_staff
+from tests.host_node.fakes import STAFF, Teller, account_no, item_of, now, run_batch
 
 A, B = account_no(1), account_no(2)
 
@@ -107,3 +108,36 @@ def test_a_foreign_file_is_refused(tmp_path: Path) -> None:
         connection.execute("PRAGMA user_version = 42")
     with pytest.raises(StoreError, match="schema version 42"):
         connect(path)
+
+
+async def test_staff_keys_are_registered_and_kept(store: Store, tmp_path: Path) -> None:
+    await store.enrol_staff(STAFF.values())
+    await store.close()
+    reopened = Store(ledger_path(tmp_path))
+    await reopened.open()
+    try:
+        assert reopened.staff == STAFF
+        assert reopened.staff["S000101"].public_key is not None
+        rekeyed = replace(STAFF["S000101"], public_key=bytes(32))
+        await reopened.enrol_staff([rekeyed])
+        assert reopened.staff["S000101"] == rekeyed  # a new key replaces the old one
+    finally:
+        await reopened.close()
+
+
+def test_a_store_made_before_staff_keys_gains_the_column(tmp_path: Path) -> None:
+    path = ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE staff (staff_id TEXT PRIMARY KEY, role TEXT NOT NULL, "
+            "branch_id TEXT NOT NULL)"
+        )
+        old.execute("INSERT INTO staff VALUES ('S000101', 'supervisor', '0001')")
+    connection = connect(path)
+    try:
+        assert read_staff(connection) == {
+            "S000101": StaffMember("S000101", "supervisor", "0001", None)
+        }
+    finally:
+        connection.close()
