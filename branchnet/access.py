@@ -12,6 +12,9 @@ permission at all (their own declarations are refused by the broker and skipped 
 - ``crypto``: write the default exchange and ``bn.dead``; read ``crypto.commands``.
 - ``standby``: write the default exchange, ``bn.dead``, ``amq.topic`` (``bank.*``); read
   ``dr.replication``.
+- ``dashboard``: an MQTT subscriber to ``bank/#``: its subscription queues
+  (``mqtt-subscription-*``, which RabbitMQ's MQTT plugin declares and binds) and reading
+  ``amq.topic`` (keys ``bank.*``); it can publish nothing.
 
 (The default exchange is the resource ``amq.default``.) A branch therefore cannot publish as
 another branch, bind another branch's key, or read another branch's replies: the broker
@@ -52,6 +55,8 @@ from common.topology import (
 
 DEFAULT_EXCHANGE_RESOURCE = "amq.default"
 NOTHING = "^$"
+#: The queues RabbitMQ's MQTT plugin makes for a subscriber.
+MQTT_SUBSCRIPTIONS = "^mqtt-subscription-.*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,13 @@ def node_users(branch_ids: Iterable[str]) -> list[NodeUser]:
             write=_exactly(DEFAULT_EXCHANGE_RESOURCE, DEAD_EXCHANGE, EVENTS_EXCHANGE),
             read=_exactly(DR_REPLICATION),
             topics=(events,),
+        ),
+        NodeUser(
+            "dashboard",
+            configure=MQTT_SUBSCRIPTIONS,
+            write=MQTT_SUBSCRIPTIONS,
+            read=f"^({re.escape(EVENTS_EXCHANGE)}|mqtt-subscription-.*)$",
+            topics=(TopicPermission(EVENTS_EXCHANGE, write=NOTHING, read=r"^bank\..+$"),),
         ),
         *(branch_user(b) for b in branch_ids),
     ]

@@ -20,7 +20,9 @@ def register(commands: Any) -> None:
     dash.add_argument(
         "--mqtt-url",
         help="MQTT broker, e.g. mqtt://user:pass@localhost:1883 (env BRANCHNET_MQTT_URL); "
-        "a RabbitMQ vhost goes in the user name as vhost:user, percent-encoded (%%3A)",
+        "a RabbitMQ vhost goes in the user name as vhost:user, percent-encoded (%%3A). "
+        "Default: the AMQP URL's broker, user and vhost at port 1883 (BRANCHNET_AMQP_URL_FILE "
+        "names the dashboard user that `broker provision` made)",
     )
     dash.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     dash.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8080)")
@@ -46,14 +48,17 @@ def register(commands: Any) -> None:
 
 
 def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from branchnet.ops import mqtt_url_from_amqp
     from dashboard.server import DashboardServer
     from dashboard.sources import MqttSource
 
     url = args.mqtt_url or settings.mqtt_url
+    if not url and settings.amqp_url is not None:
+        url = mqtt_url_from_amqp(settings.amqp_url.get_secret_value())
     if not url:
         raise SystemExit(
-            "the dashboard reads events over MQTT: give --mqtt-url or BRANCHNET_MQTT_URL "
-            "(`branchnet broker start` prints one)"
+            "the dashboard reads events over MQTT: give --mqtt-url, BRANCHNET_MQTT_URL or "
+            "BRANCHNET_AMQP_URL_FILE (`branchnet broker start` prints one)"
         )
 
     async def serve() -> None:

@@ -9,14 +9,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aio_pika
+import aiomqtt
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
 from branchnet.access import node_url, provision
 from branchnet.broker import management_call
 from branchnet.network import Network, NetworkConfig
+from branchnet.ops import mqtt_url_from_amqp
 from branchnet.reconcile import reconcile
-from common.topology import REPLIES_EXCHANGE, REQUESTS_EXCHANGE, branch_reply_queue
+from common.topology import (
+    EVENTS_EXCHANGE,
+    REPLIES_EXCHANGE,
+    REQUESTS_EXCHANGE,
+    branch_reply_queue,
+    event_key,
+)
 from host_node import ledger_path
 
 if TYPE_CHECKING:
@@ -64,11 +72,43 @@ def test_every_node_has_its_own_user_and_none_is_guest(
     provisioned: tuple[dict[str, str], Path],
 ) -> None:
     urls, data_dir = provisioned
-    assert set(urls) == {"host", "crypto", "standby", "branch-0001", "branch-0002"}
+    assert set(urls) == {"host", "crypto", "standby", "dashboard", "branch-0001", "branch-0002"}
     for user, url in urls.items():
         assert urllib.parse.urlsplit(url).username == user != "guest"
         assert node_url(data_dir, user) == url
         assert (data_dir / "keys" / "broker" / f"{user}.url").stat().st_mode & 0o077 == 0
+
+
+async def test_the_dashboard_user_reads_events_over_mqtt_and_can_publish_nothing(
+    rabbitmq: RabbitMQ, provisioned: tuple[dict[str, str], Path]
+) -> None:
+    if rabbitmq.node is None:
+        pytest.skip("MQTT only on the private node")
+    urls, _ = provisioned
+    mqtt = urllib.parse.urlsplit(mqtt_url_from_amqp(urls["dashboard"], rabbitmq.node.mqtt_port))
+    assert mqtt.hostname is not None and mqtt.port is not None
+    host = await aio_pika.connect(urls["host"])
+    async with (
+        host,
+        aiomqtt.Client(
+            mqtt.hostname,
+            mqtt.port,
+            username=urllib.parse.unquote(mqtt.username or ""),
+            password=urllib.parse.unquote(mqtt.password or ""),
+        ) as client,
+    ):
+        await client.subscribe("bank/events/#", qos=1)
+        channel = await host.channel(publisher_confirms=True)
+        events = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        await events.publish(aio_pika.Message(b"{}"), routing_key=event_key("0001", "probe"))
+        message = await asyncio.wait_for(anext(aiter(client.messages)), 20)
+        assert str(message.topic) == "bank/events/0001/probe"
+    dashboard = await aio_pika.connect(urls["dashboard"])
+    async with dashboard:
+        channel = await dashboard.channel(publisher_confirms=True)
+        events = await channel.get_exchange(EVENTS_EXCHANGE, ensure=False)
+        with pytest.raises(ChannelAccessRefused):
+            await events.publish(aio_pika.Message(b"{}"), routing_key=event_key("0001", "forged"))
 
 
 async def test_a_branch_publishes_only_under_its_own_routing_key(

@@ -38,7 +38,7 @@ async def test_provisioning_a_broker_by_its_management_api_gives_nodes_their_use
         "--data-dir", str(tmp_path),
     ]  # fmt: skip
     status = await asyncio.to_thread(run_cli, *argv)
-    users = ["host", "crypto", "standby", "branch-0001", "branch-0002"]
+    users = ["host", "crypto", "standby", "dashboard", "branch-0001", "branch-0002"]
     try:
         assert status == 0
         files = {u: credentials_dir(tmp_path) / f"{u}.url" for u in users}

@@ -95,12 +95,17 @@ def test_every_node_connects_as_its_own_provisioned_user(services: dict[str, Any
         assert "data:/data" in services[name]["volumes"]
 
 
-def test_the_dashboard_reads_the_broker_over_mqtt(services: dict[str, Any]) -> None:
+def test_the_dashboard_reads_the_broker_over_mqtt_as_its_own_user(
+    services: dict[str, Any],
+) -> None:
     dashboard = services["dashboard"]
     command = dashboard["command"]
     assert command[:2] == ["branchnet", "dashboard"]
-    mqtt_url = command[command.index("--mqtt-url") + 1]
-    assert mqtt_url.startswith("mqtt://") and "@rabbitmq:1883" in mqtt_url
+    assert "--mqtt-url" not in command  # MQTT from its provisioned user's URL, port 1883
+    environment = dashboard["environment"]
+    assert "BRANCHNET_AMQP_URL" not in environment and "BRANCHNET_MQTT_URL" not in environment
+    assert environment["BRANCHNET_AMQP_URL_FILE"] == "/data/keys/broker/dashboard.url"
+    assert "dashboard" in {user.name for user in node_users(branch_ids(3))}
     port = command[command.index("--port") + 1]
     assert f"{port}:{port}" in dashboard["ports"]
     assert command[command.index("--host") + 1] == "0.0.0.0"
