@@ -516,6 +516,10 @@ class Store:
         self.head = await self._run(chain_head, self._connection)
         self.staff = await self._run(read_staff, self._connection)
 
+    async def read(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run ``function(connection, *args)`` on the writer thread (a check, a query)."""
+        return await self._run(function, self._open(), *args)
+
     async def enrol_staff(self, members: Iterable[StaffMember]) -> None:
         """Add (or update) staff members on the staff table."""
         await self._run(write_staff, self._open(), list(members))
