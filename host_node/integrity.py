@@ -160,7 +160,7 @@ def check_store(connection: sqlite3.Connection, key: Ed25519PublicKey) -> None:
     Raises:
         StoreCorrupt: names the first bad entry where one can be named.
     """
-    problems = [row[0] for row in _quick_check(connection)]
+    problems = [" ".join(str(row[0]).split())[:200] for row in _quick_check(connection)]
     unreadable: list[int] = []
     audit = audit_rows(
         _readable(journal_rows(connection), unreadable, problems),
@@ -191,9 +191,11 @@ def _readable(
     """The rows up to the first one SQLite cannot read; that one's number goes in ``unreadable``."""
     last = 0
     try:
-        for row in rows:
-            last = row[0]
-            yield row
+        for seq, body, hash_ in rows:
+            if not isinstance(body, bytes) or not isinstance(hash_, str):
+                raise sqlite3.DatabaseError(f"entry {seq} has lost its content")
+            last = seq
+            yield seq, body, hash_
     except sqlite3.DatabaseError as error:
         unreadable.append(last + 1)
         problems.append(f"journal unreadable after entry {last}: {error}")

@@ -18,7 +18,9 @@ figures (``run.extra``) and checks (``run.checks``: every one must hold for the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import random
 import re
 import sys
 import time
@@ -26,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from branch_node import BranchReport, Outcome
 from branchnet.chaos import damage
@@ -200,8 +204,10 @@ async def fail_over(run: _Run) -> None:
     await run.measure_recovery(since, answered)
     reports: list[BranchReport] = await run.finished
     # the old primary comes back: it must see the higher epoch and refuse
-    code, output = await _start(old_command, nodes.env, _until_started)
-    run.checks["old_primary_refused"] = code not in (None, 0) and "refuses to process" in output
+    started, code, output = await _start(old_command, nodes.env)
+    run.checks["old_primary_refused"] = not started and "refuses to process" in output
+    if started or code == 0:
+        run.extra["old_primary"] = output[-400:]
     outcomes = [o for report in reports for o in report.outcomes]
     figures = failover_figures(outcomes, nodes.data_dir, nodes.standby_dir, killed_at, promoted_at)
     run.extra["failover"] = figures
@@ -211,7 +217,7 @@ async def fail_over(run: _Run) -> None:
 
 # --- journal-corruption ------------------------------------------------------------------
 
-_Damager = Callable[[Path, Any], damage.Damage]
+_Damager = Callable[[Path, random.Random], damage.Damage]
 
 
 async def corrupt_journal(run: _Run) -> None:
@@ -223,8 +229,10 @@ async def corrupt_journal(run: _Run) -> None:
     nodes.kill("host")  # a crash leaves the newest batches in the write-ahead log
     found["torn-wal-tail"] = await _refused(run, store, key, damage.tear_wal)
     # the intact store must start (no false alarm); a clean stop merges the log
-    code, output = await _start(nodes.command("host"), nodes.env, _until_started, stop=True)
-    run.checks["intact_store_starts"] = code == 0 and "node started" in output
+    started, _, output = await _start(nodes.command("host"), nodes.env)
+    run.checks["intact_store_starts"] = started
+    if not started:
+        run.extra["intact_start"] = output[-400:]
     found["bit-flip"] = await _refused(run, store, key, damage.flip_bit)
     found["torn-store-tail"] = await _refused(run, store, key, damage.truncate_store)
     nodes.start("host")
@@ -234,7 +242,9 @@ async def corrupt_journal(run: _Run) -> None:
     run.faults["stores_damaged"] = sum(bool(r["applied"]) for r in found.values())
 
 
-async def _refused(run: _Run, store: Path, key: Any, damager: _Damager) -> dict[str, Any]:
+async def _refused(
+    run: _Run, store: Path, key: Ed25519PublicKey, damager: _Damager
+) -> dict[str, Any]:
     """Damage the stopped host's store, start the host, put the intact store back."""
     intact = store.parent / "intact"
     damage.backup(store, intact)
@@ -243,7 +253,7 @@ async def _refused(run: _Run, store: Path, key: Any, damager: _Damager) -> dict[
         if not done.applied:
             return {"applied": False, "detected": False, "detail": done.detail}
         truth = damage.store_verdict(store, key)
-        code, output = await _start(run.nodes.command("host"), run.nodes.env, _until_started)
+        started, code, output = await _start(run.nodes.command("host"), run.nodes.env)
     finally:
         damage.restore(store, intact)
     named = re.search(r"first bad entry is (\d+)", output)
@@ -254,22 +264,16 @@ async def _refused(run: _Run, store: Path, key: Any, damager: _Damager) -> dict[
         "first_bad_entry": done.first_bad,
         "damaged_store": truth,
         "exit_code": code,
-        "detected": code not in (None, 0) and "damaged" in output,
+        "detected": not started and code != 0 and "damaged" in output,
         "named_entry": int(named.group(1)) if named else None,
         "error": error.group(1)[:400] if error else output[-400:],
     }
 
 
-def _until_started(line: str) -> bool:
-    return "node started" in line
-
-
-async def _start(
-    command: list[str], env: dict[str, str], started: Callable[[str], bool], *, stop: bool = False
-) -> tuple[int | None, str]:
+async def _start(command: list[str], env: dict[str, str]) -> tuple[bool, int | None, str]:
     """Run ``branchnet`` ``command`` until it exits or says it started (then SIGTERM it).
 
-    Returns its exit status (None: it started and was stopped) and its output, unwrapped.
+    Returns whether it started, its exit status when it did not, and its output unwrapped.
     """
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -282,17 +286,15 @@ async def _start(
     )
     assert process.stdout is not None
     lines: list[str] = []
-    came_up = False
-    try:
+    started = False
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(START_TIMEOUT_S):
             async for raw in process.stdout:
                 lines.append(raw.decode(errors="replace"))
-                if started(lines[-1]):
-                    came_up = True
+                if "node started" in lines[-1]:
+                    started = True
                     break
-    except TimeoutError:
-        pass
-    if came_up or process.returncode is None:
+    if process.returncode is None:
         process.terminate()
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -301,7 +303,4 @@ async def _start(
         process.kill()
         rest, _ = await process.communicate()
     lines.append(rest.decode(errors="replace"))
-    output = " ".join("".join(lines).split())
-    if came_up:
-        return (process.returncode if stop else None), output
-    return process.returncode, output
+    return started, None if started else process.returncode, " ".join("".join(lines).split())
