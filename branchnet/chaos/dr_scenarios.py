@@ -77,6 +77,7 @@ async def kill_standby(run: _Run) -> None:
     nodes = run.nodes
     outages: list[_Outage] = []
     catch_up: list[float] = []
+    behind: list[int] = []  # entries each returning standby lacked
     # down for longer than the primary waits for it, so the policy is what decides
     down = (nodes.standby_timeout_s + 1.0, nodes.standby_timeout_s + 2.5)
     while await run.pause(1.5, 3.0):
@@ -86,6 +87,7 @@ async def kill_standby(run: _Run) -> None:
         await asyncio.sleep(run.rng.uniform(*down))
         since, answered = time.monotonic(), run.answered()
         primary_head = journal_head(nodes.data_dir)
+        behind.append(primary_head - journal_head(nodes.standby_dir))
         nodes.start("standby")
         outages.append(_Outage(killed, _now(), held))
         await asyncio.gather(
@@ -109,6 +111,7 @@ async def kill_standby(run: _Run) -> None:
         "resynced_alerts": alerts["resynced"],
         "max_reported_lag": alerts["max_lag"],
         "catch_up_s": [round(s, 3) for s in catch_up],
+        "catch_up_entries": behind,
         "primary_head": heads[0],
         "standby_head": heads[1],
         "standby_holds_journal": holds.detail,
