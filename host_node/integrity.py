@@ -118,14 +118,34 @@ def _commit_follows(data: bytes, offset: int, size: int, salt1: int, salt2: int)
     return False
 
 
+def cut_short(header: bytes, size: int) -> str | None:
+    """A store file of ``size`` bytes that is shorter than its own header says it is."""
+    if len(header) < 100 or header[:16] != b"SQLite format 3\x00":
+        return None
+    (page_size,) = struct.unpack(">H", header[16:18])
+    page_size = 65536 if page_size == 1 else page_size
+    changed, pages = struct.unpack(">2I", header[24:32])
+    (valid_for,) = struct.unpack(">I", header[92:96])
+    if changed != valid_for or size >= pages * page_size:
+        return None
+    return f"the store file is cut short: {size} bytes, its header says {pages} pages"
+
+
 def check_wal(store: Path) -> None:
-    """Refuse a store whose write-ahead log is damaged (run it before SQLite opens the store).
+    """Refuse a store whose write-ahead log is damaged, or that was stopped cleanly and is
+    shorter than its header says (run it before SQLite opens the store).
 
     Raises:
-        StoreCorrupt: committed frames would be dropped; names the first entry at risk.
+        StoreCorrupt: committed data would be dropped; names the first entry at risk if known.
     """
     wal = wal_path(store)
-    if not store.is_file() or not wal.is_file():
+    if not store.is_file():
+        return
+    if not wal.is_file() or wal.stat().st_size == 0:  # stopped cleanly: all in the file
+        with store.open("rb") as file:
+            problem = cut_short(file.read(100), store.stat().st_size)
+        if problem is not None:
+            raise StoreCorrupt(f"the ledger store at {store} is damaged: {problem}")
         return
     scan = scan_wal(wal.read_bytes())
     if scan.damage is None:

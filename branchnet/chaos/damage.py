@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import shutil
 import sqlite3
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,19 +96,30 @@ def flip_bit(store: Path, rng: random.Random) -> Damage:
 
 
 def truncate_store(store: Path, rng: random.Random) -> Damage:
-    """Cut the store file in the middle of a page of its second half."""
-    size = store.stat().st_size
-    (page_size,) = struct.unpack(">H", store.read_bytes()[16:18])
-    page_size = 65536 if page_size == 1 else page_size
-    pages = size // page_size
-    if pages < 4:
-        return Damage("torn-store-tail", False, f"the store has {pages} pages only")
-    page = rng.randrange(pages // 2, pages)
+    """Cut the store file (stopped cleanly) inside the page holding an entry of the journal's
+    second half: that entry and everything stored after it is gone."""
+    connection = connect_read_only(store)
+    try:
+        head = chain_head(connection).seq
+        if head < 2:
+            return Damage("torn-store-tail", False, "the journal is too short")
+        seq = rng.randint(head // 2 + 1, head)
+        (body,) = connection.execute("SELECT body FROM journal WHERE seq = ?", (seq,)).fetchone()
+        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+    finally:
+        connection.close()
+    data = store.read_bytes()
+    at = data.find(bytes(body))
+    if at < 0:
+        return Damage("torn-store-tail", False, f"entry {seq} is not stored in one piece")
+    page = at // page_size
     cut = page * page_size + rng.randrange(1, page_size)
     with store.open("r+b") as file:
         file.truncate(cut)
     return Damage(
-        "torn-store-tail", True, f"store cut at byte {cut} of {size}, inside page {page + 1}"
+        "torn-store-tail",
+        True,
+        f"store cut at byte {cut} of {len(data)}, inside page {page + 1}, which holds entry {seq}",
     )
 
 

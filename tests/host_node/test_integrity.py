@@ -79,6 +79,15 @@ async def test_a_store_cut_mid_page_is_refused(data_dir: Path) -> None:
         await start_host(data_dir)
 
 
+async def test_a_store_missing_whole_pages_at_its_end_is_refused(data_dir: Path) -> None:
+    store = ledger_path(data_dir)
+    page_size = int.from_bytes(store.read_bytes()[16:18], "big")
+    with store.open("r+b") as file:  # a page boundary: SQLite itself may not notice
+        file.truncate(store.stat().st_size - page_size)
+    with pytest.raises(StoreCorrupt, match="cut short"):
+        await start_host(data_dir)
+
+
 def test_a_torn_log_is_refused_naming_the_first_entry_sqlite_would_drop(
     data_dir: Path, tmp_path: Path
 ) -> None:
