@@ -73,54 +73,102 @@ def tear_wal(store: Path, rng: random.Random) -> Damage:
 
 
 def flip_bit(store: Path, rng: random.Random) -> Damage:
-    """Flip one bit inside one journal entry's body in the store file (no log: stopped
-    cleanly)."""
-    connection = connect_read_only(store)
-    try:
-        head = chain_head(connection).seq
-        if head == 0:
-            return Damage("bit-flip", False, "the journal is empty")
-        seq = rng.randint(1, head)
-        (body,) = connection.execute("SELECT body FROM journal WHERE seq = ?", (seq,)).fetchone()
-    finally:
-        connection.close()
-    data = bytearray(store.read_bytes())
-    at = data.find(bytes(body))
-    if at < 0:
-        return Damage("bit-flip", False, f"entry {seq} is not stored in one piece in the file")
-    offset = at + rng.randrange(len(body))
+    """Flip one bit inside one journal entry's stored body (the store stopped cleanly)."""
+    found = _locate(store, rng, 1)
+    if isinstance(found, str):
+        return Damage("bit-flip", False, found)
+    seq, at, length, _ = found
+    offset = at + rng.randrange(length)
     bit = rng.randrange(8)
-    data[offset] ^= 1 << bit
-    store.write_bytes(bytes(data))
+    with store.open("r+b") as file:
+        file.seek(offset)
+        byte = file.read(1)[0] ^ (1 << bit)
+        file.seek(offset)
+        file.write(bytes([byte]))
     return Damage("bit-flip", True, f"bit {bit} of byte {offset} (entry {seq}) flipped", seq)
 
 
 def truncate_store(store: Path, rng: random.Random) -> Damage:
     """Cut the store file (stopped cleanly) inside the page holding an entry of the journal's
     second half: that entry and everything stored after it is gone."""
-    connection = connect_read_only(store)
-    try:
-        head = chain_head(connection).seq
-        if head < 2:
-            return Damage("torn-store-tail", False, "the journal is too short")
-        seq = rng.randint(head // 2 + 1, head)
-        (body,) = connection.execute("SELECT body FROM journal WHERE seq = ?", (seq,)).fetchone()
-        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
-    finally:
-        connection.close()
-    data = store.read_bytes()
-    at = data.find(bytes(body))
-    if at < 0:
-        return Damage("torn-store-tail", False, f"entry {seq} is not stored in one piece")
+    found = _locate(store, rng, 2)
+    if isinstance(found, str):
+        return Damage("torn-store-tail", False, found)
+    seq, at, _, page_size = found
+    size = store.stat().st_size
     page = at // page_size
     cut = page * page_size + rng.randrange(1, page_size)
     with store.open("r+b") as file:
         file.truncate(cut)
-    return Damage(
-        "torn-store-tail",
-        True,
-        f"store cut at byte {cut} of {len(data)}, inside page {page + 1}, which holds entry {seq}",
-    )
+    detail = f"store cut at byte {cut} of {size}, inside page {page + 1}, which holds entry {seq}"
+    return Damage("torn-store-tail", True, detail)
+
+
+def _locate(store: Path, rng: random.Random, part: int) -> tuple[int, int, int, int] | str:
+    """A random entry of the journal's last ``1/part``: its number, the file offset of its
+    live stored body (freed space may hold stale copies), the body's length, the page size."""
+    connection = connect_read_only(store)
+    try:
+        head = chain_head(connection).seq
+        if head < part:
+            return "the journal is too short"
+        seq = rng.randint(head - head // part + 1, head)
+        (body,) = connection.execute("SELECT body FROM journal WHERE seq = ?", (seq,)).fetchone()
+        (page_size,) = connection.execute("PRAGMA page_size").fetchone()
+        leaves = {
+            number
+            for (number,) in connection.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'journal' AND pagetype = 'leaf'"
+            )
+        }
+    finally:
+        connection.close()
+    data = store.read_bytes()
+    at = data.find(bytes(body))
+    while at >= 0:
+        if at // page_size + 1 in leaves and _in_live_cell(data, at, len(body), page_size):
+            return seq, at, len(body), page_size
+        at = data.find(bytes(body), at + 1)
+    return f"entry {seq} is not stored in one piece in the file"
+
+
+def _in_live_cell(data: bytes, at: int, length: int, page_size: int) -> bool:
+    """Whether bytes ``at..at+length`` lie in the payload of a cell of their b-tree leaf page
+    (SQLite file format: page header, cell pointer array, cells of varint size and rowid)."""
+    start = at - at % page_size
+    header = start + (100 if start == 0 else 0)
+    cells = int.from_bytes(data[header + 3 : header + 5], "big")
+    for index in range(cells):
+        pointer = header + 8 + 2 * index
+        cell = start + int.from_bytes(data[pointer : pointer + 2], "big")
+        payload, used = _varint(data, cell)
+        _, rowid_used = _varint(data, cell + used)
+        first = cell + used + rowid_used
+        if first <= at and at + length <= first + payload:
+            return True
+    return False
+
+
+def _varint(data: bytes, offset: int) -> tuple[int, int]:
+    """SQLite's variable-length integer at ``offset``: its value and its length in bytes."""
+    value = 0
+    for index in range(9):
+        byte = data[offset + index]
+        if index == 8:
+            return (value << 8) | byte, 9
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, index + 1
+    raise AssertionError("unreachable")
+
+
+def settle(store: Path) -> None:
+    """Merge the write-ahead log into the store file and remove it, as a clean stop does."""
+    connection = sqlite3.connect(store)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        connection.close()
 
 
 def store_verdict(store: Path, public_key: Ed25519PublicKey) -> dict[str, object]:

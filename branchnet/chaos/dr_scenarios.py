@@ -236,6 +236,7 @@ async def corrupt_journal(run: _Run) -> None:
     run.checks["intact_store_starts"] = started
     if not started:
         run.extra["intact_start"] = output[-400:]
+    damage.settle(store)  # as a clean stop leaves it, whether or not SIGTERM came too early
     found["bit-flip"] = await _refused(run, store, key, damage.flip_bit)
     found["torn-store-tail"] = await _refused(run, store, key, damage.truncate_store)
     nodes.start("host")
