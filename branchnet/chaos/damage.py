@@ -36,8 +36,9 @@ class Damage:
 
 
 def backup(store: Path, to: Path) -> None:
-    """Copy the store and its log (the host stopped) to the directory ``to``."""
-    to.mkdir(parents=True, exist_ok=True)
+    """Copy the store and its log (the host stopped) to the directory ``to``, made afresh."""
+    shutil.rmtree(to, ignore_errors=True)
+    to.mkdir(parents=True)
     for path in (store, wal_path(store)):
         if path.is_file():
             shutil.copyfile(path, to / path.name)
