@@ -18,7 +18,6 @@ figures (``run.extra``) and checks (``run.checks``: every one must hold for the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import random
 import re
@@ -290,15 +289,17 @@ async def _start(command: list[str], env: dict[str, str]) -> tuple[bool, int | N
     )
     assert process.stdout is not None
     lines: list[str] = []
-    started = False
-    with contextlib.suppress(TimeoutError):
+    started = hanging = False
+    try:
         async with asyncio.timeout(START_TIMEOUT_S):
             async for raw in process.stdout:
                 lines.append(raw.decode(errors="replace"))
                 if "node started" in lines[-1]:
                     started = True
                     break
-    if process.returncode is None:
+    except TimeoutError:
+        hanging = True
+    if started or hanging:  # else its output ended: it is exiting on its own
         process.terminate()
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
