@@ -228,7 +228,7 @@ async def test_a_store_damaged_at_rest_is_refused(tmp_path: Path, fresh_amqp_url
     assert isinstance(found, dict)
     for kind in kinds:
         result = found[kind]
-        assert result["applied"] and result["detected"] and result["exit_code"] != 0, result
+        assert result["applied"] and result["detected"] and result["exit_code"] == 1, result
         if result["first_bad_entry"] is not None:  # the host named the entry the damage hit
             assert result["named_entry"] == result["first_bad_entry"], result
     assert found["bit-flip"]["damaged_store"]["chain_verifies"] is False
