@@ -21,6 +21,7 @@ import asyncio
 import datetime as dt
 import random
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -240,6 +241,10 @@ async def corrupt_journal(run: _Run) -> None:
     found["torn-store-tail"] = await _refused(run, store, key, damage.truncate_store)
     nodes.start("host")
     run.extra["corruption"] = found
+    run.extra["corruption_scope"] = (
+        "money_conserved and chain_verified: the intact store, put back after each kind; "
+        "damaged_store: what SQLite and the chain audit say of the store as damaged"
+    )
     for kind, result in found.items():
         run.checks[f"{kind}_refused"] = bool(result["detected"])
     run.faults["stores_damaged"] = sum(bool(r["applied"]) for r in found.values())
@@ -259,6 +264,7 @@ async def _refused(
         started, code, output = await _start(run.nodes.command("host"), run.nodes.env)
     finally:
         damage.restore(store, intact)
+        shutil.rmtree(intact)
     named = re.search(r"first bad entry is (\d+)", output)
     error = re.search(r"error: (.*)", output)
     return {
