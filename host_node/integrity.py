@@ -19,6 +19,7 @@ one can be named.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sqlite3
 import struct
@@ -145,7 +146,11 @@ def check_wal(store: Path) -> None:
         with store.open("rb") as file:
             problem = cut_short(file.read(100), store.stat().st_size)
         if problem is not None:
-            raise StoreCorrupt(f"the ledger store at {store} is damaged: {problem}")
+            first = first_unreadable(store)
+            naming = f"; the first bad entry is {first}" if first is not None else ""
+            raise StoreCorrupt(
+                f"the ledger store at {store} is damaged: {problem}{naming}", first_bad=first
+            )
         return
     scan = scan_wal(wal.read_bytes())
     if scan.damage is None:
@@ -158,18 +163,38 @@ def check_wal(store: Path) -> None:
     )
 
 
+def first_unreadable(store: Path) -> int | None:
+    """The first journal entry SQLite cannot read from the store, read on a scratch copy."""
+    unreadable: list[int] = []
+    with _scratch(store) as connection:
+        try:
+            for _ in _readable(journal_rows(connection), unreadable, []):
+                pass
+        except sqlite3.DatabaseError:
+            return 1
+    return unreadable[0] if unreadable else None
+
+
 def recovered_head(store: Path) -> int:
     """The journal head SQLite recovers from the store and its log, found on a scratch copy."""
-    with tempfile.TemporaryDirectory(prefix="branchnet-wal-") as scratch:
+    with _scratch(store) as connection:
+        try:
+            return chain_head(connection).seq
+        except sqlite3.Error:
+            return 0
+
+
+@contextlib.contextmanager
+def _scratch(store: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a copy of the store and its log (SQLite may change what it opens)."""
+    with tempfile.TemporaryDirectory(prefix="branchnet-store-") as scratch:
         copy = Path(scratch) / store.name
         shutil.copyfile(store, copy)
         if wal_path(store).is_file():
             shutil.copyfile(wal_path(store), wal_path(copy))
         connection = sqlite3.connect(copy)
         try:
-            return chain_head(connection).seq
-        except sqlite3.Error:
-            return 0
+            yield connection
         finally:
             connection.close()
 

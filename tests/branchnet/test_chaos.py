@@ -232,3 +232,4 @@ async def test_a_store_damaged_at_rest_is_refused(tmp_path: Path, fresh_amqp_url
         if result["first_bad_entry"] is not None:  # the host named the entry the damage hit
             assert result["named_entry"] == result["first_bad_entry"], result
     assert found["bit-flip"]["damaged_store"]["chain_verifies"] is False
+    assert found["torn-store-tail"]["named_entry"] is not None  # the first it cannot read

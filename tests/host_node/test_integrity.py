@@ -73,10 +73,13 @@ async def test_a_flipped_bit_in_an_entry_is_refused_naming_it(data_dir: Path) ->
     assert refused.value.first_bad == done.first_bad
 
 
-async def test_a_store_cut_mid_page_is_refused(data_dir: Path) -> None:
+async def test_a_store_cut_inside_a_journal_page_is_refused_naming_an_entry(
+    data_dir: Path,
+) -> None:
     assert truncate_store(ledger_path(data_dir), random.Random(4)).applied
-    with pytest.raises(StoreCorrupt, match="damaged"):
+    with pytest.raises(StoreCorrupt, match="first bad entry is") as refused:
         await start_host(data_dir)
+    assert refused.value.first_bad is not None
 
 
 async def test_a_store_missing_whole_pages_at_its_end_is_refused(data_dir: Path) -> None:
