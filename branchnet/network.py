@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +19,12 @@ from typing import Any
 from branch_node import Branch
 from branch_node.session import BranchSession
 from branchnet.buses import open_bus
+from branchnet.failover import prepare_standby
 from common.authorisation import StaffKey, init_staff_keys
 from common.bus import Bus
 from common.embedded_bus import EmbeddedBroker
 from common.errors import ConfigError
-from common.identity import ensure_identity, identity_dir, init_identities
+from common.identity import init_identities
 from crypto_node import CryptoService, Hsm, init_keys, load_crypto_keys
 from host_node import HostConfig, HostService
 from host_node.config import pin_config
@@ -154,13 +154,7 @@ class Network:
 
     async def _start_standby(self) -> None:
         data_dir = self.config.data_dir
-        ensure_identity(data_dir, "host")
-        target = identity_dir(standby_dir(data_dir))
-        if not target.exists():
-            # staff private keys stay with their owners: a promoted host needs only the .pub
-            shutil.copytree(
-                identity_dir(data_dir), target, ignore=shutil.ignore_patterns("staff-*.key")
-            )
+        prepare_standby(data_dir, standby_dir(data_dir))
         bus = self._bus("standby")
         await bus.connect()
         self.standby = StandbyService(bus, standby_dir(data_dir))

@@ -3,6 +3,7 @@
     BranchnetError (common.errors)
     ├── HostError          the host cannot go on as configured
     │   └── StoreError     the ledger store cannot be opened or written
+    │       └── StoreCorrupt   it is damaged at rest (host_node.integrity)
     └── FrameError (common.errors)
         └── FrameRefused   a request frame failed a security check (host_node.guard)
 
@@ -47,3 +48,11 @@ class FrameRefused(FrameError):
         self.refusal = refusal
         self.sender = sender
         self.sequence = sequence
+
+
+class StoreCorrupt(StoreError):
+    """The store is damaged at rest; ``first_bad`` names the first bad journal entry if known."""
+
+    def __init__(self, message: str, *, first_bad: int | None = None) -> None:
+        super().__init__(message)
+        self.first_bad = first_bad

@@ -46,11 +46,12 @@ from common.topology import (
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
-from host_node.errors import FrameRefused
+from host_node.errors import FrameRefused, StoreCorrupt
 from host_node.event_rules import frame_alert, refusal_alert
 from host_node.events import EventPublisher, host_events
 from host_node.guard import Guard, Refusal
 from host_node.intake import DeadRecord, Item, unpack, unpack_frame
+from host_node.integrity import check_store, check_wal
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
 from host_node.policy import bank_day
@@ -200,8 +201,18 @@ class HostService:
         self.events.watch_queues(self._queue_depths)
 
     async def start(self) -> None:
-        """Open the store, declare the topology and start consuming ``host.requests``."""
+        """Check and open the store, declare the topology, start consuming ``host.requests``.
+
+        Raises:
+            StoreCorrupt: the store is damaged at rest (:mod:`host_node.integrity`).
+        """
+        await asyncio.to_thread(check_wal, self.store.path)
         await self.store.open()
+        try:
+            await self.store.read(check_store, self._signing_key.public_key())
+        except StoreCorrupt:
+            await self.store.close()
+            raise
         last, hashes = await self.store.checkpoint_tail()
         self._segment = Segment(
             last + 1,

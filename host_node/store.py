@@ -24,7 +24,7 @@ from common.replies import decode_reply, encode_reply
 from host_node.batch import Settlement, Snapshot, Stored
 from host_node.checkpoint import Checkpoint, encode_checkpoint
 from host_node.config import Synchronous
-from host_node.errors import StoreError
+from host_node.errors import StoreCorrupt, StoreError
 from host_node.interest import close_days
 from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body, head_of
 from host_node.ledger import (
@@ -162,6 +162,7 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
     """Open (creating if needed) the store at ``path`` for writing.
 
     Raises:
+        StoreCorrupt: SQLite finds the file damaged.
         StoreError: the file cannot be opened or is not a host store.
     """
     try:
@@ -178,6 +179,10 @@ def connect(path: Path, synchronous: Synchronous = "FULL") -> sqlite3.Connection
         if "public_key" not in staff_columns:  # a store made before staff keys
             connection.execute("ALTER TABLE staff ADD COLUMN public_key BLOB")
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except sqlite3.DatabaseError as error:
+        if error.sqlite_errorcode in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise StoreCorrupt(f"the ledger store at {path} is damaged: {error}") from None
+        raise StoreError(f"cannot open the store at {path}: {error}") from None
     except (OSError, sqlite3.Error) as error:
         raise StoreError(f"cannot open the store at {path}: {error}") from None
     return connection
@@ -519,6 +524,10 @@ class Store:
         self._connection = await self._run(connect, self.path, self.synchronous)
         self.head = await self._run(chain_head, self._connection)
         self.staff = await self._run(read_staff, self._connection)
+
+    async def read(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run ``function(connection, *args)`` on the writer thread (a check, a query)."""
+        return await self._run(function, self._open(), *args)
 
     async def enrol_staff(self, members: Iterable[StaffMember]) -> None:
         """Add (or update) staff members on the staff table."""

@@ -27,6 +27,12 @@ def register(commands: Any) -> None:
         "--amqp-url", help="RabbitMQ to use (default: a private node started for the run)"
     )
     chaos.add_argument("--management-url", help="its management API (for connection-drop)")
+    chaos.add_argument(
+        "--standby-lost",
+        choices=["stop", "async"],
+        default="stop",
+        help="standby scenarios: the sync primary's policy when the standby is silent",
+    )
     chaos.add_argument("--data-dir", type=Path, help="where the nodes keep their files")
     chaos.add_argument("--json-report", type=Path, help="write the report here")
     chaos.set_defaults(run=_chaos)
@@ -72,6 +78,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         amqp_url=amqp_url,
         management_url=management_url,
         broker_dir=broker_dir,
+        standby_lost=args.standby_lost,
     )
     try:
         return await run_scenario(args.scenario, config)

@@ -30,13 +30,20 @@ class RunFacts:
     recovery_s: Sequence[float] = ()
     drained: bool = True
     notes: Sequence[str] = ()
+    #: The store to check when it is not the data directory's (after a failover).
+    store: Path | None = None
+    #: A scenario's own figures, reported as they are.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: A scenario's own checks by name; every one must hold for the run to pass.
+    checks: Mapping[str, bool] = field(default_factory=dict)
 
 
 def chaos_report(
     scenario: str, seed: int, store_path: Path, reports: Sequence[BranchReport], facts: RunFacts
 ) -> dict[str, Any]:
     """Check every request and the ledger; ``passed`` when nothing is lost, duplicated or
-    unresolved, money is conserved and the chain verifies."""
+    unresolved, money is conserved, the chain verifies and the scenario's own checks hold."""
+    store_path = facts.store or store_path
     outcomes = [o for report in reports for o in report.outcomes]
     verdict = classify(outcomes, journal_index(store_path), drained=facts.drained)
     reconciliation = reconcile(store_path, reports)
@@ -55,6 +62,8 @@ def chaos_report(
         "recovery_s": [round(s, 3) for s in facts.recovery_s],
         "faults": dict(facts.faults),
         "notes": list(facts.notes),
+        **facts.extra,
+        "checks": dict(facts.checks),
         "reconciliation": reconciliation.as_json(),
-        "passed": verdict.passed and money and chain,
+        "passed": verdict.passed and money and chain and all(facts.checks.values()),
     }

@@ -14,13 +14,14 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from branch_node import Branch, BranchReport, ClientConfig
 from branch_node.session import BranchSession
 from branchnet import broker
+from branchnet.chaos import dr_scenarios as dr
 from branchnet.chaos.processes import NodeProcesses
 from branchnet.chaos.report import RunFacts, chaos_report
 from branchnet.chaos.simulation import run_deterministic
@@ -31,6 +32,7 @@ from common.bus import Bus
 from common.ids import branch_ids
 from common.topology import CRYPTO_COMMANDS, HOST_REQUESTS
 from host_node import ledger_path
+from host_node.config import StandbyLost
 
 #: Over RabbitMQ a restart takes a second or two: retry long enough to ride it out.
 PROCESS_CLIENT = ClientConfig(timeout_s=2.0, retries=40)
@@ -48,6 +50,7 @@ class ChaosConfig:
     amqp_url: str | None = None
     management_url: str | None = None
     broker_dir: Path | None = None
+    standby_lost: StandbyLost = "stop"  # the sync primary's policy in standby scenarios
 
 
 @dataclass(slots=True)
@@ -61,6 +64,8 @@ class _Run:
     rng: random.Random
     faults: Counter[str]
     recovery: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)  # see RunFacts
+    checks: dict[str, bool] = field(default_factory=dict)
 
     def answered(self) -> int:
         return sum(b.statistics().answered for b in self.branches)
@@ -132,6 +137,7 @@ class Scenario:
     injector: Injector | None  # None: the embedded deterministic simulation
     needs_management: bool = False
     needs_own_broker: bool = False
+    standby: bool = False  # the host replicates in sync mode to a standby process
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -160,6 +166,9 @@ SCENARIOS: dict[str, Scenario] = {
             _restart_broker,
             needs_own_broker=True,
         ),
+        Scenario("standby-kill", dr.STANDBY_KILL, dr.kill_standby, standby=True),
+        Scenario("failover", dr.FAILOVER, dr.fail_over, standby=True),
+        Scenario("journal-corruption", dr.CORRUPTION, dr.corrupt_journal),
     )
 }
 
@@ -176,12 +185,12 @@ async def run_scenario(name: str, config: ChaosConfig) -> dict[str, Any]:
             terminals=config.terminals,
         )
     else:
-        reports, facts = await _run_processes(config, scenario.injector)
+        reports, facts = await _run_processes(config, scenario.injector, scenario.standby)
     return chaos_report(name, config.seed, ledger_path(config.data_dir), reports, facts)
 
 
 async def _run_processes(
-    config: ChaosConfig, inject: Injector
+    config: ChaosConfig, inject: Injector, standby: bool = False
 ) -> tuple[list[BranchReport], RunFacts]:
     if config.amqp_url is None:
         raise ValueError("process scenarios need RabbitMQ")
@@ -191,9 +200,11 @@ async def _run_processes(
     branches: list[Branch] = []
     faults: Counter[str] = Counter()
     recovery: list[float] = []
-    with NodeProcesses(config.amqp_url, config.data_dir, config.branches) as nodes:
-        nodes.start("crypto")
-        nodes.start("host")
+    policy = config.standby_lost if standby else None
+    with NodeProcesses(
+        config.amqp_url, config.data_dir, config.branches, standby_lost=policy
+    ) as nodes:
+        nodes.start_all()
         try:
             for index, branch_id in enumerate(ids):
                 bus = AmqpBus(config.amqp_url, name=f"chaos-branch-{branch_id}")
@@ -231,7 +242,10 @@ async def _run_processes(
             for opened in buses:
                 with contextlib.suppress(Exception):
                     await opened.close()
-    return reports, RunFacts(dict(faults), recovery, drained)
+    store = ledger_path(nodes.host_dir)
+    return reports, RunFacts(
+        dict(faults), recovery, drained, store=store, extra=run.extra, checks=run.checks
+    )
 
 
 async def _drained(bus: Bus, timeout_s: float = 60.0) -> bool:

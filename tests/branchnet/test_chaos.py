@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import random
 from pathlib import Path
 
@@ -102,7 +103,7 @@ async def test_the_faulty_bus_duplicates_and_reorders_but_loses_nothing() -> Non
 
 def _assert_passed(report: dict[str, object]) -> None:
     shown = {k: v for k, v in report.items() if k != "reconciliation"}
-    assert report["passed"], shown
+    assert report["passed"], json.dumps(shown)
     assert report["lost"] == report["duplicated"] == report["unknown_unresolved"] == 0, shown
     assert report["money_conserved"] and report["chain_verified"], shown
     assert isinstance(report["ok"], int) and report["ok"] > 0
@@ -164,3 +165,71 @@ async def test_a_broker_restart_loses_nothing(tmp_path: Path, rabbitmq: RabbitMQ
         await asyncio.to_thread(stop_broker, broker_dir)
     _assert_passed(report)
     assert report["faults"] == {"broker_restart": 1}
+
+
+def _checks(report: dict[str, object], *names: str) -> None:
+    """Each named check of the scenario ran and held (absent checks fail, not pass)."""
+    checks = report["checks"]
+    assert isinstance(checks, dict)
+    assert {name: checks.get(name) for name in names} == dict.fromkeys(names, True), checks
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("policy", ["stop", "async"])
+async def test_a_killed_standby_keeps_its_policy_and_catches_up(
+    tmp_path: Path, fresh_amqp_url: str, policy: str
+) -> None:
+    config = ChaosConfig(
+        data_dir=tmp_path,
+        duration_s=8.0,
+        amqp_url=fresh_amqp_url,
+        standby_lost=policy,  # type: ignore[arg-type]
+    )
+    report = await run_scenario("standby-kill", config)
+    _assert_passed(report)
+    standby = report["standby"]
+    assert isinstance(standby, dict) and standby["policy"] == f"standby-lost={policy}"
+    assert report["faults"] == {"standby_kill": standby["outages"]} and standby["outages"] >= 1
+    assert len(standby["catch_up_s"]) == standby["outages"]
+    assert standby["standby_head"] == standby["primary_head"] == report["ok"]
+    _checks(report, "standby_caught_up", "standby_head_equals_primary", "standby_chain_verifies")
+    if policy == "stop":  # never an approval the standby did not hold
+        _checks(report, "no_approval_without_standby")
+        assert standby["approvals_beyond_standby"] == 0
+    else:  # answers went on without the standby, with the alert
+        _checks(report, "primary_kept_answering", "primary_reported_lag")
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_failover_under_load_loses_no_approved_answer(
+    tmp_path: Path, fresh_amqp_url: str
+) -> None:
+    config = ChaosConfig(data_dir=tmp_path, duration_s=8.0, amqp_url=fresh_amqp_url)
+    report = await run_scenario("failover", config)
+    _assert_passed(report)  # checked against the new primary's journal
+    _checks(report, "standby_promoted", "old_primary_refused", "rpo_zero", "new_primary_approved")
+    figures = report["failover"]
+    assert isinstance(figures, dict) and figures["rpo_approved_answers_lost"] == 0
+    assert figures["journal_entries_new_primary"] >= report["ok"]
+    assert report["faults"] == {"primary_kill": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_store_damaged_at_rest_is_refused(tmp_path: Path, fresh_amqp_url: str) -> None:
+    config = ChaosConfig(data_dir=tmp_path, duration_s=5.0, amqp_url=fresh_amqp_url)
+    report = await run_scenario("journal-corruption", config)
+    _assert_passed(report)  # the intact store, put back, holds every answer
+    kinds = ("torn-wal-tail", "bit-flip", "torn-store-tail")
+    _checks(report, "intact_store_starts", *(f"{kind}_refused" for kind in kinds))
+    found = report["corruption"]
+    assert isinstance(found, dict)
+    for kind in kinds:
+        result = found[kind]
+        assert result["applied"] and result["detected"] and result["exit_code"] == 1, result
+        if result["first_bad_entry"] is not None:  # the host named the entry the damage hit
+            assert result["named_entry"] == result["first_bad_entry"], result
+    assert found["bit-flip"]["damaged_store"]["chain_verifies"] is False
+    assert found["torn-store-tail"]["named_entry"] is not None  # the first it cannot read

@@ -16,9 +16,7 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,28 +24,21 @@ import pytest
 from branch_node import Branch, ClientConfig
 from branch_node.session import BranchSession
 from branchnet.buses import open_bus
+from branchnet.failover import failover_figures, prepare_standby, promote
 from branchnet.network import ensure_keys
 from branchnet.reconcile import reconcile
-from common.identity import ensure_identity, identity_dir, load_public
+from common.identity import load_public
 from common.topology import CORE, host_topology
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from host_node import journal_index
 from host_node.audit import audit_store
 from host_node.checkpoint import SIGNER
-from host_node.store import chain_head, connect_read_only, ledger_path
+from host_node.store import ledger_path
 from tests.branchnet.host_process import HostProcess
 from tests.conftest import RabbitMQ
 
 BRANCH = "0001"
 REQUESTS = int(os.environ.get("BRANCHNET_FAILOVER_REQUESTS", "500"))
-
-
-def _head(data_dir: Path) -> int:
-    connection = connect_read_only(ledger_path(data_dir))
-    try:
-        return chain_head(connection).seq
-    finally:
-        connection.close()
 
 
 @pytest.mark.slow
@@ -58,8 +49,7 @@ async def test_failover_in_sync_mode_loses_no_approved_transaction(
     url = await asyncio.to_thread(rabbitmq.new_vhost) or amqp_url
     primary_dir, standby_dir = tmp_path / "primary", tmp_path / "standby"
     ensure_keys(primary_dir, [BRANCH], 8)
-    ensure_identity(primary_dir, SIGNER)
-    shutil.copytree(identity_dir(primary_dir), identity_dir(standby_dir))
+    prepare_standby(primary_dir, standby_dir)
     crypto_bus = open_bus(url, embedded=None, name="crypto")
     await crypto_bus.connect()
     await crypto_bus.declare(CORE + host_topology([BRANCH]))
@@ -90,18 +80,12 @@ async def test_failover_in_sync_mode_loses_no_approved_transaction(
         await asyncio.sleep(rng.uniform(0.0, 1.0))
         killed_at = dt.datetime.now(dt.UTC)
         primary.kill()
-        primary_head = _head(primary_dir)
         # `host promote` signals the running standby: it applies what it holds, takes the
         # next epoch, announces it and serves as the primary in the same process.
-        promote = [sys.executable, "-m", "branchnet.cli", "host", "promote"]
-        promote += ["--amqp-url", url, "--data-dir", str(standby_dir)]
-        promotion = await asyncio.to_thread(
-            subprocess.run, promote, capture_output=True, text=True, timeout=120, check=False
-        )
+        promotion = await asyncio.to_thread(promote, url, standby_dir)
         assert promotion.returncode == 0, promotion.stderr[-2000:]
         assert "promoted in place" in promotion.stdout
         promoted_at = dt.datetime.now(dt.UTC)
-        standby_head = _head(standby_dir)
         report = await run
         await branch.stop()
 
@@ -128,27 +112,15 @@ async def test_failover_in_sync_mode_loses_no_approved_transaction(
 
     new_store = ledger_path(standby_dir)
     journal = journal_index(new_store)
-    approved = [o for o in report.outcomes if o.result == "00"]
-    lost = [o.request_id for o in approved if o.request_id not in journal]
-    after_kill = [
-        o.sent_at + dt.timedelta(seconds=o.latency_s)
-        for o in approved
-        if o.sent_at + dt.timedelta(seconds=o.latency_s) > killed_at
-    ]
-    figures = {
-        "rpo_approved_answers_lost": len(lost),
-        "entries_primary_had_standby_lacked": max(0, primary_head - standby_head),
-        "rto_s": round((min(after_kill) - killed_at).total_seconds(), 2) if after_kill else None,
-        "promoted_s": round((promoted_at - killed_at).total_seconds(), 2),
-        "answered": len([o for o in report.outcomes if o.result != "timeout"]),
-        "approved": len(approved),
-        "journal_entries_new_primary": _head(standby_dir),
-    }
+    approved = [o.request_id for o in report.outcomes if o.result == "00"]
+    lost = [request_id for request_id in approved if request_id not in journal]
+    figures = failover_figures(report.outcomes, primary_dir, standby_dir, killed_at, promoted_at)
     (tmp_path / "failover.json").write_text(json.dumps(figures, indent=2))
     print(f"\nfailover figures: {json.dumps(figures)}")
 
     assert lost == []  # RPO 0: every approval the branch saw survived the site loss
-    assert after_kill, "the new primary approved nothing"
+    assert figures["rpo_approved_answers_lost"] == 0
+    assert figures["rto_s"] is not None, "the new primary approved nothing"
     assert all(o.result != "timeout" for o in report.outcomes)
     reconciliation = reconcile(new_store, [report])
     failed = {n: c.detail for n, c in reconciliation.checks.items() if not c.ok}
