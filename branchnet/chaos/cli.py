@@ -27,6 +27,9 @@ def register(commands: Any) -> None:
         "--amqp-url", help="RabbitMQ to use (default: a private node started for the run)"
     )
     chaos.add_argument("--management-url", help="its management API (for connection-drop)")
+    chaos.add_argument(
+        "--mqtt-url", help="its MQTT listener (for slow-dashboard; default BRANCHNET_MQTT_URL)"
+    )
     chaos.add_argument("--data-dir", type=Path, help="where the nodes keep their files")
     chaos.add_argument("--json-report", type=Path, help="write the report here")
     chaos.set_defaults(run=_chaos)
@@ -58,11 +61,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="branchnet-chaos-"))
     amqp_url = settings.amqp_url.get_secret_value() if settings.amqp_url else None
     management_url = args.management_url
+    mqtt_url = args.mqtt_url or settings.mqtt_url
     broker_dir: Path | None = None
     if scenario.injector is not None and (amqp_url is None or scenario.needs_own_broker):
         broker_dir = data_dir / "broker"
         info = await asyncio.to_thread(broker.start_broker, broker_dir)
-        amqp_url, management_url = info.amqp_url, info.management_url
+        amqp_url, management_url, mqtt_url = info.amqp_url, info.management_url, info.mqtt_url
     config = ChaosConfig(
         data_dir=data_dir,
         duration_s=args.duration,
@@ -72,6 +76,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         amqp_url=amqp_url,
         management_url=management_url,
         broker_dir=broker_dir,
+        mqtt_url=mqtt_url,
     )
     try:
         return await run_scenario(args.scenario, config)

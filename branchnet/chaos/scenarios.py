@@ -14,15 +14,16 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branch_node import Branch, BranchReport, ClientConfig
+from branch_node import Branch, BranchReport, ClientConfig, Outcome
 from branch_node.session import BranchSession
 from branchnet import broker
+from branchnet.chaos.load_scenarios import LOAD_SCENARIOS
 from branchnet.chaos.processes import NodeProcesses
-from branchnet.chaos.report import RunFacts, chaos_report
+from branchnet.chaos.report import RunFacts, chaos_report, with_outcomes
 from branchnet.chaos.simulation import run_deterministic
 from branchnet.network import ensure_keys
 from branchnet.nodes import wait_for_host
@@ -48,6 +49,7 @@ class ChaosConfig:
     amqp_url: str | None = None
     management_url: str | None = None
     broker_dir: Path | None = None
+    mqtt_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +63,11 @@ class _Run:
     rng: random.Random
     faults: Counter[str]
     recovery: list[float]
+    #: Beyond the requests: what the injector saw, its own checks (all must hold for a
+    #: pass), and the outcomes of requests it sent itself (checked like the terminals').
+    observed: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def answered(self) -> int:
         return sum(b.statistics().answered for b in self.branches)
@@ -132,6 +139,7 @@ class Scenario:
     injector: Injector | None  # None: the embedded deterministic simulation
     needs_management: bool = False
     needs_own_broker: bool = False
+    client: ClientConfig = PROCESS_CLIENT
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -162,6 +170,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     )
 }
+# poison-message, deadline, slow-dashboard, overload: branchnet/chaos/load_scenarios.py
+SCENARIOS.update((n, Scenario(n, text, inject, **more)) for n, text, inject, more in LOAD_SCENARIOS)
 
 
 async def run_scenario(name: str, config: ChaosConfig) -> dict[str, Any]:
@@ -176,12 +186,12 @@ async def run_scenario(name: str, config: ChaosConfig) -> dict[str, Any]:
             terminals=config.terminals,
         )
     else:
-        reports, facts = await _run_processes(config, scenario.injector)
+        reports, facts = await _run_processes(config, scenario.injector, scenario.client)
     return chaos_report(name, config.seed, ledger_path(config.data_dir), reports, facts)
 
 
 async def _run_processes(
-    config: ChaosConfig, inject: Injector
+    config: ChaosConfig, inject: Injector, client: ClientConfig = PROCESS_CLIENT
 ) -> tuple[list[BranchReport], RunFacts]:
     if config.amqp_url is None:
         raise ValueError("process scenarios need RabbitMQ")
@@ -206,7 +216,7 @@ async def _run_processes(
                     data_dir=config.data_dir,
                     terminals=config.terminals,
                     seed=config.seed * 100 + index,
-                    client_config=PROCESS_CLIENT,
+                    client_config=client,
                     # the host process opens sealed frames only
                     session=BranchSession.load(config.data_dir, branch_id),
                 )
@@ -221,6 +231,7 @@ async def _run_processes(
             injector = asyncio.create_task(inject(run))
             reports = list(await finished)
             await injector
+            reports = with_outcomes(reports, run.outcomes)
             nodes.start("host")
             nodes.start("crypto")
             drained = await _drained(buses[0])
@@ -231,7 +242,7 @@ async def _run_processes(
             for opened in buses:
                 with contextlib.suppress(Exception):
                     await opened.close()
-    return reports, RunFacts(dict(faults), recovery, drained)
+    return reports, RunFacts(dict(faults), recovery, drained, (), run.observed, run.checks)
 
 
 async def _drained(bus: Bus, timeout_s: float = 60.0) -> bool:
