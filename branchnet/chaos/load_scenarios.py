@@ -314,7 +314,7 @@ async def _pause_host(run: _Run) -> None:
 # -- slow-dashboard ----------------------------------------------------------------------------
 
 #: A stuck dashboard's queue holds this many events at most (broker policy).
-DASHBOARD_BOUND = 1_000
+DASHBOARD_BOUND = 500
 _SLOW_DASHBOARD = "branchnet-chaos-slow-dashboard"
 _STATS_QUEUE = "chaos.host-stats"
 
@@ -378,7 +378,9 @@ async def _slow_dashboard(run: _Run) -> None:
     depths: list[int] = []
     try:
         await _host_stats(bus, latest)
-        await asyncio.wait({dashboard}, timeout=10)  # up when subscribed, or failed
+        ready = asyncio.create_task(subscribed.wait())
+        await asyncio.wait({dashboard, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         if not subscribed.is_set():
             if dashboard.done():
                 dashboard.result()  # its own error says why
@@ -414,8 +416,9 @@ async def _slow_dashboard(run: _Run) -> None:
 
 # -- overload ----------------------------------------------------------------------------------
 
-#: Requests the overload generator keeps in flight at most (the client-side bound).
-OVERLOAD_IN_FLIGHT = 4_096
+#: Requests the overload generator keeps in flight at most: the client-side bound, set above
+#: what twice the host's rate puts in flight over a timeout budget, so the host sees it all.
+OVERLOAD_IN_FLIGHT = 50_000
 #: Overload may time out: 5 s x (1 retry + 1) = 10 s, after which the host sheds with 68.
 OVERLOAD_CLIENT = ClientConfig(timeout_s=5.0, retries=1, max_in_flight=OVERLOAD_IN_FLIGHT)
 
@@ -559,7 +562,7 @@ async def _overload(run: _Run) -> None:
         host_rss=rss.summary(),
     )
     run.checks.update(
-        overloaded=sent > max_rate * offered_s * 1.2,
+        overloaded=sent >= 1.5 * max_rate * offered_s,
         generator_all_settled=load.in_flight == 0,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,52 @@ async def test_a_broker_restart_loses_nothing(tmp_path: Path, rabbitmq: RabbitMQ
         await asyncio.to_thread(stop_broker, broker_dir)
     _assert_passed(report)
     assert report["faults"] == {"broker_restart": 1}
+
+
+def _mqtt_url_for(rabbitmq: RabbitMQ, amqp_url: str) -> str:
+    if rabbitmq.node is None or rabbitmq.management_url is None:
+        pytest.fail("slow-dashboard needs the MQTT listener and management API of our own node")
+    return rabbitmq.node.mqtt_url_for(
+        urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).path[1:])
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("name", ["poison-message", "deadline", "slow-dashboard", "overload"])
+async def test_message_and_load_scenarios_lose_nothing(
+    tmp_path: Path, fresh_amqp_url: str, rabbitmq: RabbitMQ, name: str
+) -> None:
+    config = ChaosConfig(
+        data_dir=tmp_path,
+        duration_s=8.0,
+        amqp_url=fresh_amqp_url,
+        management_url=rabbitmq.management_url,
+        mqtt_url=_mqtt_url_for(rabbitmq, fresh_amqp_url) if name == "slow-dashboard" else None,
+    )
+    report = await run_scenario(name, config)
+    _assert_passed(report)
+    observed, checks = report["observed"], report["checks"]
+    assert isinstance(observed, dict) and isinstance(checks, dict) and checks
+    assert all(checks.values()), checks
+    by_result = report["by_result"]
+    assert isinstance(by_result, dict)
+    if name == "poison-message":
+        sent = observed["poisons_sent"]
+        assert observed["dead_lettered"] == sum(sent.values()) > 0
+        assert set(sent) == set(observed["reasons"]) and len(sent) == 6
+        assert observed["reasons"]["small_order_key_hello"] == {
+            "malformed": sent["small_order_key_hello"]
+        }
+        assert by_result.get("14") == 1  # the probe after the poison: the host still answers
+    elif name == "deadline":
+        assert observed["declined_68"] > 0 and by_result.get("timeout", 0) > 0
+        assert report["unknown_resolved"] == by_result["timeout"]
+    elif name == "slow-dashboard":
+        assert by_result.get("timeout", 0) == 0
+        assert observed["dashboard_queue_max"] == observed["dashboard_queue_bound"]
+        assert observed["host_events_buffered"] is not None and observed["host_rss"]["max_mb"] > 0
+    else:
+        assert observed["max_rate_rps"] > 0
+        assert observed["offered_rate_rps"] == pytest.approx(2 * observed["max_rate_rps"], abs=0.2)
+        assert observed["host_rss"]["samples"] > 0
