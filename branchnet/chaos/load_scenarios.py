@@ -31,7 +31,7 @@ import signal
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +69,7 @@ from common.topology import (
     stats_key,
 )
 from dashboard.sources import MqttEndpoint
-from host_node import journal_index, ledger_path
+from host_node import JournalSummary, journal_index, ledger_path
 
 if TYPE_CHECKING:  # scenarios.py registers these: no import of it at run time
     from branchnet.chaos.scenarios import Injector, _Run
@@ -126,6 +126,18 @@ class _Rss:
             "last_mb": round(self.samples[-1][1], 1),
             "bounded": second <= first * 1.25 + 16,
         }
+
+
+async def _journal_when_drained(run: _Run) -> Mapping[str, JournalSummary]:
+    """The journal by request id, once the host has taken every request queued."""
+    from branchnet.chaos.scenarios import _drained
+
+    bus = await _bus(run, "chaos-drain")
+    try:
+        await _drained(bus, timeout_s=120)
+    finally:
+        await bus.close()
+    return journal_index(ledger_path(run.config.data_dir))
 
 
 def _outcomes(run: _Run) -> list[Outcome]:
@@ -288,14 +300,7 @@ async def _pause_host(run: _Run) -> None:
         await run.measure_recovery(stopped_at, answered)
     with contextlib.suppress(BaseException):
         await run.finished
-    from branchnet.chaos.scenarios import _drained
-
-    bus = await _bus(run, "chaos-deadline")
-    try:
-        await _drained(bus)  # every expired request taken (and declined) before counting
-    finally:
-        await bus.close()
-    journal = journal_index(ledger_path(run.config.data_dir))
+    journal = await _journal_when_drained(run)
     late = [s for s in journal.values() if s.result is ResultCode.TOO_LATE]
     timed_out = {o.request_id for o in _outcomes(run) if o.result == TIMEOUT}
     run.observed.update(
@@ -548,10 +553,17 @@ async def _overload(run: _Run) -> None:
         offered_s = time.monotonic() - started
         run.faults["overload_requests"] = sent
         await load.settle(OVERLOAD_CLIENT.budget_s + 30)
+        journal = await _journal_when_drained(run)
     finally:
         await asyncio.gather(sampler, return_exceptions=True)
     run.outcomes.extend(load.outcomes)
     results = Counter(o.result for o in load.outcomes)
+    # what became of the requests nobody waited for any more: shed (68), applied late, ...
+    fates = Counter(
+        str(journal[o.request_id].result) if o.request_id in journal else "not journaled"
+        for o in load.outcomes
+        if o.result == TIMEOUT
+    )
     run.observed.update(
         max_rate_rps=round(max_rate, 1),
         offered_rate_rps=round(rate, 1),
@@ -559,6 +571,7 @@ async def _overload(run: _Run) -> None:
         sent=sent,
         unsent_at_in_flight_bound=unsent,
         generator_results=dict(sorted(results.items())),
+        timeouts_in_journal=dict(sorted(fates.items())),
         host_rss=rss.summary(),
     )
     run.checks.update(
