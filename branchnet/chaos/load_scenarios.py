@@ -134,7 +134,7 @@ async def _journal_when_drained(run: _Run) -> Mapping[str, JournalSummary]:
 
     bus = await _bus(run, "chaos-drain")
     try:
-        await _drained(bus, timeout_s=120)
+        await _drained(bus, timeout_s=120, store=ledger_path(run.config.data_dir))
     finally:
         await bus.close()
     return journal_index(ledger_path(run.config.data_dir))

@@ -31,7 +31,7 @@ from common.amqp_bus import AmqpBus
 from common.bus import Bus
 from common.ids import branch_ids
 from common.topology import CRYPTO_COMMANDS, HOST_REQUESTS
-from host_node import ledger_path
+from host_node import journal_length, ledger_path
 
 #: Over RabbitMQ a restart takes a second or two: retry long enough to ride it out.
 PROCESS_CLIENT = ClientConfig(timeout_s=2.0, retries=40)
@@ -234,7 +234,7 @@ async def _run_processes(
             reports = with_outcomes(reports, run.outcomes)
             nodes.start("host")
             nodes.start("crypto")
-            drained = await _drained(buses[0])
+            drained = await _drained(buses[0], store=ledger_path(config.data_dir))
         finally:
             for branch in branches:
                 with contextlib.suppress(Exception):
@@ -245,15 +245,21 @@ async def _run_processes(
     return reports, RunFacts(dict(faults), recovery, drained, (), run.observed, run.checks)
 
 
-async def _drained(bus: Bus, timeout_s: float = 60.0) -> bool:
-    """Nothing left in the request and command queues for a second."""
+async def _drained(bus: Bus, timeout_s: float = 60.0, store: Path | None = None) -> bool:
+    """Nothing left in the request and command queues for a second; given the host's
+    ``store``, also no journal entry added for three: a queue counts only what no consumer
+    holds, and the host may hold hundreds of prefetched frames."""
     deadline = time.monotonic() + timeout_s
-    quiet = 0
+    quiet, entries = 0, -1
     while time.monotonic() < deadline:
         requests = await bus.queue_stats(HOST_REQUESTS)
         commands = await bus.queue_stats(CRYPTO_COMMANDS)
-        quiet = quiet + 1 if not (requests.messages or commands.messages) else 0
-        if quiet >= 10:
+        idle = not (requests.messages or commands.messages)
+        if store is not None:
+            entries, before = await asyncio.to_thread(journal_length, store), entries
+            idle = idle and entries == before
+        quiet = quiet + 1 if idle else 0
+        if quiet >= (30 if store is not None else 10):
             return True
         await asyncio.sleep(0.1)
     return False
