@@ -179,8 +179,8 @@ def _poisons(run: _Run, branch: Branch, other: str, round_: int) -> list[_Poison
     # taken from the branch's own frame counter, so its replay window is not disturbed
     sequence = branch._next_frame_sequence()
     unusable = _signed_hello(identity, branch_id, sequence, "00" * 32)
-    stranger = _signed_hello(load_identity(run.config.data_dir, branch_identity(other)),
-                             branch_id, 10**9 + round_, "11" * 32)  # fmt: skip
+    others = load_identity(run.config.data_dir, branch_identity(other))
+    stranger = _signed_hello(others, branch_id, 10**9 + round_, "11" * 32)
     misrouted = _signed_hello(identity, branch_id, 10**9 + round_, "22" * 32)
     poisons = [
         _Poison("not_a_frame", Message(REQUESTS_EXCHANGE, key, garbage), garbage),
@@ -220,8 +220,7 @@ async def _poison_messages(run: _Run) -> None:
             await bus.publish([p.message for p in poisons])
             sent.extend(poisons)
             run.faults["poison_messages"] += len(poisons)
-        with contextlib.suppress(BaseException):
-            await run.finished
+        await asyncio.wait({run.finished})
         expected = Counter(p.dead_body for p in sent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not expected <= Counter(d.body for d in dead):
@@ -298,8 +297,7 @@ async def _pause_host(run: _Run) -> None:
             os.kill(pid, signal.SIGCONT)
         paused_s.append(time.monotonic() - stopped_at)
         await run.measure_recovery(stopped_at, answered)
-    with contextlib.suppress(BaseException):
-        await run.finished
+    await asyncio.wait({run.finished})
     journal = await _journal_when_drained(run)
     late = [s for s in journal.values() if s.result is ResultCode.TOO_LATE]
     timed_out = {o.request_id for o in _outcomes(run) if o.result == TIMEOUT}
@@ -400,6 +398,12 @@ async def _slow_dashboard(run: _Run) -> None:
         dashboard.cancel()
         await asyncio.gather(dashboard, sampler, return_exceptions=True)
         await bus.close()
+        # nobody reads it any more: it must not collect the host's stats until the broker stops
+        path = f"/api/queues/{urllib.parse.quote(vhost, safe='')}/{_STATS_QUEUE}"
+        with contextlib.suppress(broker.BrokerError):
+            await asyncio.to_thread(
+                broker.management_call, config.management_url, config.amqp_url, "DELETE", path, None
+            )
     outcomes = _outcomes(run)
     events = latest[0].events if latest else None
     run.observed.update(

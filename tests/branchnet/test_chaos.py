@@ -15,8 +15,10 @@ from branchnet.broker import start_broker, stop_broker
 from branchnet.chaos.checker import classify
 from branchnet.chaos.faults import FaultPlan, FaultyBus
 from branchnet.chaos.scenarios import SCENARIOS, ChaosConfig, run_scenario
+from common.amqp_bus import AmqpBus
 from common.bus import Delivery, Message
 from common.embedded_bus import EmbeddedBroker
+from common.errors import BusError
 from common.results import ResultCode
 from common.topology import CORE, CRYPTO_COMMANDS, DEFAULT_EXCHANGE
 from host_node import JournalSummary
@@ -210,6 +212,9 @@ async def test_message_and_load_scenarios_lose_nothing(
         assert by_result.get("timeout", 0) == 0
         assert observed["dashboard_queue_max"] == observed["dashboard_queue_bound"]
         assert observed["host_events_buffered"] is not None and observed["host_rss"]["max_mb"] > 0
+        async with AmqpBus(fresh_amqp_url) as bus:  # its stats queue went with it
+            with pytest.raises(BusError):
+                await bus.queue_stats("chaos.host-stats")
     else:
         assert observed["max_rate_rps"] > 0
         assert observed["offered_rate_rps"] == pytest.approx(2 * observed["max_rate_rps"], abs=0.2)
