@@ -9,6 +9,10 @@ confirmed the next frame fills up by itself. Each record is encoded once, so a r
 request id, origin time and PIN block, which the host's idempotency answers with the stored
 reply.
 
+A request submitted without a ``deadline`` gets one: the first send plus the whole
+timeout budget (``timeout_s * (retries + 1)``), after which nobody waits for the answer; the
+host declines a request it takes later with ``68`` and applies nothing.
+
 Replies are matched by request id, in any order. A duplicate reply for an answered id is
 counted and ignored. A reply frame that cannot be decoded is dead-lettered; an undecodable
 record inside a good frame is dead-lettered on its own and the rest are used. The number of
@@ -100,6 +104,11 @@ class ClientConfig:
             raise ValueError("max_in_flight and prefetch must be at least 1")
         if self.rekey_s <= 0:
             raise ValueError("rekey_s must be positive")
+
+    @property
+    def budget_s(self) -> float:
+        """How long a request is waited for over all its sends: its deadline from the first."""
+        return self.timeout_s * (self.retries + 1)
 
 
 _DEFAULT = ClientConfig()
@@ -281,6 +290,9 @@ class RequestClient:
         self._check_usable(request_id)
         async with self._slots:
             self._check_usable(request_id)
+            if request.deadline is None:  # encoded once: every retry carries the same deadline
+                deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.config.budget_s)
+                request = request.model_copy(update={"deadline": deadline})
             pending = self._add(request_id, encode_request(request))
             try:
                 return await pending.future

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from branchnet.broker import BrokerInfo, management_call, vhost_url
+from branchnet.broker import BrokerInfo, bound_mqtt_subscriptions, management_call, vhost_url
 from common.amqp_bus import AmqpBus
 from common.topology import (
     CORE,
@@ -160,6 +160,7 @@ async def provision(
     """
     url = vhost_url(admin_url, vhost)
     management_call(management_url, admin_url, "PUT", f"/api/vhosts/{_q(vhost)}", {})
+    bound_mqtt_subscriptions(management_url, admin_url, vhost)  # a stuck dashboard cannot grow
     admin = AmqpBus(url, name="branchnet-provision")
     await admin.connect()
     try:

@@ -609,3 +609,29 @@ def management_call(
         BrokerError: the API answered with an error or is unreachable.
     """
     return _management(management_url, amqp_url, method, path, body)
+
+
+#: The policy that bounds the MQTT plugin's subscription queues (see bound_mqtt_subscriptions).
+MQTT_BOUND_POLICY = "branchnet-mqtt-bound"
+
+
+def bound_mqtt_subscriptions(
+    management_url: str, amqp_url: str, vhost: str, *, max_length: int = 10_000
+) -> None:
+    """Bound every MQTT subscription queue of ``vhost`` with a policy.
+
+    RabbitMQ's MQTT plugin keeps a queue per subscriber (``mqtt-subscription-<client>qos<n>``)
+    with no bound: a dashboard that stops reading would let it grow in the broker until the
+    memory alarm blocks every publisher, transactions included. Bounded with
+    ``reject-publish`` (as branchnet's own bounded queues), a full one pushes back on the
+    host's event publisher, which drops and counts events instead (host_node/events.py).
+    """
+    name = urllib.parse.quote(vhost, safe="")
+    policy = {
+        "pattern": "^mqtt-subscription-",
+        "apply-to": "queues",
+        "priority": 10,
+        "definition": {"max-length": max_length, "overflow": "reject-publish"},
+    }
+    path = f"/api/policies/{name}/{MQTT_BOUND_POLICY}"
+    _management(management_url, amqp_url, "PUT", path, policy)

@@ -38,9 +38,14 @@ def staff_identity(staff_id: str) -> str:
     return f"{_STAFF_PREFIX}{staff_id}"
 
 
+#: Left out of what a supervisor signs: the signature itself, and the deadline, which the
+#: branch client adds when it first sends (it bounds the wait, not what is authorised).
+UNSIGNED_FIELDS = frozenset({"authorisation", "deadline"})
+
+
 def authorised_content(request: RequestBase) -> bytes:
-    """The canonical encoding of ``request`` without its authorisation."""
-    document = request.model_dump(mode="json", exclude={"authorisation"}, exclude_none=True)
+    """The canonical encoding of ``request`` without its authorisation and deadline."""
+    document = request.model_dump(mode="json", exclude=set(UNSIGNED_FIELDS), exclude_none=True)
     return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from common.id_documents import IdType
 from common.ids import (
@@ -79,6 +88,17 @@ class RequestBase(_Record):
     role: Role = "teller"
     #: A supervisor's signed authorisation, where a teller alone may not act.
     authorisation: Authorisation | None = None
+    #: When the branch stops waiting for the reply (absolute UTC, wall clock); a request the
+    #: host takes later is declined ``68`` unapplied. None (older branches): no deadline.
+    deadline: AwareDatetime | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_deadline(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A record without a deadline keeps the bytes (and idempotency hash) it had before.
+        fields: dict[str, Any] = handler(self)
+        if fields.get("deadline", 0) is None:
+            del fields["deadline"]
+        return fields
 
 
 class OpenAccount(RequestBase):

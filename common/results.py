@@ -22,6 +22,9 @@ class ResultCode(StrEnum):
     RESTRICTED = "62"
     SUPERVISOR_REQUIRED = "63"
     LEGAL_AUTHORITY_REQUIRED = "64"
+    #: ISO 8583 "response received too late": the request's deadline had passed when the
+    #: host took it, so it was declined unapplied (journaled, no postings).
+    TOO_LATE = "68"
     PIN_TRIES_EXCEEDED = "75"
     APPOINTMENT_REQUIRED = "76"
     IDENTITY_CHECK_FAILED = "77"
@@ -53,6 +56,7 @@ MEANINGS: dict[ResultCode, str] = {
     ResultCode.RESTRICTED: "restricted (frozen or closed)",
     ResultCode.SUPERVISOR_REQUIRED: "supervisor authorisation required",
     ResultCode.LEGAL_AUTHORITY_REQUIRED: "legal authority required",
+    ResultCode.TOO_LATE: "deadline passed before the host took the request",
     ResultCode.PIN_TRIES_EXCEEDED: "PIN tries exceeded",
     ResultCode.APPOINTMENT_REQUIRED: "appointment required",
     ResultCode.IDENTITY_CHECK_FAILED: "identity check failed",

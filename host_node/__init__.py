@@ -10,7 +10,13 @@ from host_node.config import HostConfig
 from host_node.errors import HostError, StoreError
 from host_node.journal import ChainHead, JournalEntry, verify_chain
 from host_node.ledger import AccountState, Posting
-from host_node.reconcile import CheckResult, JournalSummary, check_store, journal_index
+from host_node.reconcile import (
+    CheckResult,
+    JournalSummary,
+    check_store,
+    journal_index,
+    journal_length,
+)
 from host_node.service import HostService, HostStatistics
 from host_node.store import ledger_path
 
@@ -28,6 +34,7 @@ __all__ = [
     "StoreError",
     "check_store",
     "journal_index",
+    "journal_length",
     "ledger_path",
     "verify_chain",
 ]

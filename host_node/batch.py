@@ -152,10 +152,14 @@ def plan(
     snapshot: Snapshot,
     command_ids: Iterator[str],
     pin_method: PinMethod = "ibm3624",
+    *,
+    taken_at: dt.datetime | None = None,
 ) -> Plan:
     """Sort a batch's items into actions and collect the PIN commands to send.
 
-    ``pin_method`` is how new PINs are recorded (IBM 3624 offset or Visa PVV).
+    ``pin_method`` is how new PINs are recorded (IBM 3624 offset or Visa PVV). ``taken_at``
+    is the wall-clock time the host took the batch: a fresh request whose deadline is
+    earlier is refused ``68`` (a retry of a stored one still gets its stored reply).
     """
     firsts: dict[str, int] = {}
     scheduler = _Scheduler(snapshot, command_ids, pin_method)
@@ -165,12 +169,26 @@ def plan(
         if repeat is None:
             firsts[item.request_id] = index
             record = item.record
+            if not isinstance(record, RecordError) and taken_at is not None:
+                record = too_late(record, taken_at) or record
             actions.append(
                 Refuse(record) if isinstance(record, RecordError) else scheduler.run(record)
             )
         else:
             actions.append(Defer() if item.request_id in scheduler.held_ids else repeat)
     return Plan(tuple(actions), tuple(scheduler.commands))
+
+
+def too_late(request: Request, taken_at: dt.datetime) -> RecordError | None:
+    """The ``68`` refusal of a request whose deadline passed before ``taken_at``, else None
+    (no deadline: a request from an older branch is taken whenever it comes)."""
+    deadline = request.deadline
+    if deadline is None or deadline >= taken_at:
+        return None
+    late_s = (taken_at - deadline).total_seconds()
+    return RecordError(
+        request.request_id, ResultCode.TOO_LATE, f"deadline passed {late_s:.3f} s before taken"
+    )
 
 
 def _repeat(

@@ -306,14 +306,19 @@ class Guard:
         window.admit(sequence)
         self._epoch = next_epoch(self._epoch, now)
         private, public = new_ephemeral()
-        session = derive_key(
-            private,
-            hello.ephemeral,
-            branch_id=sender,
-            epoch=self._epoch,
-            branch_ephemeral=hello.ephemeral,
-            host_ephemeral=public,
-        )
+        try:
+            session = derive_key(
+                private,
+                hello.ephemeral,
+                branch_id=sender,
+                epoch=self._epoch,
+                branch_ephemeral=hello.ephemeral,
+                host_ephemeral=public,
+            )
+        except ValueError:  # e.g. a small-order point: no shared secret (RFC 7748 §6.1)
+            raise FrameRefused(
+                Refusal.MALFORMED, "hello carries an unusable key", sender=sender
+            ) from None
         before = self._sessions.get(sender)
         self._sessions[sender] = _Sessions(
             session,

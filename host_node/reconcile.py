@@ -75,6 +75,20 @@ def check_store(path: Path) -> dict[str, CheckResult]:
         connection.close()
 
 
+def journal_length(path: Path) -> int:
+    """How many entries the journal at ``path`` holds (a cheap sign of progress).
+
+    Raises:
+        StoreError: there is no readable store at ``path``.
+    """
+    connection = connect_read_only(path)
+    try:
+        (count,) = connection.execute("SELECT count(*) FROM journal").fetchone()
+    finally:
+        connection.close()
+    return int(count)
+
+
 def journal_index(path: Path) -> dict[str, JournalSummary]:
     """Each request id in the journal with what became of it.
 

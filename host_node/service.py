@@ -464,7 +464,10 @@ class HostService:
             snapshot = await self.store.snapshot(
                 {item.request_id for item in items}, accounts_to_load(items)
             )
-            planned = plan(items, snapshot, self._command_ids, self.config.pin_method)
+            # deadlines are the branches' wall clock, whatever clock the host's rules run on
+            planned = plan(
+                items, snapshot, self._command_ids, self.config.pin_method, taken_at=_now()
+            )
             with STAGE_SECONDS.labels("crypto").time():
                 responses = await self._pins.execute(planned.commands)
             settlement = settle(

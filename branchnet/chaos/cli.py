@@ -33,6 +33,9 @@ def register(commands: Any) -> None:
         default="stop",
         help="standby scenarios: the sync primary's policy when the standby is silent",
     )
+    chaos.add_argument(
+        "--mqtt-url", help="its MQTT listener (for slow-dashboard; default BRANCHNET_MQTT_URL)"
+    )
     chaos.add_argument("--data-dir", type=Path, help="where the nodes keep their files")
     chaos.add_argument("--json-report", type=Path, help="write the report here")
     chaos.set_defaults(run=_chaos)
@@ -64,11 +67,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     data_dir = settings.data_dir or Path(tempfile.mkdtemp(prefix="branchnet-chaos-"))
     amqp_url = settings.amqp_url.get_secret_value() if settings.amqp_url else None
     management_url = args.management_url
+    mqtt_url = args.mqtt_url or settings.mqtt_url
     broker_dir: Path | None = None
     if scenario.injector is not None and (amqp_url is None or scenario.needs_own_broker):
         broker_dir = data_dir / "broker"
         info = await asyncio.to_thread(broker.start_broker, broker_dir)
-        amqp_url, management_url = info.amqp_url, info.management_url
+        amqp_url, management_url, mqtt_url = info.amqp_url, info.management_url, info.mqtt_url
     config = ChaosConfig(
         data_dir=data_dir,
         duration_s=args.duration,
@@ -79,6 +83,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         management_url=management_url,
         broker_dir=broker_dir,
         standby_lost=args.standby_lost,
+        mqtt_url=mqtt_url,
     )
     try:
         return await run_scenario(args.scenario, config)

@@ -1,7 +1,7 @@
 """Disaster-recovery and journal fault injectors: standby-kill, failover, journal-corruption.
 
 Each injector runs beside the workload of :mod:`branchnet.chaos.scenarios` and adds its own
-figures (``run.extra``) and checks (``run.checks``: every one must hold for the run to pass).
+figures (``run.observed``) and checks (``run.checks``: every one must hold for the run to pass).
 
 - ``standby-kill``: kill -9 the standby of a sync primary repeatedly. With ``stop`` the
   primary never approves an entry the standby does not hold; with ``async`` it keeps
@@ -102,7 +102,7 @@ async def kill_standby(run: _Run) -> None:
     beyond, during = _answers_while_down(outcomes, outages, journal_seqs(nodes.data_dir))
     alerts = _degraded_alerts(nodes.logs / "host.log")
     policy = nodes.standby_lost
-    run.extra["standby"] = {
+    run.observed["standby"] = {
         "policy": f"standby-lost={policy}",
         "outages": len(outages),
         "answers_while_down": during,
@@ -201,7 +201,7 @@ async def fail_over(run: _Run) -> None:
     promoted_at = _now()
     run.checks["standby_promoted"] = promotion.returncode == 0
     if promotion.returncode != 0:
-        run.extra["promotion_error"] = " ".join(promotion.stderr.split())[-500:]
+        run.observed["promotion_error"] = " ".join(promotion.stderr.split())[-500:]
         return
     nodes.promoted()
     await run.measure_recovery(since, answered)
@@ -210,10 +210,10 @@ async def fail_over(run: _Run) -> None:
     started, code, output = await _start(old_command, nodes.env)
     run.checks["old_primary_refused"] = not started and "refuses to process" in output
     if started or code == 0:
-        run.extra["old_primary"] = output[-400:]
+        run.observed["old_primary"] = output[-400:]
     outcomes = [o for report in reports for o in report.outcomes]
     figures = failover_figures(outcomes, nodes.data_dir, nodes.standby_dir, killed_at, promoted_at)
-    run.extra["failover"] = figures
+    run.observed["failover"] = figures
     run.checks["rpo_zero"] = figures["rpo_approved_answers_lost"] == 0
     run.checks["new_primary_approved"] = figures["rto_s"] is not None
 
@@ -235,13 +235,13 @@ async def corrupt_journal(run: _Run) -> None:
     started, _, output = await _start(nodes.command("host"), nodes.env)
     run.checks["intact_store_starts"] = started
     if not started:
-        run.extra["intact_start"] = output[-400:]
+        run.observed["intact_start"] = output[-400:]
     damage.settle(store)  # as a clean stop leaves it, whether or not SIGTERM came too early
     found["bit-flip"] = await _refused(run, store, key, damage.flip_bit)
     found["torn-store-tail"] = await _refused(run, store, key, damage.truncate_store)
     nodes.start("host")
-    run.extra["corruption"] = found
-    run.extra["corruption_scope"] = (
+    run.observed["corruption"] = found
+    run.observed["corruption_scope"] = (
         "money_conserved and chain_verified: the intact store, put back after each kind; "
         "damaged_store: what SQLite and the chain audit say of the store as damaged"
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branch_node import BranchReport
+from branch_node import BranchReport, Outcome
 from branchnet.chaos.checker import classify
 from branchnet.reconcile import reconcile
 from host_node import journal_index
@@ -32,10 +33,22 @@ class RunFacts:
     notes: Sequence[str] = ()
     #: The store to check when it is not the data directory's (after a failover).
     store: Path | None = None
-    #: A scenario's own figures, reported as they are.
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: A scenario's own observations, reported as they are.
+    observed: Mapping[str, Any] = field(default_factory=dict)
     #: A scenario's own checks by name; every one must hold for the run to pass.
     checks: Mapping[str, bool] = field(default_factory=dict)
+
+
+def with_outcomes(reports: Sequence[BranchReport], extra: Sequence[Outcome]) -> list[BranchReport]:
+    """``reports`` with ``extra`` outcomes (requests an injector sent for a branch) added to
+    their branch's report, so that the checker and the cash reconciliation see them."""
+    by_branch: dict[str, list[Outcome]] = {}
+    for outcome in extra:
+        by_branch.setdefault(outcome.request_id[:4], []).append(outcome)
+    return [
+        dataclasses.replace(r, outcomes=(*r.outcomes, *by_branch.get(r.branch_id, ())))
+        for r in reports
+    ]
 
 
 def chaos_report(
@@ -62,7 +75,7 @@ def chaos_report(
         "recovery_s": [round(s, 3) for s in facts.recovery_s],
         "faults": dict(facts.faults),
         "notes": list(facts.notes),
-        **facts.extra,
+        "observed": dict(facts.observed),
         "checks": dict(facts.checks),
         "reconciliation": reconciliation.as_json(),
         "passed": verdict.passed and money and chain and all(facts.checks.values()),

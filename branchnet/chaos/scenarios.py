@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from branch_node import Branch, BranchReport, ClientConfig
+from branch_node import Branch, BranchReport, ClientConfig, Outcome
 from branch_node.session import BranchSession
 from branchnet import broker
 from branchnet.chaos import dr_scenarios as dr
+from branchnet.chaos.load_scenarios import LOAD_SCENARIOS
 from branchnet.chaos.processes import NodeProcesses
-from branchnet.chaos.report import RunFacts, chaos_report
+from branchnet.chaos.report import RunFacts, chaos_report, with_outcomes
 from branchnet.chaos.simulation import run_deterministic
 from branchnet.network import ensure_keys
 from branchnet.nodes import wait_for_host
@@ -31,7 +32,7 @@ from common.amqp_bus import AmqpBus
 from common.bus import Bus
 from common.ids import branch_ids
 from common.topology import CRYPTO_COMMANDS, HOST_REQUESTS
-from host_node import ledger_path
+from host_node import journal_length, ledger_path
 from host_node.config import StandbyLost
 
 #: Over RabbitMQ a restart takes a second or two: retry long enough to ride it out.
@@ -51,6 +52,7 @@ class ChaosConfig:
     management_url: str | None = None
     broker_dir: Path | None = None
     standby_lost: StandbyLost = "stop"  # the sync primary's policy in standby scenarios
+    mqtt_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -64,8 +66,11 @@ class _Run:
     rng: random.Random
     faults: Counter[str]
     recovery: list[float]
-    extra: dict[str, Any] = field(default_factory=dict)  # see RunFacts
+    #: Beyond the requests: what the injector saw, its own checks (all must hold for a
+    #: pass), and the outcomes of requests it sent itself (checked like the terminals').
+    observed: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def answered(self) -> int:
         return sum(b.statistics().answered for b in self.branches)
@@ -138,6 +143,7 @@ class Scenario:
     needs_management: bool = False
     needs_own_broker: bool = False
     standby: bool = False  # the host replicates in sync mode to a standby process
+    client: ClientConfig = PROCESS_CLIENT
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -171,6 +177,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("journal-corruption", dr.CORRUPTION, dr.corrupt_journal),
     )
 }
+# poison-message, deadline, slow-dashboard, overload: branchnet/chaos/load_scenarios.py
+SCENARIOS.update((n, Scenario(n, text, inject, **more)) for n, text, inject, more in LOAD_SCENARIOS)
 
 
 async def run_scenario(name: str, config: ChaosConfig) -> dict[str, Any]:
@@ -185,12 +193,12 @@ async def run_scenario(name: str, config: ChaosConfig) -> dict[str, Any]:
             terminals=config.terminals,
         )
     else:
-        reports, facts = await _run_processes(config, scenario.injector, scenario.standby)
+        reports, facts = await _run_processes(config, scenario)
     return chaos_report(name, config.seed, ledger_path(config.data_dir), reports, facts)
 
 
 async def _run_processes(
-    config: ChaosConfig, inject: Injector, standby: bool = False
+    config: ChaosConfig, scenario: Scenario
 ) -> tuple[list[BranchReport], RunFacts]:
     if config.amqp_url is None:
         raise ValueError("process scenarios need RabbitMQ")
@@ -200,7 +208,8 @@ async def _run_processes(
     branches: list[Branch] = []
     faults: Counter[str] = Counter()
     recovery: list[float] = []
-    policy = config.standby_lost if standby else None
+    assert scenario.injector is not None
+    policy = config.standby_lost if scenario.standby else None
     with NodeProcesses(
         config.amqp_url, config.data_dir, config.branches, standby_lost=policy
     ) as nodes:
@@ -217,7 +226,7 @@ async def _run_processes(
                     data_dir=config.data_dir,
                     terminals=config.terminals,
                     seed=config.seed * 100 + index,
-                    client_config=PROCESS_CLIENT,
+                    client_config=scenario.client,
                     # the host process opens sealed frames only
                     session=BranchSession.load(config.data_dir, branch_id),
                 )
@@ -229,12 +238,14 @@ async def _run_processes(
             run = _Run(
                 config, nodes, branches, finished, random.Random(config.seed), faults, recovery
             )
-            injector = asyncio.create_task(inject(run))
+            injector = asyncio.create_task(scenario.injector(run))
             reports = list(await finished)
             await injector
+            reports = with_outcomes(reports, run.outcomes)
             nodes.start("host")
             nodes.start("crypto")
-            drained = await _drained(buses[0])
+            store = ledger_path(nodes.host_dir)
+            drained = await _drained(buses[0], store=store)
         finally:
             for branch in branches:
                 with contextlib.suppress(Exception):
@@ -242,21 +253,26 @@ async def _run_processes(
             for opened in buses:
                 with contextlib.suppress(Exception):
                     await opened.close()
-    store = ledger_path(nodes.host_dir)
     return reports, RunFacts(
-        dict(faults), recovery, drained, store=store, extra=run.extra, checks=run.checks
+        dict(faults), recovery, drained, store=store, observed=run.observed, checks=run.checks
     )
 
 
-async def _drained(bus: Bus, timeout_s: float = 60.0) -> bool:
-    """Nothing left in the request and command queues for a second."""
+async def _drained(bus: Bus, timeout_s: float = 60.0, store: Path | None = None) -> bool:
+    """Nothing left in the request and command queues for a second; given the host's
+    ``store``, also no journal entry added for three: a queue counts only what no consumer
+    holds, and the host may hold hundreds of prefetched frames."""
     deadline = time.monotonic() + timeout_s
-    quiet = 0
+    quiet, entries = 0, -1
     while time.monotonic() < deadline:
         requests = await bus.queue_stats(HOST_REQUESTS)
         commands = await bus.queue_stats(CRYPTO_COMMANDS)
-        quiet = quiet + 1 if not (requests.messages or commands.messages) else 0
-        if quiet >= 10:
+        idle = not (requests.messages or commands.messages)
+        if store is not None:
+            entries, before = await asyncio.to_thread(journal_length, store), entries
+            idle = idle and entries == before
+        quiet = quiet + 1 if idle else 0
+        if quiet >= (30 if store is not None else 10):
             return True
         await asyncio.sleep(0.1)
     return False

@@ -16,7 +16,7 @@ from common.bus import Bus, Delivery, Message
 from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
 from common.ids import card_number, request_id
 from common.replies import Reply, encode_reply
-from common.requests import Deposit, Request
+from common.requests import Deposit, RecordError, Request, decode_request
 from common.results import ResultCode
 from common.topology import (
     CORE,
@@ -168,8 +168,28 @@ async def test_a_lost_request_is_resent_with_identical_bytes(
     assert reply.request_id == request.request_id and reply.approved
     assert responder.copies[request.request_id] == 2
     first, second = responder.records
-    assert first == second  # same id, same origin time, same everything
+    assert first == second  # same id, same origin time, same deadline, same everything
     assert client.statistics().resends == 1 and client.statistics().timeouts == 0
+
+
+async def test_a_request_carries_the_deadline_of_its_whole_timeout_budget(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus)
+    await responder.start()
+    client = await make_client(timeout_s=2.0, retries=4)
+    before = dt.datetime.now(dt.UTC)
+    await asyncio.wait_for(client.submit(deposit(1)), 5)
+    after = dt.datetime.now(dt.UTC)
+    sent = decode_request(responder.records[0])
+    assert not isinstance(sent, RecordError) and sent.deadline is not None
+    budget = dt.timedelta(seconds=10)  # 2 s x (4 retries + 1 send)
+    assert before + budget <= sent.deadline <= after + budget
+    # a deadline the caller set is kept as it is
+    own = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    await asyncio.wait_for(client.submit(deposit(2).model_copy(update={"deadline": own})), 5)
+    kept = decode_request(responder.records[1])
+    assert not isinstance(kept, RecordError) and kept.deadline == own
 
 
 async def test_no_reply_after_every_retry_raises_request_timeout(

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import random
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,10 @@ from branchnet.broker import start_broker, stop_broker
 from branchnet.chaos.checker import classify
 from branchnet.chaos.faults import FaultPlan, FaultyBus
 from branchnet.chaos.scenarios import SCENARIOS, ChaosConfig, run_scenario
+from common.amqp_bus import AmqpBus
 from common.bus import Delivery, Message
 from common.embedded_bus import EmbeddedBroker
+from common.errors import BusError
 from common.results import ResultCode
 from common.topology import CORE, CRYPTO_COMMANDS, DEFAULT_EXCHANGE
 from host_node import JournalSummary
@@ -188,7 +191,7 @@ async def test_a_killed_standby_keeps_its_policy_and_catches_up(
     )
     report = await run_scenario("standby-kill", config)
     _assert_passed(report)
-    standby = report["standby"]
+    standby = report["observed"]["standby"]
     assert isinstance(standby, dict) and standby["policy"] == f"standby-lost={policy}"
     assert report["faults"] == {"standby_kill": standby["outages"]} and standby["outages"] >= 1
     assert len(standby["catch_up_s"]) == standby["outages"]
@@ -210,7 +213,7 @@ async def test_a_failover_under_load_loses_no_approved_answer(
     report = await run_scenario("failover", config)
     _assert_passed(report)  # checked against the new primary's journal
     _checks(report, "standby_promoted", "old_primary_refused", "rpo_zero", "new_primary_approved")
-    figures = report["failover"]
+    figures = report["observed"]["failover"]
     assert isinstance(figures, dict) and figures["rpo_approved_answers_lost"] == 0
     assert figures["journal_entries_new_primary"] >= report["ok"]
     assert report["faults"] == {"primary_kill": 1}
@@ -224,7 +227,7 @@ async def test_a_store_damaged_at_rest_is_refused(tmp_path: Path, fresh_amqp_url
     _assert_passed(report)  # the intact store, put back, holds every answer
     kinds = ("torn-wal-tail", "bit-flip", "torn-store-tail")
     _checks(report, "intact_store_starts", *(f"{kind}_refused" for kind in kinds))
-    found = report["corruption"]
+    found = report["observed"]["corruption"]
     assert isinstance(found, dict)
     for kind in kinds:
         result = found[kind]
@@ -233,3 +236,55 @@ async def test_a_store_damaged_at_rest_is_refused(tmp_path: Path, fresh_amqp_url
             assert result["named_entry"] == result["first_bad_entry"], result
     assert found["bit-flip"]["damaged_store"]["chain_verifies"] is False
     assert found["torn-store-tail"]["named_entry"] is not None  # the first it cannot read
+
+
+def _mqtt_url_for(rabbitmq: RabbitMQ, amqp_url: str) -> str:
+    if rabbitmq.node is None or rabbitmq.management_url is None:
+        pytest.fail("slow-dashboard needs the MQTT listener and management API of our own node")
+    return rabbitmq.node.mqtt_url_for(
+        urllib.parse.unquote(urllib.parse.urlsplit(amqp_url).path[1:])
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+@pytest.mark.parametrize("name", ["poison-message", "deadline", "slow-dashboard", "overload"])
+async def test_message_and_load_scenarios_lose_nothing(
+    tmp_path: Path, fresh_amqp_url: str, rabbitmq: RabbitMQ, name: str
+) -> None:
+    config = ChaosConfig(
+        data_dir=tmp_path,
+        duration_s=8.0,
+        amqp_url=fresh_amqp_url,
+        management_url=rabbitmq.management_url,
+        mqtt_url=_mqtt_url_for(rabbitmq, fresh_amqp_url) if name == "slow-dashboard" else None,
+    )
+    report = await run_scenario(name, config)
+    _assert_passed(report)
+    observed, checks = report["observed"], report["checks"]
+    assert isinstance(observed, dict) and isinstance(checks, dict) and checks
+    assert all(checks.values()), checks
+    by_result = report["by_result"]
+    assert isinstance(by_result, dict)
+    if name == "poison-message":
+        sent = observed["poisons_sent"]
+        assert observed["dead_lettered"] == sum(sent.values()) > 0
+        assert set(sent) == set(observed["reasons"]) and len(sent) == 6
+        assert observed["reasons"]["small_order_key_hello"] == {
+            "malformed": sent["small_order_key_hello"]
+        }
+        assert by_result.get("14") == 1  # the probe after the poison: the host still answers
+    elif name == "deadline":
+        assert observed["declined_68"] > 0 and by_result.get("timeout", 0) > 0
+        assert report["unknown_resolved"] == by_result["timeout"]
+    elif name == "slow-dashboard":
+        assert by_result.get("timeout", 0) == 0
+        assert observed["dashboard_queue_max"] == observed["dashboard_queue_bound"]
+        assert observed["host_events_buffered"] is not None and observed["host_rss"]["max_mb"] > 0
+        async with AmqpBus(fresh_amqp_url) as bus:  # its stats queue went with it
+            with pytest.raises(BusError):
+                await bus.queue_stats("chaos.host-stats")
+    else:
+        assert observed["max_rate_rps"] > 0
+        assert observed["offered_rate_rps"] == pytest.approx(2 * observed["max_rate_rps"], abs=0.2)
+        assert observed["host_rss"]["samples"] > 0

@@ -64,6 +64,9 @@ def test_the_signed_content_is_the_request_without_its_authorisation(tmp_path: P
     assert list(document) == sorted(document)
     assert signature_valid(signed, supervisor.key.public_key())
     assert not signature_valid(request, supervisor.key.public_key())
+    # the branch client adds the deadline when it first sends, after the supervisor signed
+    sent = signed.model_copy(update={"deadline": T0 + dt.timedelta(seconds=30)})
+    assert signature_valid(sent, supervisor.key.public_key())
     freeze = Freeze(**BASE, account="6200010100000011", authority_ref="x1")  # type: ignore[arg-type]
     assert "amount" not in orjson.loads(authorised_content(freeze))  # absent stays absent
     moved = freeze.model_copy(update={"authorisation": signed.authorisation})

@@ -57,6 +57,19 @@ def test_a_good_record_round_trips() -> None:
     assert decode_request(encode_request(request)) == request
 
 
+def test_a_deadline_round_trips_and_a_record_without_one_keeps_its_bytes() -> None:
+    legacy = decode(deposit())
+    assert isinstance(legacy, Deposit) and legacy.deadline is None
+    assert b"deadline" not in encode_request(legacy)  # old records: same bytes, same hash
+    due = decode(deposit(deadline="2026-11-28T10:00:30Z"))
+    assert isinstance(due, Deposit)
+    assert due.deadline == dt.datetime(2026, 11, 28, 10, 0, 30, tzinfo=dt.UTC)
+    assert decode_request(encode_request(due)) == due
+    naive = decode(deposit(deadline="2026-11-28T10:00:30"))  # no time zone: not comparable
+    assert isinstance(naive, RecordError) and naive.code is ResultCode.FORMAT_ERROR
+    assert naive.request_id == "0001-01-0000000001"
+
+
 @pytest.mark.parametrize("amount", [-1, 0, 1.5, 100.0, "100", True, None, 10**30, 10**12])
 def test_bad_amounts_get_13(amount: object) -> None:
     result = decode(deposit(amount=amount))

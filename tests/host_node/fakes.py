@@ -248,6 +248,8 @@ class MemoryBank:
     head: ChainHead = field(default_factory=ChainHead)
     deferrals: int = 0
     crypto_up: bool = True
+    #: The wall-clock time batches are taken at (deadlines are checked against it; None: not).
+    taken_at: dt.datetime | None = None
     _ids: Iterable[str] = field(default_factory=lambda: (f"c{n}" for n in itertools.count()))
 
     def run(self, records: Sequence[Request | bytes | Item]) -> list[Reply]:
@@ -258,7 +260,7 @@ class MemoryBank:
         while todo:
             batch = [items[i] for i in todo]
             snapshot = Snapshot(dict(self.known), dict(self.accounts), STAFF)
-            planned = plan(batch, snapshot, iter(self._ids))
+            planned = plan(batch, snapshot, iter(self._ids), taken_at=self.taken_at)
             responses = {
                 c.command_id: fake_hsm(c) if self.crypto_up else None for c in planned.commands
             }

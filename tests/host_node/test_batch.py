@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ from common.pin_commands import ChangePinCommand, VerifyPin
 from common.requests import Request
 from common.results import ResultCode
 from host_node.batch import Defer, Echo, Mismatch, Replay, Run, Snapshot, plan
-from tests.host_node.fakes import STAFF, MemoryBank, Teller, account_no, item_of
+from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, item_of
 
 A, B = account_no(1), account_no(2)
 
@@ -84,6 +85,50 @@ def test_refused_record_with_an_id_is_answered_journaled_and_remembered() -> Non
     assert retry == first
     assert [e.kind for e in bank.journal if e.request_id == first.request_id] == ["deposit"]
     assert bank.balance(A) == 10_000
+
+
+def _due(request: Request, seconds: float) -> Request:
+    """``request`` with a deadline ``seconds`` after T0."""
+    return request.model_copy(update={"deadline": T0 + dt.timedelta(seconds=seconds)})
+
+
+def test_a_request_taken_after_its_deadline_is_declined_68_and_applies_nothing() -> None:
+    teller = Teller()
+    bank = opened_bank(teller)
+    bank.taken_at = T0
+    entries = len(bank.journal)
+    deposit = _due(teller.deposit(A, 300), -0.5)
+    withdraw = _due(teller.withdraw(A, 1_000, teller.pin("1234")), -0.5)
+    planned = plan(
+        [item_of(withdraw)], Snapshot(bank.known, bank.accounts), command_ids(), taken_at=T0
+    )
+    assert planned.commands == ()  # no PIN check for a request nobody waits for
+    late = bank.run([deposit, withdraw])
+    assert [r.result for r in late] == [ResultCode.TOO_LATE] * 2
+    assert all("deadline passed" in r.reason and r.balance is None for r in late)
+    assert bank.balance(A) == 10_000
+    journaled = bank.journal[entries:]
+    assert [(e.request_id, e.result, e.postings) for e in journaled] == [
+        (deposit.request_id, ResultCode.TOO_LATE, ()),
+        (withdraw.request_id, ResultCode.TOO_LATE, ()),
+    ]
+    # a retry, however late, gets the stored decline and changes nothing
+    bank.taken_at = T0 + dt.timedelta(hours=1)
+    assert bank.run([deposit, withdraw]) == late
+    assert (len(bank.journal), bank.balance(A)) == (entries + 2, 10_000)
+
+
+def test_a_request_taken_by_its_deadline_or_without_one_is_applied() -> None:
+    teller = Teller()
+    bank = opened_bank(teller)
+    bank.taken_at = T0
+    in_time = _due(teller.deposit(A, 100), 0.5)
+    on_the_dot = _due(teller.deposit(A, 20), 0)
+    legacy = teller.deposit(A, 3)  # a branch that sends no deadline
+    assert legacy.deadline is None
+    replies = bank.run([in_time, on_the_dot, legacy])
+    assert [r.result for r in replies] == [ResultCode.APPROVED] * 3
+    assert bank.balance(A) == 10_123
 
 
 def test_pin_requests_after_a_pin_change_wait_for_the_next_batch() -> None:

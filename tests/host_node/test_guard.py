@@ -195,6 +195,21 @@ def test_an_old_or_foreign_hello_starts_no_session(harness: Harness) -> None:
     assert harness.refused(hello) is Refusal.REPLAYED
 
 
+def test_a_signed_hello_with_a_small_order_key_is_refused_not_a_crash(harness: Harness) -> None:
+    record = (
+        b'{"branch_id":"0001","type":"hello","ephemeral":"'
+        + b"00" * 32  # X25519 gives no shared secret with it (RFC 7748 section 6.1)
+        + b'","nonce":"'
+        + b"cd" * 16
+        + b'","at":"2026-03-02T09:00:00Z"}'
+    )
+    frame = build_frame(FrameKind.SIGN_ON, "0001", harness.next_sequence(), [record])
+    signed = Frame(sign_header(frame.header, BRANCHES["0001"]), frame.records)
+    assert harness.refused(encode_frame(signed)) is Refusal.MALFORMED
+    assert harness.alerts[-1].reason.endswith("hello carries an unusable key")
+    harness.sign_on()  # the branch's real sign-on still works
+
+
 def test_rekey_notices_are_signed_and_rate_limited(harness: Harness) -> None:
     notice = harness.guard.rekey_notice("0001", "host restarted", T0)
     assert notice is not None

@@ -8,7 +8,7 @@ import pytest
 from common.ids import cash_account
 from common.results import ResultCode
 from host_node.errors import StoreError
-from host_node.reconcile import CheckResult, check_store, journal_index
+from host_node.reconcile import CheckResult, check_store, journal_index, journal_length
 from host_node.store import Store, ledger_path
 from tests.host_node.fakes import Teller, account_no, run_batch
 
@@ -65,6 +65,7 @@ def test_a_clean_store_passes_every_check(ledger: Path) -> None:
 
 def test_journal_index_says_what_became_of_each_request(ledger: Path) -> None:
     index = journal_index(ledger)
+    assert journal_length(ledger) == sum(summary.entries for summary in index.values())
     assert len(index) == 6
     opening = index["0001-01-0000000002"]
     assert (opening.kind, opening.result, opening.entries) == ("open_account", "00", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -166,6 +167,21 @@ async def test_a_duplicate_is_applied_once_and_answered_alike(
     assert refused.result is ResultCode.DUPLICATE_MISMATCH
     (balance,) = await desk.ask([teller.deposit(C, 1)])
     assert balance.balance == 1_201
+
+
+async def test_a_request_past_its_deadline_is_declined_68_by_the_running_host(
+    crypto: CryptoService, host: HostService, desk: BranchDesk, teller: Teller, tmp_path: Path
+) -> None:
+    await open_accounts(desk, teller)
+    now = dt.datetime.now(dt.UTC)
+    expired = teller.deposit(A, 500).model_copy(update={"deadline": now - dt.timedelta(seconds=1)})
+    alive = teller.deposit(A, 7).model_copy(update={"deadline": now + dt.timedelta(minutes=5)})
+    assert codes(await desk.ask([expired, alive])) == ["68", "00"]
+    assert codes(await desk.ask([expired])) == ["68"]  # the retry: the stored decline
+    assert (await desk.ask([teller.balance(A, teller.pin(PIN, A))]))[0].balance == 10_007
+    journal = journal_index(ledger_path(tmp_path))
+    late = journal[expired.request_id]
+    assert (late.result, late.entries, late.postings) == ("68", 1, ())
 
 
 async def test_bad_records_are_answered_or_dead_lettered_and_the_rest_proceeds(
