@@ -27,16 +27,19 @@ from host_node.standby import StandbyService, promote
 _log = get_logger("branchnet.nodes")
 
 
-async def _until_signalled() -> None:
+def _stop_signal() -> asyncio.Event:
+    """An event SIGINT or SIGTERM sets. Installed before a node connects, so a signal that
+    arrives while it starts still stops it cleanly (once started) rather than killing it."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
     """Connect, start the node ``make`` builds, wait for a signal, stop cleanly."""
+    stop = _stop_signal()
     bus = open_bus(amqp_url, embedded=None, name=name)
     await bus.connect()
     node = make(bus)
@@ -45,7 +48,7 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
         await node.start()
         exposed.node(name, node)
         _log.warning("node started", node=name)
-        await _until_signalled()
+        await stop.wait()
     finally:
         exposed.stopping(name)
         await node.stop()
@@ -85,6 +88,7 @@ async def serve_standby(
     config: HostConfig = HostConfig(),  # noqa: B008 - an immutable value
 ) -> None:
     """Run a standby until SIGINT/SIGTERM; on SIGUSR1 promote it in place and serve as primary."""
+    stop = _stop_signal()
     bus = open_bus(amqp_url, embedded=None, name="standby")
     await bus.connect()
     standby = StandbyService(bus, data_dir)
@@ -96,7 +100,7 @@ async def serve_standby(
         _log.warning("node started", node="standby")
         promotion = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, promotion.set)
-        stopped = asyncio.ensure_future(_until_signalled())
+        stopped = asyncio.ensure_future(stop.wait())
         promoted = asyncio.ensure_future(promotion.wait())
         await asyncio.wait({stopped, promoted}, return_when=asyncio.FIRST_COMPLETED)
         promoted.cancel()
@@ -158,7 +162,9 @@ async def run_branch(
     duration_s: float,
     max_requests: int | None,
 ) -> BranchReport:
-    """Run one branch's workload for ``duration_s`` (stops early on a signal)."""
+    """Run one branch's workload for ``duration_s``; on a signal each terminal finishes the
+    customer it is serving and the run ends early."""
+    stop = _stop_signal()
     bus = open_bus(amqp_url, embedded=None, name=f"branch-{branch_id}")
     await bus.connect()
     session = BranchSession.load(data_dir, branch_id)
@@ -171,13 +177,12 @@ async def run_branch(
         await branch.start()
         exposed.node(f"branch-{branch_id}", branch)
         run = asyncio.ensure_future(branch.run(duration_s, max_requests=max_requests))
-        signalled = asyncio.ensure_future(_until_signalled())
+        signalled = asyncio.ensure_future(stop.wait())
         await asyncio.wait({run, signalled}, return_when=asyncio.FIRST_COMPLETED)
         signalled.cancel()
         if not run.done():
-            run.cancel()
-            raise SystemExit(130)
-        return run.result()
+            branch.wind_down()
+        return await run
     finally:
         await branch.stop()
         await bus.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from branchnet.chaos.processes import NodeProcesses
 from branchnet.nodes import wait_for_host
 from branchnet.reconcile import reconcile
 from common.amqp_bus import AmqpBus
-from host_node import ledger_path
+from host_node import journal_length, ledger_path
 
 
 @pytest.mark.slow
@@ -69,3 +70,43 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
     reconciliation = reconcile(ledger_path(tmp_path), [report])
     failed = {k: v for k, v in reconciliation.checks.items() if not v.ok}
     assert reconciliation.ok, failed
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_signalled_branch_process_finishes_its_customers_and_reports(
+    tmp_path: Path, fresh_amqp_url: str
+) -> None:
+    nodes = NodeProcesses(fresh_amqp_url, tmp_path, branches=1)
+    subprocess.run(
+        [sys.executable, "-m", "branchnet.cli", "keys", "init", "--branches", "1"],
+        env=nodes.env,
+        check=True,
+        capture_output=True,
+    )
+    nodes.start("crypto")
+    nodes.start("host")
+    report_path = tmp_path / "branch.json"
+    branch = subprocess.Popen(
+        [sys.executable, "-m", "branchnet.cli", "branch", "--id", "0001", "--duration", "600",
+         "--json-report", str(report_path)],
+        env=nodes.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(120):
+            while not ledger_path(tmp_path).exists() or journal_length(ledger_path(tmp_path)) < 50:
+                assert branch.poll() is None, "the branch stopped on its own"
+                await asyncio.sleep(0.2)
+        branch.send_signal(signal.SIGTERM)
+        status = await asyncio.to_thread(branch.wait, 60)
+    finally:
+        if branch.poll() is None:
+            branch.kill()
+        nodes.stop_all()
+    assert status == 0  # not killed by the signal: it wound down
+    summary = json.loads(report_path.read_text())
+    assert summary["requests"] >= 50 and summary["timeouts"] == 0
+    # every request it sent was answered: the journal holds exactly the answered ones
+    assert journal_length(ledger_path(tmp_path)) == summary["requests"]
