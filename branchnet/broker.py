@@ -622,16 +622,17 @@ def bound_mqtt_subscriptions(
 
     RabbitMQ's MQTT plugin keeps a queue per subscriber (``mqtt-subscription-<client>qos<n>``)
     with no bound: a dashboard that stops reading would let it grow in the broker until the
-    memory alarm blocks every publisher, transactions included. Bounded with
-    ``reject-publish`` (as branchnet's own bounded queues), a full one pushes back on the
-    host's event publisher, which drops and counts events instead (host_node/events.py).
+    memory alarm blocks every publisher, transactions included. A full one drops its oldest
+    events (``drop-head``): only the subscriber that fell behind loses any, and it keeps the
+    newest. (``reject-publish`` would refuse the host's events for every subscriber while one
+    is stuck; the host's publisher would then drop and count them, host_node/events.py.)
     """
     name = urllib.parse.quote(vhost, safe="")
     policy = {
         "pattern": "^mqtt-subscription-",
         "apply-to": "queues",
         "priority": 10,
-        "definition": {"max-length": max_length, "overflow": "reject-publish"},
+        "definition": {"max-length": max_length, "overflow": "drop-head"},
     }
     path = f"/api/policies/{name}/{MQTT_BOUND_POLICY}"
     _management(management_url, amqp_url, "PUT", path, policy)
