@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,9 @@ from common.amqp_bus import AmqpBus
 from host_node import journal_length, ledger_path
 
 
-@pytest.mark.slow
-@pytest.mark.rabbitmq
-async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
-    tmp_path: Path, fresh_amqp_url: str
-) -> None:
+@pytest.fixture
+def nodes(tmp_path: Path, fresh_amqp_url: str) -> Iterator[NodeProcesses]:
+    """Keys for one branch, and the crypto node and the host running as processes."""
     nodes = NodeProcesses(fresh_amqp_url, tmp_path, branches=1)
     subprocess.run(
         [sys.executable, "-m", "branchnet.cli", "keys", "init", "--branches", "1"],
@@ -34,6 +33,17 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
     )
     nodes.start("crypto")
     nodes.start("host")
+    try:
+        yield nodes
+    finally:
+        nodes.stop_all()
+
+
+@pytest.mark.slow
+@pytest.mark.rabbitmq
+async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
+    tmp_path: Path, fresh_amqp_url: str, nodes: NodeProcesses
+) -> None:
     bus = AmqpBus(fresh_amqp_url, name="test-branch")
     await bus.connect()
     branch = Branch(
@@ -62,7 +72,6 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
     finally:
         await branch.stop()
         await bus.close()
-        nodes.stop_all()
 
     answered = [o for o in report.outcomes if o.result != "timeout"]
     assert len(answered) >= 900 and len(answered) > answered_at_kill + 300
@@ -75,17 +84,8 @@ async def test_a_host_killed_mid_load_loses_no_acknowledged_transaction(
 @pytest.mark.slow
 @pytest.mark.rabbitmq
 async def test_a_signalled_branch_process_finishes_its_customers_and_reports(
-    tmp_path: Path, fresh_amqp_url: str
+    tmp_path: Path, nodes: NodeProcesses
 ) -> None:
-    nodes = NodeProcesses(fresh_amqp_url, tmp_path, branches=1)
-    subprocess.run(
-        [sys.executable, "-m", "branchnet.cli", "keys", "init", "--branches", "1"],
-        env=nodes.env,
-        check=True,
-        capture_output=True,
-    )
-    nodes.start("crypto")
-    nodes.start("host")
     report_path = tmp_path / "branch.json"
     branch = subprocess.Popen(
         [sys.executable, "-m", "branchnet.cli", "branch", "--id", "0001", "--duration", "600",
@@ -104,7 +104,6 @@ async def test_a_signalled_branch_process_finishes_its_customers_and_reports(
     finally:
         if branch.poll() is None:
             branch.kill()
-        nodes.stop_all()
     assert status == 0  # not killed by the signal: it wound down
     summary = json.loads(report_path.read_text())
     assert summary["requests"] >= 50 and summary["timeouts"] == 0
