@@ -323,12 +323,11 @@ class EventPublisher:
                 events = [entry]
             for event in events:
                 key = event_key(event.branch, event.type.value)
-                messages.append(Message(EVENTS_EXCHANGE, key, encode_event(event)))
+                messages.append(_event_message(key, event))
         return messages
 
     async def _publish(self, messages: Sequence[Message]) -> None:
-        # Events nobody subscribed to are not routed: that is normal, not an error.
-        with contextlib.suppress(UnroutableError):
+        with contextlib.suppress(UnroutableError):  # only from a bus that routes strictly
             await self.bus.publish(messages)
 
     async def _stats_loop(self) -> None:
@@ -336,7 +335,7 @@ class EventPublisher:
         while True:
             await asyncio.sleep(interval_s)
             summary = await self._summary()
-            message = Message(EVENTS_EXCHANGE, stats_key(self.node), encode_event(summary))
+            message = _event_message(stats_key(self.node), summary)
             try:
                 # A stuck broker must not pile up summaries: one at a time, never late.
                 await asyncio.wait_for(self._publish([message]), timeout=interval_s)
@@ -374,6 +373,12 @@ class EventPublisher:
                 buffered=len(self._buffer),
             ),
         )
+
+
+def _event_message(key: str, event: EventBase | StatsSummary) -> Message:
+    """An event as a message: transient (events may be lost, never in a transaction's way) and
+    not mandatory (events nobody subscribed to are not routed: normal, not an error)."""
+    return Message(EVENTS_EXCHANGE, key, encode_event(event), transient=True, mandatory=False)
 
 
 def host_events(bus: Bus, config: EventConfig | None = None) -> EventPublisher:
