@@ -110,6 +110,16 @@ class _Batch:
 
 
 @dataclass(frozen=True, slots=True)
+class _Decided:
+    """A committed batch waiting to be answered."""
+
+    batch: _Batch
+    answered: list[tuple[_Pending, Reply]]
+    journal_seq: int
+    started: float
+
+
+@dataclass(frozen=True, slots=True)
 class HostStatistics:
     """A snapshot of the host's work and queues (trio ``statistics()`` style)."""
 
@@ -342,18 +352,29 @@ class HostService:
         await self._inbox.put(_Inbound(delivery, self._clock()))
 
     async def _run(self) -> None:
-        while not self._stopping:
-            batch = _Batch()
-            try:
-                await self._collect(batch)
-                if batch.records:
-                    await self._process(batch)
-            except (BranchnetError, OSError) as error:
-                _log.error("batch failed; frames given back", error=str(error))
-                await self._recover(batch)
-            except Exception:
-                _log.exception("batch failed on a defect; frames given back")
-                await self._recover(batch)
+        """Decide and commit batch after batch; each batch's answering (the standby's
+        confirmation, reply frames, acks) runs while the next batch is read, decided and
+        committed. Answers go out in batch order: one batch is answered at a time."""
+        answering: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                batch = _Batch()
+                try:
+                    await self._collect(batch)
+                    if batch.records:
+                        decided = await self._process(batch)
+                        if answering is not None:
+                            await answering  # never raises: it gives its frames back
+                        answering = asyncio.create_task(self._answer(decided), name="answers")
+                except (BranchnetError, OSError) as error:
+                    _log.error("batch failed; frames given back", error=str(error))
+                    await self._recover(batch)
+                except Exception:
+                    _log.exception("batch failed on a defect; frames given back")
+                    await self._recover(batch)
+        finally:
+            if answering is not None:
+                await asyncio.gather(answering, return_exceptions=True)
 
     async def _collect(self, batch: _Batch) -> None:
         """Take the carried-over records, then every ready frame up to the record budget."""
@@ -440,7 +461,8 @@ class HostService:
             if notice is not None:
                 await self._publish([notice])
 
-    async def _process(self, batch: _Batch) -> None:
+    async def _process(self, batch: _Batch) -> _Decided:
+        """Decide and commit ``batch``; :meth:`_answer` answers it."""
         started = time.perf_counter()
         replies: Sequence[Reply | None] = ()
         if batch.items:
@@ -470,14 +492,32 @@ class HostService:
             replies = settlement.replies
             # Before any reply leaves: every answered personal-information query has a trace.
             await self.audit.record(records_of(items, replies, _now()))
-        if self.replicator is not None:
-            await self.replicator.held(self.store.head.seq)
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
+        return _Decided(batch, answered, self.store.head.seq, started)
+
+    async def _answer(self, decided: _Decided) -> None:
+        """Answer a committed batch: once the standby holds it (sync replication), publish
+        its reply frames and dead records, then ack every frame it answered completely.
+
+        A failure gives the batch's frames back (their stored replies answer them again)."""
+        try:
+            await self._send_answers(decided)
+        except (BranchnetError, OSError) as error:
+            _log.error("answers failed; frames given back", error=str(error))
+            await self._recover(decided.batch, carried=False)
+        except Exception:
+            _log.exception("answers failed on a defect; frames given back")
+            await self._recover(decided.batch, carried=False)
+
+    async def _send_answers(self, decided: _Decided) -> None:
+        batch, answered = decided.batch, decided.answered
+        if self.replicator is not None:
+            await self.replicator.held(decided.journal_seq)
         await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
-        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - started)
+        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - decided.started)
         self.events.on_batch([(pending.item, reply) for pending, reply in answered])
         for pending, reply in answered:
             self._by_result[reply.result.value] += 1
@@ -561,10 +601,12 @@ class HostService:
             # The rest went out; a branch without a reply queue gets its stored reply on retry.
             _log.warning("replies unroutable", error=str(error))
 
-    async def _recover(self, batch: _Batch) -> None:
-        """Give back every frame in hand after a failed batch, then pause."""
-        in_hand = [*batch.inbounds.values(), *(p.inbound for p in self._carried)]
-        self._carried = []
+    async def _recover(self, batch: _Batch, *, carried: bool = True) -> None:
+        """Give back every frame of a failed batch (and the ``carried`` records'), then pause."""
+        in_hand = list(batch.inbounds.values())
+        if carried:
+            in_hand += [p.inbound for p in self._carried]
+            self._carried = []
         try:
             await self._give_back(in_hand)
         except BranchnetError as error:
