@@ -1,10 +1,12 @@
 """The host service: request frames in, batches decided and committed, reply frames out.
 
-The consumer only queues deliveries (a bounded inbox: when it is full the consumer waits and
-the bus holds the rest). One batch loop takes every ready frame up to a record budget, unpacks
-them, reads what the store knows, sends the batch's PIN commands together, decides the batch
-in arrival order, commits it in one transaction, publishes one reply frame per branch, and
-only then acks the frames it answered completely. A crash before the commit redelivers the
+The consumer checks, opens and unpacks each frame as it arrives — while the batch loop waits
+for the crypto node or the disk — and queues it (a bounded inbox: when it is full the consumer
+waits and the bus holds the rest). One batch loop takes every ready frame up to a record
+budget (so batches are small under light load and large under heavy load), reads what the
+store knows, sends the batch's PIN commands together, decides the batch in arrival order and
+commits it in one transaction; then, while the loop goes on with the next batch, the batch is
+answered: one reply frame per branch, and only then acks of the frames it answered completely. A crash before the commit redelivers the
 frames; anything replayed after a commit is absorbed by the idempotency table.
 
 With a :class:`~host_node.guard.Guard` the host takes sealed frames only (secure envelopes):
@@ -81,6 +83,9 @@ class _Inbound:
     outstanding: int = 0
     settled: bool = False
     results: Counter[str] = field(default_factory=Counter)
+    #: The frame's records, unpacked as it arrived.
+    items: tuple[Item, ...] = ()
+    dead: tuple[DeadRecord, ...] = ()
 
     async def ack(self) -> None:
         await self.delivery.ack()
@@ -107,6 +112,12 @@ class _Batch:
     @property
     def records(self) -> int:
         return len(self.items) + len(self.dead)
+
+    def add(self, inbound: _Inbound) -> None:
+        """Take an opened frame's records into the batch."""
+        self.inbounds[id(inbound)] = inbound
+        self.items.extend(_Pending(item, inbound) for item in inbound.items)
+        self.dead.extend((dead, inbound) for dead in inbound.dead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,7 +360,14 @@ class HostService:
         }
 
     async def _accept(self, delivery: Delivery) -> None:
-        await self._inbox.put(_Inbound(delivery, self._clock()))
+        inbound = _Inbound(delivery, self._clock())
+        if not await self._open(inbound):
+            return
+        try:
+            await self._inbox.put(inbound)
+        except BaseException:  # stopped while the inbox was full: the frame goes back
+            await self._give_back([inbound])
+            raise
 
     async def _run(self) -> None:
         """Decide and commit batch after batch; each batch's answering (the standby's
@@ -388,13 +406,15 @@ class HostService:
                 inbound = await self._inbox.get()
             finally:
                 self._idle = False
-            await self._open(inbound, batch)
+            batch.add(inbound)
         while batch.records < self.config.max_batch_records and not self._inbox.empty():
-            await self._open(self._inbox.get_nowait(), batch)
+            batch.add(self._inbox.get_nowait())
 
-    async def _open(self, inbound: _Inbound, batch: _Batch) -> None:
+    async def _open(self, inbound: _Inbound) -> bool:
+        """Check, open and unpack a request frame as it arrives (while the batch loop waits
+        for the crypto node or the disk); False when it was answered, refused or
+        dead-lettered at once and is not for a batch."""
         delivery = inbound.delivery
-        batch.inbounds[id(inbound)] = inbound
         try:
             if self.guard is None:
                 unpacked = unpack(
@@ -409,8 +429,7 @@ class HostService:
                 if opened.answer is not None:  # a sign-on: answered at once, not batched
                     await self._publish([opened.answer])
                     await inbound.ack()
-                    del batch.inbounds[id(inbound)]
-                    return
+                    return False
                 unpacked = unpack_frame(
                     opened.frame,
                     opened.branch_id,
@@ -420,8 +439,7 @@ class HostService:
                 )
         except FrameRefused as error:
             await self._refuse(inbound, error)
-            del batch.inbounds[id(inbound)]
-            return
+            return False
         except FrameError as error:
             self._counts["dead_frames"] += 1
             key = delivery.routing_key[:40]
@@ -429,15 +447,14 @@ class HostService:
             self.events.emit(frame_alert(str(error), key, at=_now()))
             await self.bus.dead_letter(delivery, str(error))
             inbound.settled = True
-            del batch.inbounds[id(inbound)]
-            return
+            return False
         self._counts["frames"] += 1
         self._counts["records"] += unpacked.size
         inbound.branch_id = unpacked.branch_id
         inbound.sequence = unpacked.frame.header.sequence
         inbound.outstanding = unpacked.size
-        batch.items.extend(_Pending(item, inbound) for item in unpacked.items)
-        batch.dead.extend((dead, inbound) for dead in unpacked.dead)
+        inbound.items, inbound.dead = unpacked.items, unpacked.dead
+        return True
 
     async def _refuse(self, inbound: _Inbound, error: FrameRefused) -> None:
         """A security alert, a dead-lettered copy, and a re-key notice for a stale epoch."""
