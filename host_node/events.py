@@ -66,14 +66,16 @@ class EventConfig:
 
     Attributes:
         buffer_bound: answers and events held for publishing; beyond it they are dropped.
-        batch_max: events per publish call.
+        batch_max: events per publish call. Small: where events share the host's connection
+            (one process, one bus), a reply frame or a PIN command published meanwhile waits
+            behind the events already queued on it.
         stats_interval_s: seconds between stats summaries (0 turns them off).
         outcomes: raise events for answered requests (off: only emitted events and stats).
         stop_grace_s: how long :meth:`EventPublisher.stop` waits for the buffer to drain.
     """
 
     buffer_bound: int = 20_000
-    batch_max: int = 500
+    batch_max: int = 64
     stats_interval_s: float = 1.0
     outcomes: bool = True
     stop_grace_s: float = 2.0

@@ -6,8 +6,9 @@ waits and the bus holds the rest). One batch loop takes every ready frame up to 
 budget (so batches are small under light load and large under heavy load), reads what the
 store knows, sends the batch's PIN commands together, decides the batch in arrival order and
 commits it in one transaction; then, while the loop goes on with the next batch, the batch is
-answered: one reply frame per branch, and only then acks of the frames it answered completely. A crash before the commit redelivers the
-frames; anything replayed after a commit is absorbed by the idempotency table.
+answered: one reply frame per branch, and only then acks of the frames it answered completely.
+A crash before the commit redelivers the frames; anything replayed after a commit is absorbed
+by the idempotency table.
 
 With a :class:`~host_node.guard.Guard` the host takes sealed frames only (secure envelopes):
 the guard checks and opens each frame, answers sign-ons, and seals the replies; a refused
