@@ -21,6 +21,7 @@ from common.topology import HOST_REQUESTS
 from crypto_node import CryptoService, Hsm, load_crypto_keys
 from crypto_node.lmk import Lmk
 from host_node import HostConfig, HostService
+from host_node.events import host_events
 from host_node.guard import Guard
 from host_node.standby import StandbyService, promote
 
@@ -63,17 +64,25 @@ async def serve_host(
     branch_ids: tuple[str, ...],
     config: HostConfig = HostConfig(),  # noqa: B008 - an immutable value
 ) -> None:
-    await _serve(
-        "host",
-        amqp_url,
-        lambda bus: HostService(
-            bus,
-            data_dir,
-            branch_ids=branch_ids,
-            config=config,
-            guard=Guard.load(data_dir, branch_ids),
-        ),
-    )
+    """Run a primary host; its events go out on a connection of their own, so that reply
+    frames and PIN commands never queue behind a burst of events."""
+    events_bus = open_bus(amqp_url, embedded=None, name="host-events")
+    await events_bus.connect()
+    try:
+        await _serve(
+            "host",
+            amqp_url,
+            lambda bus: HostService(
+                bus,
+                data_dir,
+                branch_ids=branch_ids,
+                config=config,
+                guard=Guard.load(data_dir, branch_ids),
+                events=host_events(events_bus),
+            ),
+        )
+    finally:
+        await events_bus.close()
 
 
 def standby_pid_path(data_dir: Path) -> Path:

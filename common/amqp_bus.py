@@ -421,7 +421,8 @@ class AmqpBus(Bus):
     async def _publish_one(self, publisher: AbstractRobustChannel, message: Message) -> str | None:
         """Publish until confirmed; the label of an unroutable message, else None."""
         properties = spec.Basic.Properties(
-            delivery_mode=2, headers=dict(message.headers) if message.headers else None
+            delivery_mode=1 if message.transient else 2,
+            headers=dict(message.headers) if message.headers else None,
         )
         full = _Backoff()
         lost = _Backoff(first=0.05)
@@ -436,7 +437,7 @@ class AmqpBus(Bus):
                     exchange=message.exchange,
                     routing_key=message.routing_key,
                     properties=properties,
-                    mandatory=True,
+                    mandatory=message.mandatory,
                     timeout=self._confirm_timeout_s,
                     wait=False,
                 )

@@ -2,8 +2,10 @@
 
 Semantics both implementations keep:
 - ``publish`` takes a batch and returns once every message is safely queued (broker
-  confirms over a window on AMQP); a message that matches no queue raises
-  :class:`~common.errors.UnroutableError` after the others went out.
+  confirms over a window on AMQP); a ``mandatory`` message that matches no queue raises
+  :class:`~common.errors.UnroutableError` after the others went out (others are dropped).
+- A ``transient`` message is not written to the broker's disk: its confirm does not wait
+  for an fsync, and it does not survive a broker restart.
 - A consumer gets at most ``prefetch`` unacknowledged deliveries; a delivery not acked when
   its consumer goes away is redelivered with ``redelivered`` set.
 - ``dead_letter`` moves a delivery to ``bn.dead`` with the reason in a header, then acks it.
@@ -21,12 +23,18 @@ from common.topology import DEAD_EXCHANGE, ORIGIN_HEADER, REASON_HEADER, Topolog
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """An outgoing message."""
+    """An outgoing message.
+
+    ``transient`` suits messages worthless after a restart (PIN commands and answers that
+    have a deadline, events); ``mandatory=False`` suits messages nobody may be listening to.
+    """
 
     exchange: str
     routing_key: str
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
+    transient: bool = False
+    mandatory: bool = True
 
 
 class Delivery(abc.ABC):

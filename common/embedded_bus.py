@@ -262,7 +262,7 @@ class EmbeddedBus(Bus):
         unroutable: list[str] = []
         for message in messages:
             names = self.broker.destinations(message.exchange, message.routing_key)
-            if not names:
+            if not names and message.mandatory:
                 unroutable.append(f"{message.exchange or '(default)'}/{message.routing_key}")
             for name in names:
                 envelope = _Envelope(

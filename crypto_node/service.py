@@ -170,7 +170,7 @@ class CryptoService:
         if responses:
             records = [PIN_RESPONSE_ADAPTER.dump_json(response) for response in responses]
             reply = build_frame(FrameKind.PIN_RESPONSE, SENDER, next(self._sequence), records)
-            messages.append(Message(DEFAULT_EXCHANGE, queue, encode_frame(reply)))
+            messages.append(Message(DEFAULT_EXCHANGE, queue, encode_frame(reply), transient=True))
         try:
             await self._bus.publish(messages)
         except UnroutableError:

@@ -66,14 +66,16 @@ class EventConfig:
 
     Attributes:
         buffer_bound: answers and events held for publishing; beyond it they are dropped.
-        batch_max: events per publish call.
+        batch_max: events per publish call. Small: where events share the host's connection
+            (one process, one bus), a reply frame or a PIN command published meanwhile waits
+            behind the events already queued on it.
         stats_interval_s: seconds between stats summaries (0 turns them off).
         outcomes: raise events for answered requests (off: only emitted events and stats).
         stop_grace_s: how long :meth:`EventPublisher.stop` waits for the buffer to drain.
     """
 
     buffer_bound: int = 20_000
-    batch_max: int = 500
+    batch_max: int = 64
     stats_interval_s: float = 1.0
     outcomes: bool = True
     stop_grace_s: float = 2.0
@@ -323,12 +325,11 @@ class EventPublisher:
                 events = [entry]
             for event in events:
                 key = event_key(event.branch, event.type.value)
-                messages.append(Message(EVENTS_EXCHANGE, key, encode_event(event)))
+                messages.append(_event_message(key, event))
         return messages
 
     async def _publish(self, messages: Sequence[Message]) -> None:
-        # Events nobody subscribed to are not routed: that is normal, not an error.
-        with contextlib.suppress(UnroutableError):
+        with contextlib.suppress(UnroutableError):  # only from a bus that routes strictly
             await self.bus.publish(messages)
 
     async def _stats_loop(self) -> None:
@@ -336,7 +337,7 @@ class EventPublisher:
         while True:
             await asyncio.sleep(interval_s)
             summary = await self._summary()
-            message = Message(EVENTS_EXCHANGE, stats_key(self.node), encode_event(summary))
+            message = _event_message(stats_key(self.node), summary)
             try:
                 # A stuck broker must not pile up summaries: one at a time, never late.
                 await asyncio.wait_for(self._publish([message]), timeout=interval_s)
@@ -374,6 +375,12 @@ class EventPublisher:
                 buffered=len(self._buffer),
             ),
         )
+
+
+def _event_message(key: str, event: EventBase | StatsSummary) -> Message:
+    """An event as a message: transient (events may be lost, never in a transaction's way) and
+    not mandatory (events nobody subscribed to are not routed: normal, not an error)."""
+    return Message(EVENTS_EXCHANGE, key, encode_event(event), transient=True, mandatory=False)
 
 
 def host_events(bus: Bus, config: EventConfig | None = None) -> EventPublisher:

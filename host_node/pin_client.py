@@ -2,9 +2,12 @@
 
 Commands go to the default exchange with routing key ``crypto.commands`` and a ``reply_to``
 header naming ``host.crypto-replies``; responses come back there as ``PIN_RESPONSE`` frames
-and are matched to commands by ``command_id``. A command unanswered within the timeout (or
-that could not be sent) gets None, which the rules answer with ``91``. Answers that arrive
-after their batch gave up on them are dropped.
+and are matched to commands by ``command_id``. One deadline covers the whole exchange,
+sending included: a command unanswered within the timeout (or that could not be sent in
+it — a broker withholding its confirms, or nacking a full ``crypto.commands``) gets None,
+which the rules answer with ``91``; the batch never waits longer. Answers that arrive after
+their batch gave up on them are dropped. Commands and answers are transient messages: they
+are worthless after the deadline, so their confirms need not wait for the broker's disk.
 """
 
 from __future__ import annotations
@@ -77,11 +80,15 @@ class PinClient:
         if not commands:
             return {}
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         futures = {command.command_id: loop.create_future() for command in commands}
         self._waiting.update(futures)
         try:
-            await self.bus.publish(self._frames(commands))
-            await asyncio.wait(futures.values(), timeout=self.timeout_s)
+            async with asyncio.timeout_at(deadline):
+                await self.bus.publish(self._frames(commands))
+            await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            _log.warning("pin commands not sent in time", commands=len(commands))
         except BusError as error:
             _log.warning("pin commands not sent", commands=len(commands), error=str(error))
         finally:
@@ -107,6 +114,7 @@ class PinClient:
                     )
                 ),
                 {REPLY_TO_HEADER: HOST_CRYPTO_REPLIES},
+                transient=True,
             )
             for start in range(0, len(records), MAX_RECORDS)
         ]

@@ -1,11 +1,14 @@
 """The host service: request frames in, batches decided and committed, reply frames out.
 
-The consumer only queues deliveries (a bounded inbox: when it is full the consumer waits and
-the bus holds the rest). One batch loop takes every ready frame up to a record budget, unpacks
-them, reads what the store knows, sends the batch's PIN commands together, decides the batch
-in arrival order, commits it in one transaction, publishes one reply frame per branch, and
-only then acks the frames it answered completely. A crash before the commit redelivers the
-frames; anything replayed after a commit is absorbed by the idempotency table.
+The consumer checks, opens and unpacks each frame as it arrives — while the batch loop waits
+for the crypto node or the disk — and queues it (a bounded inbox: when it is full the consumer
+waits and the bus holds the rest). One batch loop takes every ready frame up to a record
+budget (so batches are small under light load and large under heavy load), reads what the
+store knows, sends the batch's PIN commands together, decides the batch in arrival order and
+commits it in one transaction; then, while the loop goes on with the next batch, the batch is
+answered: one reply frame per branch, and only then acks of the frames it answered completely.
+A crash before the commit redelivers the frames; anything replayed after a commit is absorbed
+by the idempotency table.
 
 With a :class:`~host_node.guard.Guard` the host takes sealed frames only (secure envelopes):
 the guard checks and opens each frame, answers sign-ons, and seals the replies; a refused
@@ -83,6 +86,9 @@ class _Inbound:
     outstanding: int = 0
     settled: bool = False
     results: Counter[str] = field(default_factory=Counter)
+    #: The frame's records, unpacked as it arrived.
+    items: tuple[Item, ...] = ()
+    dead: tuple[DeadRecord, ...] = ()
 
     async def ack(self) -> None:
         await self.delivery.ack()
@@ -109,6 +115,22 @@ class _Batch:
     @property
     def records(self) -> int:
         return len(self.items) + len(self.dead)
+
+    def add(self, inbound: _Inbound) -> None:
+        """Take an opened frame's records into the batch."""
+        self.inbounds[id(inbound)] = inbound
+        self.items.extend(_Pending(item, inbound) for item in inbound.items)
+        self.dead.extend((dead, inbound) for dead in inbound.dead)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """A committed batch waiting to be answered."""
+
+    batch: _Batch
+    answered: list[tuple[_Pending, Reply]]
+    journal_seq: int
+    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,21 +376,39 @@ class HostService:
         }
 
     async def _accept(self, delivery: Delivery) -> None:
-        await self._inbox.put(_Inbound(delivery, self._clock()))
+        inbound = _Inbound(delivery, self._clock())
+        if not await self._open(inbound):
+            return
+        try:
+            await self._inbox.put(inbound)
+        except BaseException:  # stopped while the inbox was full: the frame goes back
+            await self._give_back([inbound])
+            raise
 
     async def _run(self) -> None:
-        while not self._stopping:
-            batch = _Batch()
-            try:
-                await self._collect(batch)
-                if batch.records:
-                    await self._process(batch)
-            except (BranchnetError, OSError) as error:
-                _log.error("batch failed; frames given back", error=str(error))
-                await self._recover(batch)
-            except Exception:
-                _log.exception("batch failed on a defect; frames given back")
-                await self._recover(batch)
+        """Decide and commit batch after batch; each batch's answering (the standby's
+        confirmation, reply frames, acks) runs while the next batch is read, decided and
+        committed. Answers go out in batch order: one batch is answered at a time."""
+        answering: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                batch = _Batch()
+                try:
+                    await self._collect(batch)
+                    if batch.records:
+                        decided = await self._process(batch)
+                        if answering is not None:
+                            await answering  # never raises: it gives its frames back
+                        answering = asyncio.create_task(self._answer(decided), name="answers")
+                except (BranchnetError, OSError) as error:
+                    _log.error("batch failed; frames given back", error=str(error))
+                    await self._recover(batch)
+                except Exception:
+                    _log.exception("batch failed on a defect; frames given back")
+                    await self._recover(batch)
+        finally:
+            if answering is not None:
+                await asyncio.gather(answering, return_exceptions=True)
 
     async def _collect(self, batch: _Batch) -> None:
         """Take the carried-over records, then every ready frame up to the record budget."""
@@ -382,13 +422,15 @@ class HostService:
                 inbound = await self._inbox.get()
             finally:
                 self._idle = False
-            await self._open(inbound, batch)
+            batch.add(inbound)
         while batch.records < self.config.max_batch_records and not self._inbox.empty():
-            await self._open(self._inbox.get_nowait(), batch)
+            batch.add(self._inbox.get_nowait())
 
-    async def _open(self, inbound: _Inbound, batch: _Batch) -> None:
+    async def _open(self, inbound: _Inbound) -> bool:
+        """Check, open and unpack a request frame as it arrives (while the batch loop waits
+        for the crypto node or the disk); False when it was answered, refused or
+        dead-lettered at once and is not for a batch."""
         delivery = inbound.delivery
-        batch.inbounds[id(inbound)] = inbound
         try:
             if self.guard is None:
                 unpacked = unpack(
@@ -403,8 +445,7 @@ class HostService:
                 if opened.answer is not None:  # a sign-on: answered at once, not batched
                     await self._publish([opened.answer])
                     await inbound.ack()
-                    del batch.inbounds[id(inbound)]
-                    return
+                    return False
                 unpacked = unpack_frame(
                     opened.frame,
                     opened.branch_id,
@@ -414,8 +455,7 @@ class HostService:
                 )
         except FrameRefused as error:
             await self._refuse(inbound, error)
-            del batch.inbounds[id(inbound)]
-            return
+            return False
         except FrameError as error:
             self._counts["dead_frames"] += 1
             key = delivery.routing_key[:40]
@@ -423,15 +463,14 @@ class HostService:
             self.events.emit(frame_alert(str(error), key, at=_now()))
             await self.bus.dead_letter(delivery, str(error))
             inbound.settled = True
-            del batch.inbounds[id(inbound)]
-            return
+            return False
         self._counts["frames"] += 1
         self._counts["records"] += unpacked.size
         inbound.branch_id = unpacked.branch_id
         inbound.sequence = unpacked.frame.header.sequence
         inbound.outstanding = unpacked.size
-        batch.items.extend(_Pending(item, inbound) for item in unpacked.items)
-        batch.dead.extend((dead, inbound) for dead in unpacked.dead)
+        inbound.items, inbound.dead = unpacked.items, unpacked.dead
+        return True
 
     async def _refuse(self, inbound: _Inbound, error: FrameRefused) -> None:
         """A security alert, a dead-lettered copy, and a re-key notice for a stale epoch."""
@@ -455,7 +494,8 @@ class HostService:
             if notice is not None:
                 await self._publish([notice])
 
-    async def _process(self, batch: _Batch) -> None:
+    async def _process(self, batch: _Batch) -> _Decided:
+        """Decide and commit ``batch``; :meth:`_answer` answers it."""
         started = time.perf_counter()
         replies: Sequence[Reply | None] = ()
         if batch.items:
@@ -488,14 +528,32 @@ class HostService:
             replies = settlement.replies
             # Before any reply leaves: every answered personal-information query has a trace.
             await self.audit.record(records_of(items, replies, _now()))
-        if self.replicator is not None:
-            await self.replicator.held(self.store.head.seq)
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
+        return _Decided(batch, answered, self.store.head.seq, started)
+
+    async def _answer(self, decided: _Decided) -> None:
+        """Answer a committed batch: once the standby holds it (sync replication), publish
+        its reply frames and dead records, then ack every frame it answered completely.
+
+        A failure gives the batch's frames back (their stored replies answer them again)."""
+        try:
+            await self._send_answers(decided)
+        except (BranchnetError, OSError) as error:
+            _log.error("answers failed; frames given back", error=str(error))
+            await self._recover(decided.batch, carried=False)
+        except Exception:
+            _log.exception("answers failed on a defect; frames given back")
+            await self._recover(decided.batch, carried=False)
+
+    async def _send_answers(self, decided: _Decided) -> None:
+        batch, answered = decided.batch, decided.answered
+        if self.replicator is not None:
+            await self.replicator.held(decided.journal_seq)
         await self._publish(self._reply_messages(answered) + self._dead_messages(batch.dead))
-        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - started)
+        STAGE_SECONDS.labels("host_processing").observe(time.perf_counter() - decided.started)
         self.events.on_batch([(pending.item, reply) for pending, reply in answered])
         for pending, reply in answered:
             self._by_result[reply.result.value] += 1
@@ -579,10 +637,12 @@ class HostService:
             # The rest went out; a branch without a reply queue gets its stored reply on retry.
             _log.warning("replies unroutable", error=str(error))
 
-    async def _recover(self, batch: _Batch) -> None:
-        """Give back every frame in hand after a failed batch, then pause."""
-        in_hand = [*batch.inbounds.values(), *(p.inbound for p in self._carried)]
-        self._carried = []
+    async def _recover(self, batch: _Batch, *, carried: bool = True) -> None:
+        """Give back every frame of a failed batch (and the ``carried`` records'), then pause."""
+        in_hand = list(batch.inbounds.values())
+        if carried:
+            in_hand += [p.inbound for p in self._carried]
+            self._carried = []
         try:
             await self._give_back(in_hand)
         except BranchnetError as error:

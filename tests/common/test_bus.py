@@ -265,6 +265,25 @@ async def test_unroutable_message_raises_after_the_others_went_out(
         await bus.publish([Message(REPLIES_EXCHANGE, branch_key("9999"), b"3")])
 
 
+async def test_a_message_not_mandatory_is_dropped_quietly_when_unroutable(
+    bus_factory: BusFactory,
+) -> None:
+    bus = await bus_factory()
+    await bus.declare(CORE + queue(QueueSpec("t.kept")))
+
+    await bus.publish(
+        [
+            Message(REPLIES_EXCHANGE, branch_key("9999"), b"nobody", mandatory=False),
+            Message("", "t.kept", b"transient", transient=True),
+        ]
+    )
+
+    inbox = Inbox()
+    await bus.consume("t.kept", inbox, prefetch=1)
+    await inbox.wait_for(1)
+    assert inbox.bodies == [b"transient"]
+
+
 async def test_publishing_to_an_undeclared_exchange_fails(bus_factory: BusFactory) -> None:
     bus = await bus_factory()
     await bus.declare(queue(QueueSpec("t.after")))

@@ -8,8 +8,17 @@ import pytest
 from common.bus import Bus, Delivery, Message
 from common.embedded_bus import EmbeddedBroker
 from common.pin_commands import HsmError, VerifyPin
-from common.topology import CORE, DEAD_QUEUE, HOST_CRYPTO_REPLIES, REASON_HEADER
+from common.topology import (
+    CORE,
+    CRYPTO_COMMANDS,
+    DEAD_QUEUE,
+    HOST_CRYPTO_REPLIES,
+    REASON_HEADER,
+    QueueSpec,
+    Topology,
+)
 from host_node.pin_client import PinClient
+from tests.conftest import BusFactory
 from tests.host_node.fakes import FakeCryptoNode, account_no, fake_pin
 
 A = account_no(1)
@@ -96,3 +105,26 @@ async def test_an_unreadable_response_frame_is_dead_lettered(
     await crypto.publish([Message("", HOST_CRYPTO_REPLIES, b"garbage")])
     letter = await asyncio.wait_for(dead.get(), 2)
     assert letter.body == b"garbage" and "bad frame header" in str(letter.headers[REASON_HEADER])
+
+
+async def test_commands_that_cannot_be_sent_get_none_by_the_deadline(
+    bus_factory: BusFactory,
+) -> None:
+    """A broker that will not take the commands (here ``crypto.commands`` is full and nacks
+    every publish) must cost the batch its crypto timeout, not stall it: the bus retries a
+    nacked publish until the queue has room, so only the client's deadline ends the wait."""
+    bus = await bus_factory()
+    await bus.declare(Topology(queues=(QueueSpec(CRYPTO_COMMANDS, max_length=1),)))
+    await bus.declare(CORE)  # keeps the bounded queue as it is
+    await bus.publish([Message("", CRYPTO_COMMANDS, b"takes the only place")])
+    client = PinClient(bus, timeout_s=0.5)
+    await client.start()
+    try:
+        # the outer bound only keeps a regression from hanging the suite
+        answers = await asyncio.wait_for(client.execute([verify("a", "1234")]), 60)
+        assert answers == {"a": None}
+        assert client.pending == 0
+        # the next batch is not held up behind the one that gave up
+        assert await asyncio.wait_for(client.execute([verify("b", "1234")]), 60) == {"b": None}
+    finally:
+        await client.stop()
