@@ -31,10 +31,17 @@ from pathlib import Path
 from typing import IO, Literal
 
 from branchnet.buses import open_bus
-from branchnet.network import DEFAULT_HOST_CONFIG, Network, NetworkConfig, ensure_keys
+from branchnet.failover import prepare_standby
+from branchnet.network import (
+    DEFAULT_HOST_CONFIG,
+    Network,
+    NetworkConfig,
+    ensure_keys,
+    standby_dir,
+)
 from common.bus import Bus
 from common.errors import BranchnetError, BusError, ConfigError
-from common.topology import CORE, CRYPTO_COMMANDS, HOST_REQUESTS
+from common.topology import CORE, CRYPTO_COMMANDS, DR_REPLICATION, HOST_REQUESTS
 from host_node import HostConfig
 
 TargetKind = Literal["embedded", "rabbitmq", "external"]
@@ -59,6 +66,8 @@ class TargetConfig:
         host_config: the host's batching tunables (started networks only).
         host: the real host, or the echo host that answers every record at once with ``00``
             (a ``rabbitmq`` target only; no crypto node then).
+        standby: a DR standby (in ``<data_dir>/standby``) to which the host replicates in
+            sync mode: it answers once the standby holds the batch (started networks only).
     """
 
     kind: TargetKind
@@ -68,12 +77,15 @@ class TargetConfig:
     amqp_url: str | None = None
     host_config: HostConfig = DEFAULT_HOST_CONFIG
     host: HostKind = "host"
+    standby: bool = False
 
     def __post_init__(self) -> None:
         if self.kind == "external" and self.amqp_url is None:
             raise ConfigError("an external network needs its AMQP URL")
         if self.host == "echo" and self.kind != "rabbitmq":
             raise ConfigError("the echo host runs on a rabbitmq target only")
+        if self.standby and (self.kind == "external" or self.host == "echo"):
+            raise ConfigError("a standby comes with a network the load test starts, real host")
 
 
 def cpu_s(pid: int) -> float | None:
@@ -149,6 +161,7 @@ class LoadTarget:
                     terminals=config.terminals,
                     run_branches=False,
                     host_config=config.host_config,
+                    standby=config.standby,
                 )
             )
             await self._network.start()
@@ -248,14 +261,20 @@ class LoadTarget:
         )
         host = config.host_config
         branches = ["--branches", ",".join(config.branch_ids)]
-        commands = {
-            "crypto": [sys.executable, "-m", "branchnet.cli", "crypto"],
-            "host": [
-                *(sys.executable, "-m", "branchnet.loadnet", "host", *branches),
-                *("--max-batch-records", str(host.max_batch_records)),
-                *("--prefetch", str(host.prefetch), "--synchronous", host.synchronous),
-            ],
-        }
+        commands = {"crypto": [sys.executable, "-m", "branchnet.cli", "crypto"]}
+        if config.standby:  # started before the host, which waits for its confirmations
+            standby = standby_dir(config.data_dir)
+            prepare_standby(config.data_dir, standby)
+            commands["standby"] = [
+                *(sys.executable, "-m", "branchnet.cli", "host", "--role", "standby"),
+                *("--data-dir", str(standby), "--branches", str(len(config.branch_ids))),
+            ]
+        commands["host"] = [
+            *(sys.executable, "-m", "branchnet.loadnet", "host", *branches),
+            *("--max-batch-records", str(host.max_batch_records)),
+            *("--prefetch", str(host.prefetch), "--synchronous", host.synchronous),
+            *(("--replicate-sync",) if config.standby else ()),
+        ]
         if config.host == "echo":
             commands = {"echo": [sys.executable, "-m", "branchnet.loadnet", "echo", *branches]}
         logs = config.data_dir / "logs"
@@ -278,6 +297,8 @@ class LoadTarget:
             deadline = time.monotonic() + START_TIMEOUT_S
             echo = self.config.host == "echo"
             queues = (HOST_REQUESTS,) if echo else (CRYPTO_COMMANDS, HOST_REQUESTS)
+            if self.config.standby:
+                queues = (DR_REPLICATION, *queues)
             for queue in queues:
                 while True:
                     for node in self._nodes:
@@ -317,6 +338,9 @@ def _host_main(argv: Sequence[str]) -> int:
     parser.add_argument("--max-batch-records", type=int, default=1024)
     parser.add_argument("--prefetch", type=int, default=256)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "OFF"], default="FULL")
+    parser.add_argument(
+        "--replicate-sync", action="store_true", help="answer once the standby holds a batch"
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -328,6 +352,8 @@ def _host_main(argv: Sequence[str]) -> int:
         prefetch=args.prefetch,
         queue_bound=max(512, args.prefetch),
         synchronous=args.synchronous,
+        replication="sync" if args.replicate_sync else "off",
+        standby_lost="stop",  # RPO 0: never an answer the standby does not hold
     )
     asyncio.run(
         serve_host(

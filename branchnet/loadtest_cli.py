@@ -65,6 +65,11 @@ def register(commands: Any) -> None:
     target.add_argument("--data-dir", type=Path, help="keys, counters, store (default: temp)")
     target.add_argument("--host-batch", type=int, default=1024, help="host records per batch")
     target.add_argument("--synchronous", choices=["FULL", "NORMAL", "OFF"], default="FULL")
+    target.add_argument(
+        "--standby",
+        action="store_true",
+        help="started networks: a DR standby; the host answers once it holds a batch (sync)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--json-report", type=Path, help="write the JSON report here")
     out.add_argument("--plot", type=Path, help="write latency plots here (PNG; needs matplotlib)")
@@ -119,6 +124,7 @@ def _loadtest(args: argparse.Namespace, settings: Settings) -> int:
         terminals=args.terminals,
         amqp_url=amqp_url,
         host_config=HostConfig(max_batch_records=args.host_batch, synchronous=args.synchronous),
+        standby=args.standby,
     )
     console = Console()
     quiet = args.quiet

@@ -12,9 +12,11 @@ import pytest
 import structlog
 
 from branchnet.cli import main
+from branchnet.failover import journal_hashes
 from branchnet.loadgen import parse_mix
 from branchnet.loadnet import TargetConfig
 from branchnet.loadtest import THRESHOLD_EXIT, LoadConfig, loadtest, search_rate
+from branchnet.network import standby_dir
 
 SMALL = ["--branches", "1", "--terminals", "2", "--accounts-per-terminal", "3"]
 
@@ -161,15 +163,19 @@ def test_a_run_over_rabbitmq_with_the_nodes_in_their_own_processes(
     tmp_path: Path, amqp_url: str
 ) -> None:
     report_path = tmp_path / "report.json"
+    data_dir = tmp_path / "data"
     run = ["loadtest", "--rate", "200", "--duration", "1.5", "--warmup", "0.5", "--quiet"]
-    target = ["--amqp-url", amqp_url, "--start-nodes", "--data-dir", str(tmp_path / "data")]
+    target = ["--amqp-url", amqp_url, "--start-nodes", "--data-dir", str(data_dir), "--standby"]
     status = main([*run, *SMALL, *target, "--mix", "simulate", "--json-report", str(report_path)])
     assert status == 0
     report = json.loads(report_path.read_text())
     _assert_sane(report)
     assert report["target"]["kind"] == "rabbitmq"
-    assert report["target"]["node_processes"] == ["crypto", "host"]
+    assert report["target"]["node_processes"] == ["crypto", "standby", "host"]
     assert "guest:guest" not in json.dumps(report)  # no credentials in the report
+    # sync replication: the standby holds every entry the host answered from
+    assert journal_hashes(standby_dir(data_dir)) == journal_hashes(data_dir)
+    assert len(journal_hashes(data_dir)) >= report["answered"]
 
 
 @pytest.mark.rabbitmq
