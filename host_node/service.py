@@ -191,6 +191,9 @@ class HostService:
             1, every=config.checkpoint_every, interval_s=config.checkpoint_interval_s
         )
         self._checkpointer: asyncio.Task[None] | None = None
+        #: Held while a checkpoint is signed and stored: the checkpointer is never cancelled
+        #: mid-write (its store write would land while its hashes were put back for another).
+        self._checkpointing = asyncio.Lock()
         self.replicator: Replicator | None = None
         if config.replication != "off":
             self.replicator = Replicator(
@@ -289,7 +292,8 @@ class HostService:
         if self.replicator is not None:
             await self.replicator.stop()
         if self._checkpointer is not None:
-            self._checkpointer.cancel()
+            async with self._checkpointing:
+                self._checkpointer.cancel()
             await asyncio.gather(self._checkpointer, return_exceptions=True)
             self._checkpointer = None
         try:
@@ -325,19 +329,20 @@ class HostService:
         Raises:
             StoreError: it was not stored (the entries wait for the next one).
         """
-        if not self._segment.hashes:
-            return
-        first_seq, hashes = self._segment.take()
-        checkpoint = sign_checkpoint(
-            self._signing_key, hashes, first_seq=first_seq, epoch=self.epoch, signed_at=_now()
-        )
-        try:
-            await self.store.add_checkpoint(checkpoint)
-        except BaseException:
-            self._segment.put_back(first_seq, hashes)
-            raise
-        if self.replicator is not None:
-            await self.replicator.ship_checkpoint(checkpoint)
+        async with self._checkpointing:
+            if not self._segment.hashes:
+                return
+            first_seq, hashes = self._segment.take()
+            checkpoint = sign_checkpoint(
+                self._signing_key, hashes, first_seq=first_seq, epoch=self.epoch, signed_at=_now()
+            )
+            try:
+                await self.store.add_checkpoint(checkpoint)
+            except BaseException:
+                self._segment.put_back(first_seq, hashes)
+                raise
+            if self.replicator is not None:
+                await self.replicator.ship_checkpoint(checkpoint)
         _log.info("journal checkpoint signed", seq=checkpoint.seq, entries=len(hashes))
 
     async def _checkpoints(self) -> None:

@@ -17,13 +17,16 @@ from common.bus import Message
 from common.embedded_bus import EmbeddedBroker, EmbeddedBus
 from common.errors import BusError
 from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
+from common.identity import load_public
 from common.replies import Reply
 from common.requests import Request, encode_request
 from common.results import ResultCode
 from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
 from crypto_node import CryptoService, init_keys
 from host_node import HostConfig, HostService, check_store, journal_index, ledger_path
+from host_node.audit import audit_store
 from host_node.batch import Settlement
+from host_node.checkpoint import SIGNER, Checkpoint
 from host_node.tiers import TierChange
 from tests.host_node.conftest import connected
 from tests.host_node.fakes import BranchDesk, Teller, account_no
@@ -440,3 +443,40 @@ async def test_stop_is_quick_when_idle_and_safe_twice(host: HostService) -> None
     async with asyncio.timeout(1):
         await host.stop()
         await host.stop()
+
+
+async def test_a_stop_while_a_checkpoint_is_being_stored_signs_every_entry_once(
+    crypto: CryptoService,
+    broker: EmbeddedBroker,
+    teller: Teller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bus = await connected(broker)
+    host = await start_host(bus, tmp_path, HostConfig(crypto_timeout_s=2.0, checkpoint_every=1))
+    desk = BranchDesk(await connected(broker))
+    await desk.start()
+    await open_accounts(desk, teller)
+    # the next periodic checkpoint is held inside its store write while the host stops
+    storing, release = asyncio.Event(), asyncio.Event()
+    add_checkpoint = host.store.add_checkpoint
+
+    async def slow_add(checkpoint: Checkpoint) -> None:
+        async def write() -> None:
+            storing.set()
+            await release.wait()
+            await add_checkpoint(checkpoint)
+
+        # as the store's writer thread does, the write goes on when its waiter is cancelled
+        await asyncio.shield(write())
+
+    monkeypatch.setattr(host.store, "add_checkpoint", slow_add)
+    assert codes(await desk.ask([teller.deposit(A, 1)])) == ["00"]
+    await asyncio.wait_for(storing.wait(), 10)
+    stopping = asyncio.create_task(host.stop())
+    await asyncio.sleep(0.1)
+    release.set()
+    await stopping  # raised "UNIQUE constraint failed: checkpoints.seq" when it re-signed them
+    await bus.close()
+    audit = audit_store(ledger_path(tmp_path), load_public(tmp_path, SIGNER))
+    assert audit.ok and audit.unsigned_tail == 0, audit.findings
