@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
+
 from common.dukpt import Ksn
 from common.errors import ConfigError
 
@@ -35,6 +37,8 @@ _OLD_FORMAT = "branchnet-ksn-marks/1"
 FINGERPRINT_BYTES = 16
 _MASK = (1 << WINDOW) - 1
 _PERSON = b"branchnet-ksn"
+#: A pad's fingerprint table is pruned to its window when it reaches this size.
+_PRUNE_AT = 2 * WINDOW
 
 
 def fingerprint(binding: str, role: str, ksn: Ksn, pin_block: str) -> bytes:
@@ -67,6 +71,7 @@ class ReplayGuard:
             for pad, (high, seen) in (marks or {}).items()
         }
         self.dirty = False
+        self._changed: set[bytes] = set()
 
     def __repr__(self) -> str:
         return f"ReplayGuard(pads={len(self._marks)})"
@@ -97,8 +102,8 @@ class ReplayGuard:
         elif counter > mark.high:
             mark.seen = ((mark.seen << (counter - mark.high)) | 1) & _MASK
             mark.high = counter
-            floor = counter - WINDOW
-            if mark.uses and min(mark.uses) <= floor:
+            if len(mark.uses) >= _PRUNE_AT:  # amortised: fingerprints below the window
+                floor = counter - WINDOW  # are never consulted, only dropped now and then
                 mark.uses = {c: f for c, f in mark.uses.items() if c > floor}
         else:
             age = mark.high - counter
@@ -108,6 +113,7 @@ class ReplayGuard:
         if fingerprint is not None:
             mark.uses[counter] = fingerprint
         self.dirty = True
+        self._changed.add(ksn.initial_key_id)
 
     def high_water_mark(self, initial_key_id: bytes) -> int:
         """The highest counter the pad has used (0 for a pad never seen)."""
@@ -119,7 +125,19 @@ class ReplayGuard:
 
     def uses(self) -> dict[bytes, dict[int, bytes]]:
         """The fingerprints of the counters in each pad's window."""
-        return {pad: dict(mark.uses) for pad, mark in self._marks.items() if mark.uses}
+        in_window = {pad: self.pad_uses(pad) for pad in self._marks}
+        return {pad: uses for pad, uses in in_window.items() if uses}
+
+    def pad_uses(self, initial_key_id: bytes) -> dict[int, bytes]:
+        """The fingerprints of the counters in one pad's window, by counter."""
+        mark = self._marks[initial_key_id]
+        floor = mark.high - WINDOW
+        return {c: f for c, f in mark.uses.items() if c > floor}
+
+    def take_changed(self) -> set[bytes]:
+        """The pads recorded since the last call (what a save must rewrite)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
 
 class ReplayMarks:
@@ -127,6 +145,9 @@ class ReplayMarks:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Each pad's encoded entry, kept so a save re-encodes only the pads a batch used.
+        self._owner: ReplayGuard | None = None
+        self._entries: dict[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         return f"ReplayMarks({str(self.path)!r})"
@@ -165,22 +186,22 @@ class ReplayMarks:
 
     def save(self, guard: ReplayGuard) -> None:
         """Write the guard atomically and durably, then mark it clean."""
-        uses = guard.uses()
-        document = {
-            "format": MARKS_FORMAT,
-            "pads": {
-                pad.hex().upper(): [
-                    high,
-                    f"{seen:x}",
-                    {str(c): f.hex() for c, f in sorted(uses.get(pad, {}).items())},
-                ]
-                for pad, (high, seen) in sorted(guard.snapshot().items())
-            },
-        }
+        changed = guard.take_changed()
+        if self._owner is not guard:
+            self._owner, self._entries, changed = guard, {}, set(guard.snapshot())
+        snapshot = guard.snapshot()
+        for pad in changed:
+            high, seen = snapshot[pad]
+            uses = {str(c): f.hex() for c, f in sorted(guard.pad_uses(pad).items())}
+            self._entries[pad] = (
+                orjson.dumps(pad.hex().upper()) + b":" + orjson.dumps([high, f"{seen:x}", uses])
+            )
+        pads = b",".join(self._entries[pad] for pad in sorted(snapshot))
+        document = b'{"format":' + orjson.dumps(MARKS_FORMAT) + b',"pads":{' + pads + b"}}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "wb") as file:
-            file.write(json.dumps(document, separators=(",", ":")).encode())
+            file.write(document)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
