@@ -26,7 +26,19 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.dukpt import KeyDerivation, Ksn, next_counter
-from common.envelope import SessionKey, open_records, read_sealed, seal, verify_header
+from common.envelope import (
+    FrameEvidence,
+    SessionKey,
+    open_records,
+    read_sealed,
+    seal,
+    verify_header,
+)
+
+try:
+    from common.envelope import open_records_and_leaves
+except ImportError:  # an older tree, for before/after comparisons
+    open_records_and_leaves = None  # type: ignore[assignment]
 from common.frames import FrameKind, build_frame, decode_frame, encode_frame
 from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
 from common.pinblock import encipher_format4
@@ -112,6 +124,15 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         assert verify_header(sealed.header, public)
         open_records(sealed, session)
 
+    def host_open() -> None:
+        """What the host's guard does with a request frame: open it and keep its evidence."""
+        sealed = read_sealed(body)
+        assert verify_header(sealed.header, public)
+        if open_records_and_leaves is None:  # before leaf hashes were shared
+            FrameEvidence.of(sealed.header_bytes, open_records(sealed, session))
+        else:
+            FrameEvidence(sealed.header_bytes, open_records_and_leaves(sealed, session)[1])
+
     # HSM: one VP per record; fresh counters every batch (made before timing each batch).
     offset = ibm3624.generate_offset(
         Pvk(keys.pvk), keys.decimalization_table, ibm3624.validation_data(CARD), PIN
@@ -169,6 +190,7 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         "verify_header/frame": frame_of(lambda: verify_header(header, public), 1),
         "seal/rec": frame_of(lambda: seal(FrameKind.REQUEST, "0001", 1, wire, session, identity)),
         "open(read+verify+decrypt)/rec": frame_of(open_frame),
+        "host_open+evidence/rec": frame_of(host_open),
         "encode_request/rec": frame_of(lambda: [encode_request(r) for r in requests]),
         "decode_request/rec": frame_of(lambda: [decode_request(w, branch_id="0001") for w in wire]),
         "encode_reply/rec": frame_of(lambda: encode_reply(reply), 1),

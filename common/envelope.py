@@ -142,6 +142,18 @@ def open_records(sealed: Sealed, session: SessionKey) -> tuple[bytes, ...]:
         FrameError: the block does not decrypt under ``session`` with this header, or the
             records disagree with the header's count or Merkle root.
     """
+    return open_records_and_leaves(sealed, session)[0]
+
+
+def open_records_and_leaves(
+    sealed: Sealed, session: SessionKey
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """:func:`open_records`, with the records' Merkle leaf hashes it checked (for
+    :class:`FrameEvidence`, so they are not hashed twice).
+
+    Raises:
+        FrameError: as :func:`open_records`.
+    """
     nonce, block = sealed.payload[:NONCE_BYTES], sealed.payload[NONCE_BYTES:]
     try:
         clear = session.cipher().decrypt(nonce, block, signing_bytes(sealed.header))
@@ -150,9 +162,10 @@ def open_records(sealed: Sealed, session: SessionKey) -> tuple[bytes, ...]:
     records = tuple(clear.split(b"\n")) if clear else ()
     if len(records) != sealed.header.count:
         raise FrameError(f"header counts {sealed.header.count} records, frame holds {len(records)}")
-    if merkle_root([leaf_hash(r) for r in records]).hex() != sealed.header.merkle_root:
+    leaves = tuple([leaf_hash(r) for r in records])
+    if merkle_root(leaves).hex() != sealed.header.merkle_root:
         raise FrameError("records do not match the header's Merkle root")
-    return records
+    return records, leaves
 
 
 # -- evidence: one record proven signed without the others --------------------------------------
