@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.dukpt import KeyDerivation, Ksn, next_counter
@@ -50,6 +52,12 @@ from crypto_node.hsm import Hsm
 from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
 from crypto_node.service import read_command
+from host_node.batch import Remembered, Settlement
+from host_node.evidence import EntryEvidence, FrameProof
+from host_node.journal import ChainHead, Origin, head_of, verify_chain
+from host_node.journal import seal as journal_seal
+from host_node.ledger import AccountState, Posting
+from host_node.replication import decode_batch, encode_batch
 
 CARD = "6200010100000018"
 PIN = "123456"
@@ -68,9 +76,11 @@ def _best(run: Callable[[], object], per: int, repeat: int, minimum: float = 0.2
 
 
 def _pin_blocks(keys: CryptoKeys, pads: int) -> Iterator[EncryptedPin]:
-    derivations = [
-        KeyDerivation(*reversed(keys.pinpad_key("0001", f"{n:02d}"))) for n in range(1, pads + 1)
-    ]
+    """PIN blocks as ``pads`` PIN pads of branch 0001 make them, taking turns."""
+    derivations = []
+    for number in range(1, pads + 1):
+        initial_key_id, initial_key = keys.pinpad_key("0001", f"{number:02d}")
+        derivations.append(KeyDerivation(initial_key, initial_key_id))
     counters = [0] * pads
     for pad in itertools.cycle(range(pads)):
         counters[pad] = counter = next_counter(counters[pad])
@@ -89,6 +99,54 @@ def _withdraw(n: int, pin: EncryptedPin) -> Withdraw:
         account="6200010100000018",
         amount=10_000,
         pin=pin,
+    )
+
+
+def _settlement(entries: int) -> Settlement:
+    """A committed batch of ``entries`` approved withdrawals, as the primary ships it."""
+    now = dt.datetime.now(dt.UTC)
+    head, sealed, remembered, evidence, accounts = ChainHead(), [], [], [], []
+    for index in range(entries):
+        request_id = f"0001-01-{index + 1}"
+        content = hashlib.sha256(request_id.encode()).hexdigest()
+        origin = Origin(request_id, "0001", "T0001", "01", now, now, now, content)
+        entry = journal_seal(
+            head,
+            origin,
+            kind="withdraw",
+            subject=CARD,
+            processed_at=now,
+            postings=[Posting(CARD, -10_000), Posting("CASH-0001", 10_000)],
+            result=ResultCode.APPROVED,
+            reason="approved",
+        )
+        sealed.append(entry)
+        head = head_of(entry)
+        reply = Reply(
+            request_id=request_id,
+            result=ResultCode.APPROVED,
+            reason="approved",
+            balance=100,
+            amount=10_000,
+            received_at=now,
+            processed_at=now,
+            journal_seq=entry.seq,
+        )
+        remembered.append(Remembered(request_id, content, reply))
+        evidence.append(EntryEvidence(entry.seq, "ab" * 32, index, b'{"r":1}' * 40, "00", ()))
+        number = f"62000101{index:08d}"
+        accounts.append(
+            AccountState(number=number, branch_id="0001", kind="customer", opened_at=now)
+        )
+    return Settlement(
+        replies=(),
+        entries=tuple(sealed),
+        accounts=tuple(accounts),
+        customers={},
+        remembered=tuple(remembered),
+        head=head,
+        evidence=tuple(evidence),
+        frames={"ab" * 32: FrameProof(b'{"h":1}' * 30, b"\x01" * 32 * entries)},
     )
 
 
@@ -184,6 +242,14 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
     def frame_of(encode: Callable[[], object], per: int = records) -> Callable[[], float]:
         return lambda: _best(encode, per, repeat)
 
+    settlement = _settlement(records)
+    batch_record = encode_batch(settlement)
+
+    def standby_apply() -> None:
+        """The standby's CPU work on one batch record, short of its store commit."""
+        shipped = decode_batch(orjson.loads(batch_record)["batch"])
+        assert verify_chain(shipped.entries, ChainHead()) is None
+
     figures: dict[str, Callable[[], float]] = {
         "ed25519_sign": frame_of(lambda: identity.sign(message), 1),
         "ed25519_verify": frame_of(lambda: public.verify(signature, message), 1),
@@ -196,6 +262,8 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         "encode_reply/rec": frame_of(lambda: encode_reply(reply), 1),
         "decode_reply/rec": frame_of(lambda: decode_reply(reply_wire), 1),
         "crypto_frame_io/rec": frame_of(crypto_frame_io),
+        "replication_encode/entry": frame_of(lambda: encode_batch(settlement)),
+        "standby_decode+verify/entry": frame_of(standby_apply),
         "hsm_vp_memory/rec": lambda: hsm_figure(Hsm(keys, persist=False)),
     }
     with tempfile.TemporaryDirectory() as home:
