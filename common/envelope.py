@@ -46,19 +46,33 @@ class SessionKey:
 
     epoch: int
     key: bytes = field(repr=False)
+    _cipher: AESGCM = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.key) != KEY_BYTES:
             raise ValueError("a session key is 32 bytes")
+        object.__setattr__(self, "_cipher", AESGCM(self.key))
 
     def cipher(self) -> AESGCM:
-        return AESGCM(self.key)
+        """The key's AES-GCM cipher (made once; it keeps no state between messages)."""
+        return self._cipher
+
+
+#: The last header whose signing bytes were computed, and those bytes: opening a frame needs
+#: them twice (signature, then associated data) for the same immutable header object.
+_last_signed: tuple[FrameHeader, bytes] | None = None
 
 
 def signing_bytes(header: FrameHeader) -> bytes:
     """What a header's signature covers: the header without its signature, as JSON."""
-    unsigned = header.model_copy(update={"signature": None})
-    return unsigned.__pydantic_serializer__.to_json(unsigned, exclude_none=True)
+    global _last_signed
+    last = _last_signed
+    if last is not None and last[0] is header:
+        return last[1]
+    unsigned = header if header.signature is None else header.model_copy(update={"signature": None})
+    signed = unsigned.__pydantic_serializer__.to_json(unsigned, exclude_none=True)
+    _last_signed = (header, signed)
+    return signed
 
 
 def sign_header(header: FrameHeader, identity: Ed25519PrivateKey) -> FrameHeader:
@@ -92,9 +106,11 @@ def seal(
 ) -> bytes:
     """A sealed frame's wire bytes: records encrypted under ``session``, header signed."""
     frame = build_frame(kind, sender, sequence, records, epoch=session.epoch)
-    header = sign_header(frame.header, identity)
+    signed = signing_bytes(frame.header)  # a fresh header has no signature yet
+    signature = identity.sign(SIGNATURE_CONTEXT + signed).hex()
+    header = frame.header.model_copy(update={"signature": signature})
     nonce = os.urandom(NONCE_BYTES)
-    block = session.cipher().encrypt(nonce, b"\n".join(records), signing_bytes(header))
+    block = session.cipher().encrypt(nonce, b"\n".join(records), signed)
     return header_json(header) + b"\n" + nonce + block
 
 
@@ -126,6 +142,18 @@ def open_records(sealed: Sealed, session: SessionKey) -> tuple[bytes, ...]:
         FrameError: the block does not decrypt under ``session`` with this header, or the
             records disagree with the header's count or Merkle root.
     """
+    return open_records_and_leaves(sealed, session)[0]
+
+
+def open_records_and_leaves(
+    sealed: Sealed, session: SessionKey
+) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """:func:`open_records`, with the records' Merkle leaf hashes it checked (for
+    :class:`FrameEvidence`, so they are not hashed twice).
+
+    Raises:
+        FrameError: as :func:`open_records`.
+    """
     nonce, block = sealed.payload[:NONCE_BYTES], sealed.payload[NONCE_BYTES:]
     try:
         clear = session.cipher().decrypt(nonce, block, signing_bytes(sealed.header))
@@ -134,9 +162,10 @@ def open_records(sealed: Sealed, session: SessionKey) -> tuple[bytes, ...]:
     records = tuple(clear.split(b"\n")) if clear else ()
     if len(records) != sealed.header.count:
         raise FrameError(f"header counts {sealed.header.count} records, frame holds {len(records)}")
-    if merkle_root([leaf_hash(r) for r in records]).hex() != sealed.header.merkle_root:
+    leaves = tuple([leaf_hash(r) for r in records])
+    if merkle_root(leaves).hex() != sealed.header.merkle_root:
         raise FrameError("records do not match the header's Merkle root")
-    return records
+    return records, leaves
 
 
 # -- evidence: one record proven signed without the others --------------------------------------

@@ -35,6 +35,8 @@ _OLD_FORMAT = "branchnet-ksn-marks/1"
 FINGERPRINT_BYTES = 16
 _MASK = (1 << WINDOW) - 1
 _PERSON = b"branchnet-ksn"
+#: A pad's fingerprint table is pruned to its window when it reaches this size.
+_PRUNE_AT = 2 * WINDOW
 
 
 def fingerprint(binding: str, role: str, ksn: Ksn, pin_block: str) -> bytes:
@@ -67,6 +69,7 @@ class ReplayGuard:
             for pad, (high, seen) in (marks or {}).items()
         }
         self.dirty = False
+        self._changed: dict[bytes, list[int]] = {}
 
     def __repr__(self) -> str:
         return f"ReplayGuard(pads={len(self._marks)})"
@@ -97,8 +100,8 @@ class ReplayGuard:
         elif counter > mark.high:
             mark.seen = ((mark.seen << (counter - mark.high)) | 1) & _MASK
             mark.high = counter
-            floor = counter - WINDOW
-            if mark.uses and min(mark.uses) <= floor:
+            if len(mark.uses) >= _PRUNE_AT:  # amortised: fingerprints below the window
+                floor = counter - WINDOW  # are never consulted, only dropped now and then
                 mark.uses = {c: f for c, f in mark.uses.items() if c > floor}
         else:
             age = mark.high - counter
@@ -108,6 +111,7 @@ class ReplayGuard:
         if fingerprint is not None:
             mark.uses[counter] = fingerprint
         self.dirty = True
+        self._changed.setdefault(ksn.initial_key_id, []).append(counter)
 
     def high_water_mark(self, initial_key_id: bytes) -> int:
         """The highest counter the pad has used (0 for a pad never seen)."""
@@ -119,7 +123,21 @@ class ReplayGuard:
 
     def uses(self) -> dict[bytes, dict[int, bytes]]:
         """The fingerprints of the counters in each pad's window."""
-        return {pad: dict(mark.uses) for pad, mark in self._marks.items() if mark.uses}
+        in_window = {
+            pad: {c: f for c, f in mark.uses.items() if c > mark.high - WINDOW}
+            for pad, mark in self._marks.items()
+        }
+        return {pad: uses for pad, uses in in_window.items() if uses}
+
+    def mark_of(self, initial_key_id: bytes) -> tuple[int, int, dict[int, bytes]]:
+        """One pad's mark: highest counter, window bitmap, fingerprints (do not modify)."""
+        mark = self._marks[initial_key_id]
+        return mark.high, mark.seen, mark.uses
+
+    def take_changed(self) -> dict[bytes, list[int]]:
+        """The counters recorded since the last call, by pad (what a save must rewrite)."""
+        changed, self._changed = self._changed, {}
+        return changed
 
 
 class ReplayMarks:
@@ -127,6 +145,11 @@ class ReplayMarks:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # Each pad's encoded entry, kept so a save re-encodes only the pads a batch used.
+        self._owner: ReplayGuard | None = None
+        self._entries: dict[bytes, bytes] = {}
+        self._uses_text: dict[bytes, dict[int, bytes]] = {}  # pad -> counter -> JSON member
+        self._order: list[bytes] = []  # the pads, sorted
 
     def __repr__(self) -> str:
         return f"ReplayMarks({str(self.path)!r})"
@@ -164,24 +187,42 @@ class ReplayMarks:
         return ReplayGuard(marks, uses)
 
     def save(self, guard: ReplayGuard) -> None:
-        """Write the guard atomically and durably, then mark it clean."""
-        uses = guard.uses()
-        document = {
-            "format": MARKS_FORMAT,
-            "pads": {
-                pad.hex().upper(): [
-                    high,
-                    f"{seen:x}",
-                    {str(c): f.hex() for c, f in sorted(uses.get(pad, {}).items())},
-                ]
-                for pad, (high, seen) in sorted(guard.snapshot().items())
-            },
-        }
+        """Write the guard atomically and durably, then mark it clean.
+
+        Only the pads recorded since the last save of this guard are encoded again, and of
+        those only the new fingerprints; the file is the same as a whole encoding would be.
+        """
+        changed = guard.take_changed()
+        if self._owner is not guard:
+            self._owner, self._entries, self._uses_text = guard, {}, {}
+            changed = {pad: list(uses) for pad, uses in guard.uses().items()}
+            changed.update({pad: [] for pad in guard.snapshot() if pad not in changed})
+        for pad, counters in changed.items():
+            self._entries[pad] = self._entry(guard, pad, counters)
+        if len(self._order) != len(self._entries):
+            self._order = sorted(self._entries)
+        pads = b",".join(map(self._entries.__getitem__, self._order))
+        document = b'{"format":"' + MARKS_FORMAT.encode() + b'","pads":{' + pads + b"}}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "wb") as file:
-            file.write(json.dumps(document, separators=(",", ":")).encode())
+            file.write(document)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, self.path)
         guard.dirty = False
+
+    def _entry(self, guard: ReplayGuard, pad: bytes, counters: list[int]) -> bytes:
+        """A pad's ``"PAD":[high,"seen",{"counter":"fingerprint",...}]`` JSON member."""
+        high, seen, uses = guard.mark_of(pad)
+        floor = high - WINDOW
+        texts = self._uses_text.setdefault(pad, {})
+        for counter in counters:
+            use = uses.get(counter)
+            if use is not None:
+                texts[counter] = b'"%d":"%s"' % (counter, use.hex().encode())
+        window = sorted(c for c in texts if c > floor)
+        if len(texts) > len(window) + WINDOW:  # forget old fingerprints now and then
+            self._uses_text[pad] = {c: texts[c] for c in window}
+        fingerprints = b",".join(map(texts.__getitem__, window))
+        return b'"%s":[%d,"%x",{%s}]' % (pad.hex().upper().encode(), high, seen, fingerprints)

@@ -35,7 +35,7 @@ from common.envelope import (
     FrameEvidence,
     Sealed,
     SessionKey,
-    open_records,
+    open_records_and_leaves,
     read_sealed,
     seal,
     sign_header,
@@ -244,15 +244,18 @@ class Guard:
             reason = f"frame {sequence} of {sender}, highest seen {window.top}"
             raise FrameRefused(refusal, reason, sender=sender, sequence=sequence)
         window.admit(sequence)
-        records = self._decrypt(sealed, session)
-        evidence = FrameEvidence.of(sealed.header_bytes, records)
+        records, leaves = self._decrypt(sealed, session)
+        evidence = FrameEvidence(sealed.header_bytes, leaves)
         return Opened(sender, Frame(header, records), evidence)
 
     @staticmethod
-    def _decrypt(sealed: Sealed, session: SessionKey) -> tuple[bytes, ...]:
+    def _decrypt(
+        sealed: Sealed, session: SessionKey
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The frame's records and their leaf hashes."""
         header = sealed.header
         try:
-            return open_records(sealed, session)
+            return open_records_and_leaves(sealed, session)
         except FrameError as error:
             refusal = Refusal.UNDECRYPTABLE if "decrypt" in str(error) else Refusal.COUNT_MISMATCH
             raise FrameRefused(

@@ -89,3 +89,23 @@ def test_a_first_format_marks_file_still_refuses_its_counters(tmp_path: Path) ->
     guard = ReplayMarks(path).load()
     assert guard.is_used(_ksn(9), b"A" * 16) and guard.is_used(_ksn(8))
     assert not guard.is_used(_ksn(7))
+
+
+def test_saves_that_rewrite_only_the_used_pads_write_the_whole_guard(tmp_path: Path) -> None:
+    guard = ReplayGuard()
+    marks = ReplayMarks(tmp_path / "marks.json")
+    pads = [bytes([pad]) * 8 for pad in range(1, 6)]
+    for counter in range(1, 200):
+        pad = pads[counter % len(pads)] if counter % 7 else pads[0]
+        guard.record(Ksn(pad, counter), counter.to_bytes(16, "big"))
+        if counter % 11 == 0:
+            marks.save(guard)
+    guard.record(Ksn(pads[2], 1000), b"F" * 16)  # one pad moves far: its old uses drop out
+    marks.save(guard)
+    written = (tmp_path / "marks.json").read_bytes()
+    restored = marks.load()
+    assert restored.snapshot() == guard.snapshot() and restored.uses() == guard.uses()
+    assert all(counter > 1000 - WINDOW for counter in restored.uses()[pads[2]])
+    fresh = ReplayMarks(tmp_path / "again.json")  # a new file: every pad encoded afresh
+    fresh.save(guard)
+    assert (tmp_path / "again.json").read_bytes() == written

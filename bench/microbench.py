@@ -1,0 +1,290 @@
+"""Micro-benchmarks of the per-record CPU on the request path, outside the host's batch loop.
+
+Prints one JSON object: CPU microseconds per operation (thread CPU time, the best of
+``--repeat`` runs, so a busy shared machine inflates the figures less; CPU is what the
+processes sharing the machine's cores compete for, while an fsync's wait is not), for frames
+of ``--records`` records. Run::
+
+    .venv/bin/python bench/microbench.py [--records 64] [--repeat 5] [--pads 16] [--only hsm]
+
+Nothing here asserts a time; the figures are for before/after comparisons on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.dukpt import KeyDerivation, Ksn, next_counter
+from common.envelope import (
+    FrameEvidence,
+    SessionKey,
+    open_records,
+    read_sealed,
+    seal,
+    verify_header,
+)
+
+try:
+    from common.envelope import open_records_and_leaves
+except ImportError:  # an older tree, for before/after comparisons
+    open_records_and_leaves = None  # type: ignore[assignment]
+from common.frames import FrameKind, build_frame, decode_frame, encode_frame
+from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
+from common.pinblock import encipher_format4
+from common.replies import Reply, decode_reply, encode_reply
+from common.requests import EncryptedPin, Withdraw, decode_request, encode_request
+from common.results import ResultCode
+from crypto_node import ibm3624
+from crypto_node.hsm import Hsm
+from crypto_node.keys import CryptoKeys
+from crypto_node.pvk import Pvk
+from crypto_node.service import read_command
+from host_node.batch import Remembered, Settlement
+from host_node.evidence import EntryEvidence, FrameProof
+from host_node.journal import ChainHead, Origin, head_of, verify_chain
+from host_node.journal import seal as journal_seal
+from host_node.ledger import AccountState, Posting
+from host_node.replication import decode_batch, encode_batch
+
+CARD = "6200010100000018"
+PIN = "123456"
+
+
+def _best(run: Callable[[], object], per: int, repeat: int, minimum: float = 0.2) -> float:
+    """Microseconds per item: the best of ``repeat`` timed loops of at least ``minimum`` s."""
+    best = float("inf")
+    for _ in range(repeat):
+        loops, started = 0, time.thread_time()
+        while (elapsed := time.thread_time() - started) < minimum:
+            run()
+            loops += 1
+        best = min(best, elapsed / (loops * per) * 1e6)
+    return round(best, 2)
+
+
+def _pin_blocks(keys: CryptoKeys, pads: int) -> Iterator[EncryptedPin]:
+    """PIN blocks as ``pads`` PIN pads of branch 0001 make them, taking turns."""
+    derivations = []
+    for number in range(1, pads + 1):
+        initial_key_id, initial_key = keys.pinpad_key("0001", f"{number:02d}")
+        derivations.append(KeyDerivation(initial_key, initial_key_id))
+    counters = [0] * pads
+    for pad in itertools.cycle(range(pads)):
+        counters[pad] = counter = next_counter(counters[pad])
+        block = encipher_format4(derivations[pad].pin_key(counter), PIN, CARD)
+        ksn = Ksn(keys.initial_key_id("0001", f"{pad + 1:02d}"), counter)
+        yield EncryptedPin(pin_block=block.hex().upper(), ksn=str(ksn))
+
+
+def _withdraw(n: int, pin: EncryptedPin) -> Withdraw:
+    return Withdraw(
+        request_id=f"0001-01-{n + 1}",
+        branch_id="0001",
+        teller_id="T0001",
+        terminal_id="01",
+        origin_time=dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC),
+        account="6200010100000018",
+        amount=10_000,
+        pin=pin,
+    )
+
+
+def _settlement(entries: int) -> Settlement:
+    """A committed batch of ``entries`` approved withdrawals, as the primary ships it."""
+    now = dt.datetime.now(dt.UTC)
+    head, sealed, remembered, evidence, accounts = ChainHead(), [], [], [], []
+    for index in range(entries):
+        request_id = f"0001-01-{index + 1}"
+        content = hashlib.sha256(request_id.encode()).hexdigest()
+        origin = Origin(request_id, "0001", "T0001", "01", now, now, now, content)
+        entry = journal_seal(
+            head,
+            origin,
+            kind="withdraw",
+            subject=CARD,
+            processed_at=now,
+            postings=[Posting(CARD, -10_000), Posting("CASH-0001", 10_000)],
+            result=ResultCode.APPROVED,
+            reason="approved",
+        )
+        sealed.append(entry)
+        head = head_of(entry)
+        reply = Reply(
+            request_id=request_id,
+            result=ResultCode.APPROVED,
+            reason="approved",
+            balance=100,
+            amount=10_000,
+            received_at=now,
+            processed_at=now,
+            journal_seq=entry.seq,
+        )
+        remembered.append(Remembered(request_id, content, reply))
+        evidence.append(EntryEvidence(entry.seq, "ab" * 32, index, b'{"r":1}' * 40, "00", ()))
+        number = f"62000101{index:08d}"
+        accounts.append(
+            AccountState(number=number, branch_id="0001", kind="customer", opened_at=now)
+        )
+    return Settlement(
+        replies=(),
+        entries=tuple(sealed),
+        accounts=tuple(accounts),
+        customers={},
+        remembered=tuple(remembered),
+        head=head,
+        evidence=tuple(evidence),
+        frames={"ab" * 32: FrameProof(b'{"h":1}' * 30, b"\x01" * 32 * entries)},
+    )
+
+
+def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
+    """Microseconds per operation; ``/rec`` figures are per record of a ``records`` frame."""
+    keys = CryptoKeys.generate()
+    blocks = _pin_blocks(keys, pads)
+    requests = [_withdraw(n, next(blocks)) for n in range(records)]
+    wire = [encode_request(r) for r in requests]
+    now = dt.datetime.now(dt.UTC)
+    reply = Reply(
+        request_id=requests[0].request_id,
+        result=ResultCode.APPROVED,
+        reason="approved",
+        balance=123_400,
+        available=123_400,
+        amount=10_000,
+        received_at=now,
+        processed_at=now,
+        journal_seq=42,
+    )
+    reply_wire = encode_reply(reply)
+    identity = Ed25519PrivateKey.generate()
+    public = identity.public_key()
+    session = SessionKey(1, os.urandom(32))
+    body = seal(FrameKind.REQUEST, "0001", 1, wire, session, identity)
+    header = read_sealed(body).header
+    message = os.urandom(200)
+    signature = identity.sign(message)
+
+    def open_frame() -> None:
+        sealed = read_sealed(body)
+        assert verify_header(sealed.header, public)
+        open_records(sealed, session)
+
+    def host_open() -> None:
+        """What the host's guard does with a request frame: open it and keep its evidence."""
+        sealed = read_sealed(body)
+        assert verify_header(sealed.header, public)
+        if open_records_and_leaves is None:  # before leaf hashes were shared
+            FrameEvidence.of(sealed.header_bytes, open_records(sealed, session))
+        else:
+            FrameEvidence(sealed.header_bytes, open_records_and_leaves(sealed, session)[1])
+
+    # HSM: one VP per record; fresh counters every batch (made before timing each batch).
+    offset = ibm3624.generate_offset(
+        Pvk(keys.pvk), keys.decimalization_table, ibm3624.validation_data(CARD), PIN
+    )
+    ids = itertools.count()
+
+    def commands() -> list[VerifyPin]:
+        return [
+            VerifyPin(
+                command_id=f"c-{next(ids)}",
+                pan=CARD,
+                pin=next(blocks),
+                verification_value=offset,
+                binding=f"0001-01-{next(ids)}",
+            )
+            for _ in range(records)
+        ]
+
+    def hsm_figure(hsm: Hsm) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            spent, done = 0.0, 0
+            while spent < 0.2:
+                batch = commands()
+                started = time.thread_time()
+                responses = hsm.execute_batch(batch)
+                spent += time.thread_time() - started
+                done += len(batch)
+                assert all(r.error is HsmError.OK for r in responses), responses[0]
+            best = min(best, spent / done * 1e6)
+        return round(best, 2)
+
+    command_frame = encode_frame(
+        build_frame(
+            FrameKind.PIN_COMMAND, "host", 1, [c.model_dump_json().encode() for c in commands()]
+        )
+    )
+    responses = [
+        PIN_RESPONSE_ADAPTER.validate_python({"command_id": f"c-{i}", "error": "00"})
+        for i in range(records)
+    ]
+
+    def crypto_frame_io() -> None:
+        frame = decode_frame(command_frame, expect=FrameKind.PIN_COMMAND)
+        [read_command(r) for r in frame.records]
+        out = [PIN_RESPONSE_ADAPTER.dump_json(r) for r in responses]
+        encode_frame(build_frame(FrameKind.PIN_RESPONSE, "crypto", 1, out))
+
+    def frame_of(encode: Callable[[], object], per: int = records) -> Callable[[], float]:
+        return lambda: _best(encode, per, repeat)
+
+    settlement = _settlement(records)
+    batch_record = encode_batch(settlement)
+
+    def standby_apply() -> None:
+        """The standby's CPU work on one batch record, short of its store commit."""
+        shipped = decode_batch(orjson.loads(batch_record)["batch"])
+        assert verify_chain(shipped.entries, ChainHead()) is None
+
+    figures: dict[str, Callable[[], float]] = {
+        "ed25519_sign": frame_of(lambda: identity.sign(message), 1),
+        "ed25519_verify": frame_of(lambda: public.verify(signature, message), 1),
+        "verify_header/frame": frame_of(lambda: verify_header(header, public), 1),
+        "seal/rec": frame_of(lambda: seal(FrameKind.REQUEST, "0001", 1, wire, session, identity)),
+        "open(read+verify+decrypt)/rec": frame_of(open_frame),
+        "host_open+evidence/rec": frame_of(host_open),
+        "encode_request/rec": frame_of(lambda: [encode_request(r) for r in requests]),
+        "decode_request/rec": frame_of(lambda: [decode_request(w, branch_id="0001") for w in wire]),
+        "encode_reply/rec": frame_of(lambda: encode_reply(reply), 1),
+        "decode_reply/rec": frame_of(lambda: decode_reply(reply_wire), 1),
+        "crypto_frame_io/rec": frame_of(crypto_frame_io),
+        "replication_encode/entry": frame_of(lambda: encode_batch(settlement)),
+        "standby_decode+verify/entry": frame_of(standby_apply),
+        "hsm_vp_memory/rec": lambda: hsm_figure(Hsm(keys, persist=False)),
+    }
+    with tempfile.TemporaryDirectory() as home:
+        figures["hsm_vp_persisted/rec"] = lambda: hsm_figure(
+            Hsm(keys, replay_file=Path(home) / "marks.json")
+        )
+        measured = {name: figure() for name, figure in figures.items() if only in name}
+    return {"records_per_frame": records, "repeat": repeat, "pads": pads, "us_per_op": measured}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", default="", help="only the figures whose name has this")
+    parser.add_argument("--pads", type=int, default=16, help="PIN pads taking turns (HSM)")
+    arguments = parser.parse_args()
+    result = run(arguments.records, arguments.repeat, arguments.pads, arguments.only)
+    result["loadavg"] = os.getloadavg()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
