@@ -16,15 +16,18 @@ Two steps around the crypto node's round trip:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.ids import cash_account
+from common.logs import get_logger
 from common.pin_commands import PinCommand, PinResponse
 from common.replies import Reply
 from common.requests import RecordError, Request
 from common.results import ResultCode
+from host_node.errors import defect_reason, defect_site
 from host_node.evidence import (
     EntryEvidence,
     FrameProof,
@@ -40,6 +43,8 @@ from host_node.rules import accounts_named, changes_pin, decide, needs_crypto, p
 from host_node.staff import StaffMember
 
 MISMATCH_REASON = "request id reused with different content"
+
+_log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +148,9 @@ def accounts_to_load(items: Sequence[Item]) -> set[str]:
     for item in items:
         numbers.add(cash_account(item.branch_id))
         if not isinstance(item.record, RecordError):
-            numbers.update(accounts_named(item.record))
+            # a record whose accounts cannot be named (a defect) is refused 96 by plan()
+            with contextlib.suppress(Exception):
+                numbers.update(accounts_named(item.record))
     return numbers
 
 
@@ -168,15 +175,29 @@ def plan(
         repeat = _repeat(item, snapshot, firsts, items)
         if repeat is None:
             firsts[item.request_id] = index
-            record = item.record
-            if not isinstance(record, RecordError) and taken_at is not None:
-                record = too_late(record, taken_at) or record
-            actions.append(
-                Refuse(record) if isinstance(record, RecordError) else scheduler.run(record)
-            )
+            actions.append(_fresh(item.record, scheduler, taken_at))
         else:
             actions.append(Defer() if item.request_id in scheduler.held_ids else repeat)
     return Plan(tuple(actions), tuple(scheduler.commands))
+
+
+def _fresh(
+    record: Request | RecordError, scheduler: _Scheduler, taken_at: dt.datetime | None
+) -> Refuse | Run | Defer:
+    """A fresh record's action; one whose sorting raises (a defect) is refused ``96``."""
+    if isinstance(record, RecordError):
+        return Refuse(record)
+    try:
+        late = too_late(record, taken_at) if taken_at is not None else None
+        return Refuse(late) if late is not None else scheduler.run(record)
+    except Exception as error:
+        _log.error(
+            "record failed on a defect; declined 96",
+            request_id=record.request_id,
+            error_type=type(error).__name__,
+            raised_at=defect_site(error),
+        )
+        return Refuse(RecordError(record.request_id, ResultCode.SYSTEM_ERROR, defect_reason(error)))
 
 
 def too_late(request: Request, taken_at: dt.datetime) -> RecordError | None:
@@ -225,10 +246,11 @@ class _Scheduler:
             self.held_ids.add(request.request_id)
             self.held_accounts.update(named)
             return Defer()
-        if changes_pin(request):
-            self.repinned.add(request.account)
+        repins = changes_pin(request)
         stored = self.snapshot.accounts.get(request.account)
         command = pin_command(request, stored, next(self.command_ids), self.pin_method)
+        if repins:  # only once nothing can raise: a refused record holds nothing back
+            self.repinned.add(request.account)
         if command is not None:
             self.commands.append(command)
         return Run(request, command)
@@ -272,8 +294,7 @@ def settle(
             replies.append(replies[action.first])
             continue
         now = clock()
-        decision = _decision(action, ledger, responses, now, policy)
-        ledger.apply(decision, now)
+        decision = _applied(item, action, ledger, responses, now, policy)
         if decision.customer is not None and decision.account is not None:
             customers[decision.account] = decision.customer
         request = None if isinstance(item.record, RecordError) else item.record
@@ -330,6 +351,30 @@ def _evidence(
         pin_outcome=pin_outcome(command, response),
         documents=documents_checked(item.record),
     )
+
+
+def _applied(
+    item: Item,
+    action: Mismatch | Refuse | Run,
+    ledger: Ledger,
+    responses: Mapping[str, PinResponse | None],
+    now: dt.datetime,
+    policy: Policy,
+) -> Decision:
+    """Decide ``action`` and apply it to ``ledger``; a rule that raises (a defect) declines
+    the record ``96`` and moves nothing, so the rest of the batch goes on."""
+    try:
+        decision = _decision(action, ledger, responses, now, policy)
+        ledger.apply(decision, now)  # all or nothing
+    except Exception as error:
+        _log.error(
+            "record failed on a defect; declined 96",
+            request_id=item.request_id,
+            error_type=type(error).__name__,
+            raised_at=defect_site(error),
+        )
+        decision = decline(ResultCode.SYSTEM_ERROR, defect_reason(error))
+    return decision
 
 
 def _decision(

@@ -13,6 +13,7 @@ Messages never carry PINs, PIN blocks, verification values or identity numbers.
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING
 
 from common.errors import BranchnetError, FrameError
@@ -56,3 +57,18 @@ class StoreCorrupt(StoreError):
     def __init__(self, message: str, *, first_bad: int | None = None) -> None:
         super().__init__(message)
         self.first_bad = first_bad
+
+
+def defect_reason(error: BaseException) -> str:
+    """The reason a record or frame is declined or dead-lettered with when handling it raised
+    unexpectedly (a defect): the exception's type only, as its text may carry request data."""
+    return f"unexpected: {type(error).__name__}"
+
+
+def defect_site(error: BaseException) -> str:
+    """Where a defect was raised (``file:line in function``), to log in place of its text."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "unknown"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"

@@ -213,20 +213,26 @@ class Ledger:
     def apply(self, decision: Decision, at: dt.datetime) -> None:
         """Record ``decision``'s account changes, then its postings.
 
+        Nothing is recorded when it raises.
+
         Raises:
             ValueError: the postings do not balance or a change tampers with a balance; both
                 are defects in the rules, never the input's fault.
         """
         if balance_sum(decision.postings) != 0:
             raise ValueError("postings of one decision must sum to zero")
+        updated: dict[str, AccountState] = {}  # all or nothing: put once every one is made
         for change in decision.changes:
             current = self._accounts.get(change.number)
             if change.balance != (current.balance if current else 0):
                 raise ValueError("an account change must not alter its balance")
-            self._put(change)
+            updated[change.number] = change
         for posting in decision.postings:
-            account = self._accounts.get(posting.account) or _new_cash_account(posting.account, at)
-            self._put(account.credited(posting.amount))
+            number = posting.account
+            account = updated.get(number) or self._accounts.get(number)
+            updated[number] = (account or _new_cash_account(number, at)).credited(posting.amount)
+        for account in updated.values():
+            self._put(account)
 
     def touched(self) -> list[AccountState]:
         """Every account created or changed so far, in its current state."""

@@ -49,7 +49,7 @@ from common.topology import (
 from host_node.batch import accounts_to_load, plan, settle
 from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
-from host_node.errors import FrameRefused, StoreCorrupt
+from host_node.errors import FrameRefused, StoreCorrupt, defect_reason, defect_site
 from host_node.event_rules import frame_alert, refusal_alert
 from host_node.events import EventPublisher, host_events
 from host_node.guard import Guard, Refusal
@@ -462,12 +462,20 @@ class HostService:
             await self._refuse(inbound, error)
             return False
         except FrameError as error:
-            self._counts["dead_frames"] += 1
-            key = delivery.routing_key[:40]
-            _log.warning("request frame dead-lettered", routing_key=key, reason=str(error))
-            self.events.emit(frame_alert(str(error), key, at=_now()))
-            await self.bus.dead_letter(delivery, str(error))
-            inbound.settled = True
+            await self._dead_letter(inbound, str(error))
+            return False
+        except (BranchnetError, OSError):
+            raise  # the bus or the disk: the consumer gives the frame back for another try
+        except Exception as error:
+            # A defect fails this frame alike on every delivery (and the guard has admitted
+            # its sequence, so a redelivery would be refused as a replay): dead-letter it now.
+            _log.error(
+                "request frame failed on a defect",
+                routing_key=delivery.routing_key[:40],
+                error_type=type(error).__name__,
+                raised_at=defect_site(error),
+            )
+            await self._dead_letter(inbound, defect_reason(error))
             return False
         self._counts["frames"] += 1
         self._counts["records"] += unpacked.size
@@ -476,6 +484,15 @@ class HostService:
         inbound.outstanding = unpacked.size
         inbound.items, inbound.dead = unpacked.items, unpacked.dead
         return True
+
+    async def _dead_letter(self, inbound: _Inbound, reason: str) -> None:
+        """Dead-letter a frame that will never be batched, with ``reason``, and raise an alert."""
+        self._counts["dead_frames"] += 1
+        key = inbound.delivery.routing_key[:40]
+        _log.warning("request frame dead-lettered", routing_key=key, reason=reason)
+        self.events.emit(frame_alert(reason, key, at=_now()))
+        await self.bus.dead_letter(inbound.delivery, reason)
+        inbound.settled = True
 
     async def _refuse(self, inbound: _Inbound, error: FrameRefused) -> None:
         """A security alert, a dead-lettered copy, and a re-key notice for a stale epoch."""

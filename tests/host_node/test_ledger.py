@@ -45,9 +45,11 @@ def test_postings_that_do_not_balance_are_refused() -> None:
 def test_an_account_change_may_not_touch_the_balance() -> None:
     account = AccountState(ACCOUNTS[0], "0001", "customer", T0, balance=10)
     ledger = Ledger({account.number: account})
+    opened = AccountState(ACCOUNTS[1], "0001", "customer", T0)
     with pytest.raises(ValueError, match="balance"):
-        tampered = (replace(account, balance=99),)
+        tampered = (opened, replace(account, balance=99))
         ledger.apply(Decision(ResultCode.APPROVED, "ok", changes=tampered), T0)
+    assert ledger.touched() == [] and ledger.get(opened.number) is None  # all or nothing
 
 
 def test_posting_helpers_balance() -> None:

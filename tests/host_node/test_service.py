@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -18,15 +19,25 @@ from common.embedded_bus import EmbeddedBroker, EmbeddedBus
 from common.errors import BusError
 from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
 from common.identity import load_public
+from common.pin_commands import PinCommand
 from common.replies import Reply
 from common.requests import Request, encode_request
 from common.results import ResultCode
 from common.topology import HOST_REQUESTS, REASON_HEADER, REPLIES_EXCHANGE
 from crypto_node import CryptoService, init_keys
-from host_node import HostConfig, HostService, check_store, journal_index, ledger_path
+from host_node import (
+    HostConfig,
+    HostService,
+    check_store,
+    journal_index,
+    ledger_path,
+    rules,
+)
 from host_node.audit import audit_store
 from host_node.batch import Settlement
 from host_node.checkpoint import SIGNER, Checkpoint
+from host_node.intake import Unpacked, unpack
+from host_node.ledger import Decision
 from host_node.tiers import TierChange
 from tests.host_node.conftest import connected
 from tests.host_node.fakes import BranchDesk, Teller, account_no
@@ -451,6 +462,7 @@ async def test_a_stop_while_a_checkpoint_is_being_stored_signs_every_entry_once(
     teller: Teller,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     bus = await connected(broker)
     host = await start_host(bus, tmp_path, HostConfig(crypto_timeout_s=2.0, checkpoint_every=1))
@@ -480,3 +492,104 @@ async def test_a_stop_while_a_checkpoint_is_being_stored_signs_every_entry_once(
     await bus.close()
     audit = audit_store(ledger_path(tmp_path), load_public(tmp_path, SIGNER))
     assert audit.ok and audit.unsigned_tail == 0, audit.findings
+
+
+#: The text of the simulated defects: it must reach no reason, reply or dead letter.
+DEFECT_TEXT = f"PIN {PIN} leaked by a bug"
+
+
+async def test_a_frame_whose_intake_fails_on_a_defect_is_dead_lettered_alone(
+    host: HostService,
+    desk: BranchDesk,
+    teller: Teller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await desk.ask([teller.open_account(C, deposit=500)])
+    poison = teller.deposit(C, 7)
+    calls: list[str] = []
+
+    def buggy_unpack(*args: Any, **kwargs: Any) -> Unpacked:
+        unpacked = unpack(*args, **kwargs)
+        if any(item.request_id == poison.request_id for item in unpacked.items):
+            calls.append(poison.request_id)
+            raise RuntimeError(DEFECT_TEXT)
+        return unpacked
+
+    monkeypatch.setattr("host_node.service.unpack", buggy_unpack)
+    before, after = [teller.deposit(C, 100), teller.deposit(C, 20)], [teller.deposit(C, 3)]
+    with structlog.testing.capture_logs() as logs:
+        await desk.send(before)
+        await desk.send([teller.deposit(C, 1_000), poison])  # a good record shares the frame
+        await desk.send(after)
+        good = [r.request_id for r in before + after]
+        replies = await desk.answers(good)
+    assert codes(replies) == ["00"] * 3 and replies[-1].balance == 623
+    (letter,) = await desk.dead_letters(1)
+    assert letter.headers[REASON_HEADER] == "unexpected: RuntimeError"
+    assert PIN not in str(letter.headers) and poison.request_id.encode() in letter.body
+    (probe,) = await desk.ask([teller.deposit(C, 1)])  # the host still runs
+    assert probe.balance == 624
+    assert calls == [poison.request_id]  # dead-lettered at once, never redelivered
+    assert all(len(desk.replies[rid]) == 1 for rid in good)  # answered exactly once
+    assert poison.request_id not in desk.replies and len(desk.dead) == 1
+    assert poison.request_id not in journal_index(ledger_path(tmp_path))
+    assert all(check.ok for check in check_store(ledger_path(tmp_path)).values())
+    assert (host.statistics().dead_frames, host.statistics().frames) == (1, 4)
+    assert [e["error_type"] for e in logs if "defect" in e["event"]] == ["RuntimeError"]
+    assert PIN not in repr(logs) + caplog.text
+
+
+@pytest.mark.parametrize("stage", ["rule", "pin command"])
+async def test_a_record_whose_handling_fails_on_a_defect_is_declined_96_alone(
+    crypto: CryptoService,
+    host: HostService,
+    desk: BranchDesk,
+    teller: Teller,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stage: str,
+) -> None:
+    await open_accounts(desk, teller)
+    poison = teller.withdraw(A, 1_000, teller.pin(PIN, A))
+    if stage == "rule":  # the rule handler raises: while the batch is settled
+        withdraw = rules._RULES["withdraw"]
+
+        def buggy_rule(request: Request, *args: Any) -> Decision:
+            if request.request_id == poison.request_id:
+                raise RuntimeError(DEFECT_TEXT)
+            return withdraw(request, *args)
+
+        monkeypatch.setitem(rules._RULES, "withdraw", buggy_rule)
+    else:  # making its PIN command raises: while the batch is planned
+
+        def buggy_command(request: Request, *args: Any) -> PinCommand | None:
+            if request.request_id == poison.request_id:
+                raise RuntimeError(DEFECT_TEXT)
+            return rules.pin_command(request, *args)
+
+        monkeypatch.setattr("host_node.batch.pin_command", buggy_command)
+    frame: list[Request] = [
+        teller.withdraw(A, 2_000, teller.pin(PIN, A)),
+        poison,
+        teller.transfer(A, B, 500, teller.pin(PIN, A)),
+        teller.deposit(C, 50),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        replies = await desk.ask(frame)
+    assert codes(replies) == ["00", "96", "00", "00"]
+    assert [e["error_type"] for e in logs if "defect" in e["event"]] == ["RuntimeError"]
+    assert PIN not in repr(logs) + caplog.text
+    assert replies[1].reason == "unexpected: RuntimeError" and PIN not in str(replies[1])
+    assert [replies[0].balance, replies[2].balance, replies[3].balance] == [8_000, 7_500, 550]
+    monkeypatch.undo()  # the defect fixed: a retry still gets the answer it got (idempotency)
+    again, probe = await desk.ask([poison, teller.balance(A, teller.pin(PIN, A))])
+    assert again == replies[1] and probe.balance == 7_500
+    assert all(len(desk.replies[r.request_id]) == 1 for r in frame if r is not poison)
+    assert not desk.dead
+    entry = journal_index(ledger_path(tmp_path))[poison.request_id]
+    assert (entry.result, entry.entries, entry.postings) == ("96", 1, ())
+    assert all(check.ok for check in check_store(ledger_path(tmp_path)).values())
+    assert host.statistics().frames == 3  # each frame taken once: none handed back
