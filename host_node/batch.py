@@ -12,6 +12,10 @@ Two steps around the crypto node's round trip:
 2. :func:`settle` walks the records in arrival order over a :class:`~host_node.ledger.Ledger`,
    applying the rules with the crypto node's answers, and produces the replies, journal
    entries, changed accounts and idempotency rows the store then commits in one transaction.
+
+A record whose sorting or rule raises (a defect) is declined ``96`` with the reason
+``unexpected: <type>`` (never the exception's text), journalled without postings and
+remembered like any answer, so the rest of its batch is decided and a retry gets that answer.
 """
 
 from __future__ import annotations

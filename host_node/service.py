@@ -8,7 +8,9 @@ store knows, sends the batch's PIN commands together, decides the batch in arriv
 commits it in one transaction; then, while the loop goes on with the next batch, the batch is
 answered: one reply frame per branch, and only then acks of the frames it answered completely.
 A crash before the commit redelivers the frames; anything replayed after a commit is absorbed
-by the idempotency table.
+by the idempotency table. A defect (an unexpected exception) costs only its own frame or
+record: a frame that cannot be opened for one is dead-lettered at once with the reason
+``unexpected: <type>``; a record whose planning or rule raises is declined ``96``.
 
 With a :class:`~host_node.guard.Guard` the host takes sealed frames only (secure envelopes):
 the guard checks and opens each frame, answers sign-ons, and seals the replies; a refused
@@ -467,8 +469,8 @@ class HostService:
         except (BranchnetError, OSError):
             raise  # the bus or the disk: the consumer gives the frame back for another try
         except Exception as error:
-            # A defect fails this frame alike on every delivery (and the guard has admitted
-            # its sequence, so a redelivery would be refused as a replay): dead-letter it now.
+            # A defect fails this frame alike on every delivery (and once a guard admitted its
+            # sequence, a redelivery would be refused as a replay): dead-letter it now.
             _log.error(
                 "request frame failed on a defect",
                 routing_key=delivery.routing_key[:40],
