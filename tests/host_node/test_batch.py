@@ -3,14 +3,18 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.pin_commands import ChangePinCommand, VerifyPin
+from common.pin_commands import ChangePinCommand, PinCommand, VerifyPin
 from common.requests import Request
 from common.results import ResultCode
 from host_node.batch import Defer, Echo, Mismatch, Replay, Run, Snapshot, plan
+from host_node.ledger import Decision, Posting
+from host_node.rules import _RULES, _transfer, pin_command
 from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, item_of
 
 A, B = account_no(1), account_no(2)
@@ -224,3 +228,50 @@ def test_one_batch_decides_like_one_request_at_a_time(
     serial = [reply for request in requests for reply in alone.run([request])]
     assert [_outcome(r) for r in batched] == [_outcome(r) for r in serial]
     assert together.accounts == alone.accounts
+
+
+def test_a_pin_change_whose_command_raises_is_declined_96_and_holds_nothing_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    teller = Teller()
+    bank = opened_bank(teller)
+    change = teller.change_pin(A, teller.pin("1234"), teller.pin("8888"))
+
+    def buggy_command(request: Request, *args: Any) -> PinCommand | None:
+        if request.request_id == change.request_id:
+            raise KeyError("1234")  # the text of a defect may carry anything
+        return pin_command(request, *args)
+
+    monkeypatch.setattr("host_node.batch.pin_command", buggy_command)
+    withdraw = teller.withdraw(A, 100, teller.pin("1234"))
+    refused, taken = bank.run([change, withdraw])
+    assert (refused.result, refused.reason) == (ResultCode.SYSTEM_ERROR, "unexpected: KeyError")
+    assert taken.result is ResultCode.APPROVED and bank.deferrals == 0  # the old PIN still holds
+    (entry,) = [e for e in bank.journal if e.request_id == change.request_id]
+    assert entry.postings == () and bank.balance(A) == 10_000 - 100
+    assert bank.known[change.request_id].reply == refused  # a retry gets the same answer
+
+
+def test_a_rule_that_raises_declines_its_record_96_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    teller = Teller()
+    bank = opened_bank(teller)
+    poison = teller.transfer(A, B, 700, teller.pin("1234"))
+
+    def unbalanced(request: Request, *args: Any) -> Decision:
+        if request.request_id == poison.request_id:  # postings that do not balance
+            return Decision(ResultCode.APPROVED, "ok", (Posting(A, -700), Posting(B, 70)))
+        return _transfer(request, *args)
+
+    monkeypatch.setitem(_RULES, "transfer", unbalanced)
+    batch: list[Request] = [
+        teller.deposit(A, 10),
+        poison,
+        teller.transfer(A, B, 300, teller.pin("1234")),
+    ]
+    replies = bank.run(batch)
+    assert [r.result.value for r in replies] == ["00", "96", "00"]
+    assert replies[1].reason == "unexpected: ValueError"
+    assert (bank.balance(A), bank.balance(B)) == (10_000 + 10 - 300, 500 + 300)
+    assert sum(account.balance for account in bank.accounts.values()) == 0  # money conserved
