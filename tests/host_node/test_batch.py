@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.pin_commands import ChangePinCommand, PinCommand, VerifyPin
-from common.requests import Request
+from common.requests import Request, Transfer
 from common.results import ResultCode
 from host_node.batch import Defer, Echo, Mismatch, Replay, Run, Snapshot, plan
 from host_node.ledger import Decision, Posting
@@ -259,7 +259,7 @@ def test_a_rule_that_raises_declines_its_record_96_and_the_batch_goes_on(
     bank = opened_bank(teller)
     poison = teller.transfer(A, B, 700, teller.pin("1234"))
 
-    def unbalanced(request: Request, *args: Any) -> Decision:
+    def unbalanced(request: Transfer, *args: Any) -> Decision:
         if request.request_id == poison.request_id:  # postings that do not balance
             return Decision(ResultCode.APPROVED, "ok", (Posting(A, -700), Posting(B, 70)))
         return _transfer(request, *args)
