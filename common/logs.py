@@ -2,7 +2,8 @@
 
 Any event key that names secret material (PINs, PIN blocks, keys) is replaced, and card
 numbers, identity numbers and customer names are masked (common.masking), whatever the
-caller passed.
+caller passed. A logged exception is written as its types and where they were raised, never
+its text: a message (a validation error's, a library's) may quote a record verbatim.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -33,6 +35,37 @@ def redact(
     return event
 
 
+def exception_outline(error: BaseException, depth: int = 6) -> str:
+    """``error`` and its causes as types and the places they were raised, without messages."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = traceback.extract_tb(current.__traceback__)[-depth:]
+        where = " < ".join(
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in reversed(frames)
+        )
+        parts.append(f"{type(current).__name__} at {where or 'unknown'}")
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
+
+
+def outline_exception(
+    _logger: object, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: ``exc_info`` becomes ``exception``, an :func:`exception_outline`."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    error = exc_info if isinstance(exc_info, BaseException) else None
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        error = exc_info[1]
+    if error is not None:
+        event["exception"] = exception_outline(error)
+    return event
+
+
 def configure_logging(level: str = "warning", *, json: bool = True) -> None:
     """Send structlog and stdlib logging to stderr as one JSON object per line."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.WARNING)
@@ -41,10 +74,11 @@ def configure_logging(level: str = "warning", *, json: bool = True) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        outline_exception,  # before redact, which would take an exc_info tuple apart
         redact,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
