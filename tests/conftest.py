@@ -9,7 +9,9 @@ need RabbitMQ carry ``@pytest.mark.rabbitmq``; ``-m "not rabbitmq"`` skips them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+import structlog
 
 from branchnet.broker import (
     BrokerInfo,
@@ -202,3 +205,25 @@ async def _delete_queues(url: str, names: set[str]) -> None:
             channel = await connection.channel()
             async with channel:
                 await channel.queue_delete(name)
+
+
+@contextlib.contextmanager
+def logging_kept() -> Iterator[None]:
+    """The process's logging configuration as it was before the block, whatever the block
+    configured (``branchnet.cli.main`` logs onto the current stderr, which pytest closes)."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+@pytest.fixture
+def logging_restored() -> Iterator[None]:
+    """:func:`logging_kept` around a test."""
+    with logging_kept():
+        yield

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
-import structlog
-
 from branchnet.cli import main
+from tests.conftest import logging_kept
 
 
 def run_cli(*argv: str) -> int:
-    """``main(argv)``, then the logging configuration as it was (main reconfigures it onto
-    the current stderr, which pytest closes after the test)."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
+    """``main(argv)``, then the logging configuration as it was."""
+    with logging_kept():
         return main(list(argv))
-    finally:
-        structlog.configure(**saved)
-        root.handlers[:] = handlers
-        root.setLevel(level)

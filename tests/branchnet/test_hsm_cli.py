@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from branchnet.cli import main
 from crypto_node import load_crypto_keys
 from crypto_node.lmk import Component, Lmk
 
-
-@pytest.fixture(autouse=True)
-def _logging_restored() -> Iterator[None]:
-    """``main`` configures logging for the process; give the other tests theirs back."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+pytestmark = pytest.mark.usefixtures("logging_restored")
 
 
 def test_ceremony_prints_components_with_kcvs_and_the_lmk_kcv(

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from branchnet.cli import main
 from branchnet.failover import journal_hashes
@@ -18,19 +15,8 @@ from branchnet.loadnet import TargetConfig
 from branchnet.loadtest import THRESHOLD_EXIT, LoadConfig, loadtest, search_rate
 from branchnet.network import standby_dir
 
+pytestmark = pytest.mark.usefixtures("logging_restored")  # main configures logging
 SMALL = ["--branches", "1", "--terminals", "2", "--accounts-per-terminal", "3"]
-
-
-@pytest.fixture(autouse=True)
-def _logging_left_as_found() -> Iterator[None]:
-    """The CLI configures logging for the process; later tests expect it as it was."""
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _target(tmp_path: Path, kind: str = "embedded", amqp_url: str | None = None) -> TargetConfig:

@@ -4,25 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from common.logs import configure_logging, get_logger
 
 PIN_BLOCK = "0412AC5FFFFFFFFF"
-
-
-@pytest.fixture
-def logging_restored() -> Iterator[None]:
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _raise_chained() -> None:
