@@ -3,8 +3,11 @@
 Terminals call :meth:`RequestClient.submit` and await the host's :class:`~common.replies.Reply`.
 One sender task puts whatever is waiting (up to ``max_batch`` records) into ONE request frame
 and publishes it. Batching adapts to load: a lone record leaves at once; while records keep
-arriving the sender collects them (for at most ``linger_s``); and while a publish is being
-confirmed the next frame fills up by itself. Each record is encoded once, so a retry (after
+arriving the sender collects them (for at most ``linger_s``); and while ``window`` frames are
+out (sent, some record of theirs not yet answered) the next frame fills up by itself — so under
+light load frames are small and leave at once, under heavy load they grow with the host's
+round trip, and the per-frame costs (signature, broker message, ack) are paid once for many
+records. Each record is encoded once, so a retry (after
 ``timeout_s`` without a reply, at most ``retries`` times) resends the very same bytes: same
 request id, origin time and PIN block, which the host's idempotency answers with the stored
 reply.
@@ -80,6 +83,7 @@ class ClientConfig:
     Args:
         max_batch: most records in one frame.
         linger_s: how long the sender waits for more records when several are queued.
+        window: request frames out at once (sent, not every record answered); 0: unbounded.
         timeout_s: how long to wait for a reply after each send.
         retries: resends after the first send before giving up.
         max_in_flight: requests submitted but not yet answered; more submits wait.
@@ -89,6 +93,7 @@ class ClientConfig:
 
     max_batch: int = 256
     linger_s: float = 0.002
+    window: int = 2
     timeout_s: float = 10.0
     retries: int = 3
     max_in_flight: int = 4096
@@ -98,8 +103,10 @@ class ClientConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.max_batch <= MAX_RECORDS:
             raise ValueError(f"max_batch must lie in 1..{MAX_RECORDS}")
-        if self.linger_s < 0 or self.timeout_s <= 0 or self.retries < 0:
-            raise ValueError("linger_s >= 0, timeout_s > 0 and retries >= 0 are required")
+        if self.linger_s < 0 or self.timeout_s <= 0 or self.retries < 0 or self.window < 0:
+            raise ValueError(
+                "linger_s >= 0, window >= 0, timeout_s > 0 and retries >= 0 are required"
+            )
         if self.max_in_flight < 1 or self.prefetch < 1:
             raise ValueError("max_in_flight and prefetch must be at least 1")
         if self.rekey_s <= 0:
@@ -161,12 +168,20 @@ class _Counters:
 
 
 @dataclass(slots=True, eq=False)
+class _OutFrame:
+    """A sent request frame: how many of its records are still waiting for their answer."""
+
+    waiting: int
+
+
+@dataclass(slots=True, eq=False)
 class _Pending:
     request_id: str
     record: bytes = field(repr=False)
     future: asyncio.Future[Reply]
     attempts: int = 0
     timer: asyncio.TimerHandle | None = None
+    frame: _OutFrame | None = None  # the frame that carried its latest send
 
 
 class RequestClient:
@@ -187,6 +202,7 @@ class RequestClient:
         *,
         max_batch: int = _DEFAULT.max_batch,
         linger_s: float = _DEFAULT.linger_s,
+        window: int = _DEFAULT.window,
         timeout_s: float = _DEFAULT.timeout_s,
         retries: int = _DEFAULT.retries,
         max_in_flight: int = _DEFAULT.max_in_flight,
@@ -197,7 +213,7 @@ class RequestClient:
         rekey_s: float = _DEFAULT.rekey_s,
     ) -> None:
         self.config = ClientConfig(
-            max_batch, linger_s, timeout_s, retries, max_in_flight, prefetch, rekey_s
+            max_batch, linger_s, window, timeout_s, retries, max_in_flight, prefetch, rekey_s
         )
         self.branch_id = branch_id
         self._bus = bus
@@ -211,6 +227,9 @@ class RequestClient:
         self._pending: dict[str, _Pending] = {}
         self._outbox: deque[_Pending] = deque()
         self._has_work = asyncio.Event()
+        self._frames_out = 0
+        self._window_open = asyncio.Event()
+        self._window_open.set()
         self._finished: dict[str, bool] = {}  # request id -> answered (True) / timed out
         self._frame_sequence = frame_sequence or itertools.count().__next__
         self._sender: asyncio.Task[None] | None = None
@@ -234,6 +253,7 @@ class RequestClient:
             branch_id,
             max_batch=config.max_batch,
             linger_s=config.linger_s,
+            window=config.window,
             timeout_s=config.timeout_s,
             retries=config.retries,
             max_in_flight=config.max_in_flight,
@@ -315,6 +335,7 @@ class RequestClient:
 
     def _add(self, request_id: str, record: bytes) -> _Pending:
         pending = _Pending(request_id, record, asyncio.get_running_loop().create_future())
+        pending.future.add_done_callback(lambda _: self._leave_frame(pending))
         self._pending[request_id] = pending
         self._counts.submitted += 1
         self._enqueue(pending)
@@ -349,11 +370,25 @@ class RequestClient:
         self._outbox.append(pending)
         self._has_work.set()
 
+    def _leave_frame(self, pending: _Pending) -> None:
+        """``pending`` no longer waits on the frame that carried it (answered, failed, resent)."""
+        frame, pending.frame = pending.frame, None
+        if frame is None:
+            return
+        frame.waiting -= 1
+        if frame.waiting == 0:
+            self._frames_out -= 1
+            self._window_open.set()
+
     async def _send_loop(self) -> None:
+        window = self.config.window
         while True:
             await self._has_work.wait()
             if self.session is not None:
                 await self._ready.wait()
+            while window and self._frames_out >= window:
+                self._window_open.clear()
+                await self._window_open.wait()
             await self._linger()
             batch = self._take_batch()
             if not self._outbox:
@@ -427,10 +462,16 @@ class RequestClient:
                 "request frame sent", branch=self.branch_id, sequence=sequence, count=len(batch)
             )
         loop = asyncio.get_running_loop()
+        frame = _OutFrame(0)
         for pending in batch:
             if not pending.future.done():
                 pending.attempts += 1
                 pending.timer = loop.call_later(self.config.timeout_s, self._expire, pending)
+                self._leave_frame(pending)
+                pending.frame = frame
+                frame.waiting += 1
+        if frame.waiting:
+            self._frames_out += 1
 
     def _expire(self, pending: _Pending) -> None:
         pending.timer = None
@@ -438,6 +479,7 @@ class RequestClient:
             return
         if pending.attempts <= self.config.retries:
             self._counts.resends += 1
+            self._leave_frame(pending)
             self._enqueue(pending)
             return
         self._counts.timeouts += 1
@@ -494,6 +536,7 @@ class RequestClient:
                 pending.timer.cancel()
                 pending.timer = None
             self._counts.resends += 1
+            self._leave_frame(pending)
             self._enqueue(pending)
 
     def _on_sign_on(self, frame: Frame) -> None:

@@ -69,6 +69,7 @@ class LoadConfig:
         timeout_s: a request without a reply this long counts as a timeout (no retries).
         max_in_flight: the generator sends no more while this many await replies.
         client_batch: most records per request frame.
+        client_window: request frames each branch has out at once (0: unbounded).
         closed_budget: records built for a closed-model run (default: 10,000 per second).
         max_p99_ms: threshold: fail when the end-to-end p99 exceeds it.
         min_tps: threshold: fail when the achieved rate is below it.
@@ -88,6 +89,7 @@ class LoadConfig:
     timeout_s: float = 10.0
     max_in_flight: int = 100_000
     client_batch: int = 256
+    client_window: int = 2
     closed_budget: int | None = None
     max_p99_ms: float | None = None
     min_tps: float | None = None
@@ -535,6 +537,7 @@ async def loadtest(
                     bus,
                     branch_id,
                     max_batch=config.client_batch,
+                    window=config.client_window,
                     timeout_s=config.timeout_s,
                     retries=0,
                     max_in_flight=config.max_in_flight,

@@ -55,6 +55,9 @@ def register(commands: Any) -> None:
     drive.add_argument("--timeout", type=float, default=10.0, help="reply timeout s (10)")
     drive.add_argument("--max-in-flight", type=int, default=100_000)
     drive.add_argument("--client-batch", type=int, default=256, help="records per frame")
+    drive.add_argument(
+        "--client-window", type=int, default=2, help="frames out per branch (0: unbounded)"
+    )
     drive.add_argument("--closed-budget", type=int, help="records built for --concurrency")
     target = parser.add_argument_group("target")
     target.add_argument("--rabbitmq", action="store_true", help="start a private RabbitMQ")
@@ -104,6 +107,7 @@ def _loadtest(args: argparse.Namespace, settings: Settings) -> int:
         timeout_s=args.timeout,
         max_in_flight=args.max_in_flight,
         client_batch=args.client_batch,
+        client_window=args.client_window,
         closed_budget=args.closed_budget,
         max_p99_ms=args.max_p99_ms,
         min_tps=args.min_tps,

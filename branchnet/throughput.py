@@ -138,6 +138,7 @@ async def _part(
         mix=parse_mix(config.mix),
         accounts_per_terminal=config.accounts_per_terminal,
         client_batch=1 if unbatched else 256,
+        client_window=0 if unbatched else 2,  # the naive client: a frame per record at once
         timeout_s=max(5.0, config.trial_s),
     )
     report = await loadtest(load, target, on_stage=lambda text: say(f"  {part}: {text}"))

@@ -129,6 +129,42 @@ async def test_a_trickle_of_requests_over_a_few_loop_turns_shares_frames(
     assert len(responder.frame_sizes) <= 2  # without lingering: one frame per loop turn
 
 
+async def test_while_the_window_is_full_the_next_frame_fills_up(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    # The responder holds its answers until 11 are due: the first frame's lone record, then
+    # the ten that arrive while that frame is out must wait and leave together.
+    responder = Responder(host_bus, hold=11)
+    await responder.start()
+    client = await make_client(window=1)
+    first = asyncio.ensure_future(client.submit(deposit(1)))
+    await eventually(lambda: responder.frame_sizes == [1])
+    rest = [asyncio.ensure_future(client.submit(deposit(n))) for n in range(2, 12)]
+    await asyncio.sleep(0.05)
+    assert responder.frame_sizes == [1]  # nothing leaves while the one frame is out
+    assert client.statistics().queued == 10
+    responder.hold = 1
+    await responder.send(BRANCH, [reply_to(deposit(1).request_id)])
+    await asyncio.wait_for(first, 5)
+    await eventually(lambda: len(responder.frame_sizes) == 2)
+    assert responder.frame_sizes == [1, 10]
+    replies = await asyncio.wait_for(asyncio.gather(*rest), 5)
+    assert len(replies) == 10 and client.statistics().in_flight == 0
+
+
+async def test_a_timed_out_frame_leaves_the_window(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, drop_first=True)  # the first copy of each goes unanswered
+    await responder.start()
+    client = await make_client(window=1, timeout_s=0.2, retries=1)
+    replies = await asyncio.wait_for(
+        asyncio.gather(*(client.submit(deposit(n)) for n in range(1, 4))), 5
+    )
+    assert [r.approved for r in replies] == [True] * 3
+    assert sum(responder.copies.values()) == 6
+
+
 async def test_under_light_load_a_request_leaves_at_once(
     host_bus: Bus, make_client: ClientFactory
 ) -> None:
@@ -148,7 +184,7 @@ async def test_replies_in_any_order_reach_the_right_caller(
     # The responder holds 40 replies and answers them in reverse, in one frame.
     responder = Responder(host_bus, echo_sequence, hold=40)
     await responder.start()
-    client = await make_client(max_batch=8)
+    client = await make_client(max_batch=8, window=0)  # no frame window: all 40 go at once
     replies = await asyncio.wait_for(
         asyncio.gather(*(client.submit(deposit(n)) for n in range(1, 41))), 10
     )
