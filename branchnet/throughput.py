@@ -12,7 +12,9 @@
 
 Each part is a ``loadtest --find-max`` search for the highest rate whose end-to-end p99 meets
 the target; it reports that rate's achieved ``tps`` and ``p99_ms`` — or, when no rate held
-(``held: false``), those of the trial that answered the most per second. Each RabbitMQ part
+(``held: false``), those of the trial that answered the most per second. ``full`` also reports
+``half_rate``: one more trial, on a fresh network, at half the rate it reached (the issue's
+second latency target is the p99 there). Each RabbitMQ part
 gets a fresh vhost on a private node (or shares the vhost of ``--amqp-url``).
 """
 
@@ -28,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,7 @@ async def _part(
     held = [t for t in trials if t["passed"]]
     # The highest rate that held; when none did, the trial that answered the most per second.
     best = max(held or trials, key=lambda t: t["rate"] if held else t["achieved_rate"])
-    return {
+    result = {
         "tps": float(best["achieved_rate"]),
         "p99_ms": float(best["p99_ms"]),
         "held": bool(held),
@@ -155,6 +157,19 @@ async def _part(
         "host_cpu_us_per_request": report["host_cpu_us_per_request"],
         "trials": trials,
     }
+    if part == "full":
+        half = replace(
+            load, rate=best["achieved_rate"] / 2, find_max=False, duration_s=load.trial_s
+        )
+        half_target = replace(target, data_dir=data_dir.with_name(f"{part}-half"))
+        say(f"  {part}: one trial at half that rate, {half.rate:,.0f}/s")
+        again = await loadtest(half, half_target, on_stage=lambda text: say(f"  half: {text}"))
+        result["half_rate"] = {
+            "rate": round(half.rate, 1),
+            "tps": float(again["achieved_rate"]),
+            "p99_ms": float(again["latency_ms"]["end_to_end"]["p99"]),
+        }
+    return result
 
 
 def _ratios(results: dict[str, Any]) -> dict[str, float | None]:

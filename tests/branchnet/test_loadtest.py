@@ -204,3 +204,6 @@ def test_the_throughput_benchmark_prints_every_part(
         document["full"]["tps"] / document["unbatched"]["tps"], 3
     )
     assert document["unbatched"]["rate"] == 10  # the naive design starts at a tenth
+    half = document["full"]["half_rate"]  # the second latency target's trial
+    assert half["rate"] == round(document["full"]["tps"] / 2, 1)
+    assert half["tps"] > 0 and half["p99_ms"] > 0
