@@ -59,18 +59,19 @@ def events_for(
     amount = getattr(request, "amount", None)
     if amount is None:
         amount = reply.amount
-    events = [
-        _document(
-            EventType.TRANSACTION,
-            node,
-            item.branch_id,
-            at,
-            request_id=request_id,
-            request_kind=kind,
-            amount_band=amount_band(amount),
-            result=result,
-            latency_ms=round(max(0.0, latency_s) * 1000, 3),
-        )
+    events: list[EventDocument] = [
+        {  # one for every answer: written out, the rarer ones go through _document
+            "v": SCHEMA_VERSION,
+            "type": EventType.TRANSACTION,
+            "node": node,
+            "branch": item.branch_id,
+            "at": at,
+            "request_id": request_id,
+            "request_kind": kind,
+            "amount_band": amount_band(amount),
+            "result": result,
+            "latency_ms": round(latency_s * 1000, 3) if latency_s > 0 else 0.0,
+        }
     ]
     if result is not ResultCode.APPROVED:
         events.append(
@@ -116,7 +117,7 @@ def events_for(
                 account=mask_account(request.account),  # type: ignore[union-attr]
             )
         )
-    if isinstance(request, Freeze | Unfreeze | Deduct):
+    if isinstance(request, _LEGAL_ACTIONS):
         events.append(
             _document(
                 EventType.FREEZE_DEDUCT,
@@ -154,6 +155,10 @@ def _document(
     return {"v": SCHEMA_VERSION, "type": kind, "node": node, "branch": branch, "at": at, **fields}
 
 
+#: Requests that move cash over the counter, and legal actions on an account.
+_CASH = (Deposit, Withdraw)
+_LEGAL_ACTIONS = (Freeze, Unfreeze, Deduct)
+
 #: Request refusals that are security events, and the alert operators see for each.
 _SECURITY_RULES = {
     SIGNATURE_RULE: SecurityAlertKind.BAD_SIGNATURE,
@@ -167,7 +172,7 @@ _SECURITY_RULES = {
 
 def _cash_amount(request: object, reply: Reply) -> int | None:
     """Cash over the counter a request asked to move (a closing: what it paid out)."""
-    if isinstance(request, Deposit | Withdraw):
+    if isinstance(request, _CASH):
         return request.amount
     if isinstance(request, CloseAccount):
         return reply.amount if reply.approved else None
