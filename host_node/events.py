@@ -110,7 +110,7 @@ class EventStatistics:
     buffered: int
     buffer_bound: int
     stats_published: int
-    messages: int = 0
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +186,7 @@ class EventPublisher:
         self.bus_queues = tuple(bus_queues)
         self._buffer: deque[_Entry] = deque()
         self._buffered = 0
+        self._in_flight = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._interval = _Interval()
@@ -264,7 +265,7 @@ class EventPublisher:
             NodeStatus(node=self.node, at=_now(), status="down", role=self.role, reason=reason)
         )
         deadline = time.monotonic() + self.config.stop_grace_s
-        while self._buffer and time.monotonic() < deadline:
+        while (self._buffer or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -275,6 +276,7 @@ class EventPublisher:
             EVENTS_DROPPED.inc(self._buffered)
             self._buffer.clear()
             self._buffered = 0
+        self._in_flight = 0
 
     def _put(self, entry: _Entry, size: int) -> bool:
         """Buffer ``entry`` (``size`` answers or events) whole, or drop and count it."""
@@ -318,15 +320,17 @@ class EventPublisher:
             entry = self._buffer.popleft()
             size = _size(entry)
             self._buffered -= size
+            self._in_flight = size
             try:
                 messages = self._messages(entry)
             except Exception:
                 self._counts["failed"] += size
                 _log.exception("events not built on a defect")
-                continue
+                messages = []
             batch_max = self.config.batch_max
             for start in range(0, len(messages), batch_max):
                 await self._publish_some(messages[start : start + batch_max], size)
+            self._in_flight = 0
 
     async def _publish_some(self, messages: Sequence[tuple[Message, int]], size: int) -> None:
         """Publish ``messages`` (each with its count of events) from an entry of ``size``."""
@@ -358,11 +362,7 @@ class EventPublisher:
         node, at = self.node, entry.at
         for (item, reply), latency_s in zip(entry.answered, entry.latencies_s, strict=True):
             for document in events_for(item, reply, node=node, latency_s=latency_s, at=at):
-                group = by_key.get((document["branch"], document["type"]))
-                if group is None:
-                    by_key[(document["branch"], document["type"])] = [document]
-                else:
-                    group.append(document)
+                by_key.setdefault((document["branch"], document["type"]), []).append(document)
         return [
             (_event_message(event_key(branch, kind), encode_documents(documents)), len(documents))
             for (branch, kind), documents in by_key.items()
