@@ -126,7 +126,15 @@ def asyncapi_document() -> dict[str, Any]:
             "name": event_type.value,
             "title": (model.__doc__ or event_type.value).strip().splitlines()[0],
             "contentType": "application/json",
-            "payload": schemas.ref(model.__name__, model),
+            "payload": {
+                "type": "array",
+                "minItems": 1,
+                "description": (
+                    f"One or more {event_type.value} events, all with this message's routing "
+                    "key (the host sends one message per key per batch of answers)."
+                ),
+                "items": schemas.ref(model.__name__, model),
+            },
         }
     messages["stats"] = {
         "name": "stats",

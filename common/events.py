@@ -2,8 +2,11 @@
 
 Every event carries ``v`` (the schema version), ``type`` (its kind, also the last word of its
 routing key ``bank.events.<branch>.<type>``), the emitting ``node``, the ``branch`` it concerns
-(or ``network`` for events about the network itself) and ``at``. A consumer dispatches on
-``type``; :func:`decode_event` does that for Python consumers.
+(or ``network`` for events about the network itself) and ``at``. A message's body is a JSON
+**array** of one or more such documents, all with the message's routing key (the host sends
+one message per key per batch of answers: one per event would cost it and the broker a
+message each). A consumer dispatches on each element's ``type``; :func:`decode_events` does
+that for Python consumers.
 
 Events are for operators, not evidence: they are masked. Card numbers appear only as first 6 /
 last 4 digits (:func:`common.ids.mask_pan`), identity numbers and names never, PIN data never.
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from common.ids import mask_pan
@@ -208,6 +213,12 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+#: The body of an event message: one or more events sharing its routing key.
+EVENTS_ADAPTER: TypeAdapter[list[Event]] = TypeAdapter(Annotated[list[Event], Field(min_length=1)])
+#: An event as a plain document: one model's fields in its order, values orjson can write.
+#: The host builds these on its hot path (no model construction); tests check the models
+#: accept every one and that :func:`encode_documents` writes what the model would.
+EventDocument = dict[str, Any]
 EVENT_MODELS: dict[EventType, type[EventBase]] = {
     EventType.TRANSACTION: TransactionOutcome,
     EventType.DECLINE: Decline,
@@ -301,17 +312,28 @@ def scrub(text: str, limit: int = 200) -> str:
 
 
 def encode_event(event: EventBase | StatsSummary) -> bytes:
-    """An event's wire bytes (compact JSON)."""
+    """One document's bytes (compact JSON): a stats summary's whole body, an event's element."""
     return event.__pydantic_serializer__.to_json(event)
 
 
-def decode_event(raw: bytes) -> Event:
-    """Decode an event document.
+def encode_events(events: Sequence[EventBase]) -> bytes:
+    """The body of an event message: ``events`` (sharing one routing key) as a JSON array."""
+    return b"[" + b",".join(encode_event(event) for event in events) + b"]"
+
+
+def encode_documents(documents: Sequence[EventDocument]) -> bytes:
+    """:func:`encode_events` for event documents: the same bytes the models would give."""
+    return orjson.dumps(documents, option=orjson.OPT_UTC_Z)
+
+
+def decode_events(raw: bytes) -> list[Event]:
+    """Decode the body of an event message: a JSON array of one or more events.
 
     Raises:
-        pydantic.ValidationError: not an event of this schema version.
+        pydantic.ValidationError: not an array of events of this schema version (one bad
+            element refuses the whole message).
     """
-    return EVENT_ADAPTER.validate_json(raw)
+    return EVENTS_ADAPTER.validate_json(raw)
 
 
 def decode_stats(raw: bytes) -> StatsSummary:

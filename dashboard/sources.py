@@ -1,8 +1,9 @@
 """Where the dashboard's messages come from: MQTT (aiomqtt), or a bus in the same process.
 
-Both hand every message to a sink as ``(mqtt topic, payload)``: ``bank/events/<b>/<type>`` or
-``bank/stats/<node>``. RabbitMQ's MQTT plugin maps MQTT ``/`` to AMQP ``.``, so an AMQP
-routing key ``bank.events.0001.transaction`` is the MQTT topic ``bank/events/0001/transaction``.
+Both hand every message to a sink as ``(mqtt topic, payload)``: ``bank/events/<b>/<type>``
+(a JSON array of events) or ``bank/stats/<node>`` (one summary). RabbitMQ's MQTT plugin maps
+MQTT ``/`` to AMQP ``.``, so an AMQP routing key ``bank.events.0001.transaction`` is the MQTT
+topic ``bank/events/0001/transaction``.
 """
 
 from __future__ import annotations

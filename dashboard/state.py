@@ -1,6 +1,7 @@
 """What the dashboard knows: the pure core that turns the event stream into screen updates.
 
-Messages arrive by MQTT topic (``bank/events/<branch>/<type>``, ``bank/stats/<node>``).
+Messages arrive by MQTT topic: ``bank/events/<branch>/<type>`` (each an array of events,
+:func:`~common.events.decode_events`) and ``bank/stats/<node>`` (one summary each).
 Transaction events can come by the thousand per second, so they are not forwarded one by one:
 they are counted, and once a second :meth:`DashboardState.tick` returns one update with the
 interval's counts, the latest stats of every node, the new alerts, node health and tier counts.
@@ -31,7 +32,7 @@ from common.events import (
     StatsSummary,
     TierChanged,
     TransactionOutcome,
-    decode_event,
+    decode_events,
     decode_stats,
 )
 from common.money import format_fen
@@ -99,18 +100,26 @@ class DashboardState:
     # -- intake ------------------------------------------------------------------------------
 
     def ingest(self, topic: str, payload: bytes) -> None:
-        """Take one message; anything that is not a valid event or summary is counted, not shown."""
-        self.received += 1
+        """Take one message; anything that is not valid events or a summary is counted, not shown.
+
+        ``received`` counts the events and summaries taken, and a message refused as one.
+        """
         words = topic.split("/")
         try:
             if len(words) == 3 and words[:2] == ["bank", "stats"]:
                 self._stats(decode_stats(payload))
-            elif len(words) == 4 and words[:2] == ["bank", "events"]:
-                self._event(decode_event(payload))
-            else:
-                self.rejected += 1
+                self.received += 1
+                return
+            if len(words) == 4 and words[:2] == ["bank", "events"]:
+                events = decode_events(payload)
+                self.received += len(events)
+                for event in events:
+                    self._event(event)
+                return
         except (pydantic.ValidationError, ValueError):
-            self.rejected += 1
+            pass
+        self.received += 1
+        self.rejected += 1
 
     def _stats(self, summary: StatsSummary) -> None:
         node = self._node(summary.node)

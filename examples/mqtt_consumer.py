@@ -5,10 +5,11 @@ Copy it and change ``handle``. It needs only aiomqtt (``pip install aiomqtt``):
     python examples/mqtt_consumer.py mqtt://guest:guest@localhost:1883
     python examples/mqtt_consumer.py 'mqtt://myvhost%3Aguest:guest@localhost:1883'  # a vhost
 
-Topics: ``bank/events/<branch>/<type>`` (one JSON event per message: transaction, decline,
-large_cash, pin_lockout, freeze_deduct, tier_changed, replication_lag, security_alert,
-node_status) and ``bank/stats/<node>`` (a summary a second). ``branchnet asyncapi`` prints
-the full schema of every message.
+Topics: ``bank/events/<branch>/<type>`` (a JSON array of one or more events of that branch
+and type: transaction, decline, large_cash, pin_lockout, freeze_deduct, tier_changed,
+replication_lag, security_alert, node_status) and ``bank/stats/<node>`` (a summary a second).
+``branchnet asyncapi`` prints the full schema of every message; with branchnet installed,
+``common.events.decode_events`` reads an event message into validated models.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import aiomqtt
 
 
 def handle(topic: str, event: dict[str, object]) -> None:
-    """Do something useful with one message; here, print a line."""
+    """Do something useful with one event or summary; here, print a line."""
     if topic.startswith("bank/stats/"):
         print(f"{event['node']}: {event['tps']} tx/s, p99 {event['latency_ms']['p99']} ms")  # type: ignore[index]
     elif event["type"] != "transaction":
@@ -32,7 +33,7 @@ def handle(topic: str, event: dict[str, object]) -> None:
 
 
 async def consume(url: str, limit: int | None = None) -> list[tuple[str, dict[str, object]]]:
-    """Subscribe to every event and summary; stop after ``limit`` messages (None: never)."""
+    """Subscribe to every event and summary; stop after ``limit`` of them (None: never)."""
     parts = urllib.parse.urlsplit(url)
     received: list[tuple[str, dict[str, object]]] = []
     async with aiomqtt.Client(
@@ -47,9 +48,12 @@ async def consume(url: str, limit: int | None = None) -> list[tuple[str, dict[st
         async for message in client.messages:
             if not isinstance(message.payload, bytes | bytearray):
                 continue
-            event = json.loads(message.payload)
-            handle(message.topic.value, event)
-            received.append((message.topic.value, event))
+            topic = message.topic.value
+            body = json.loads(message.payload)
+            # an event message carries an array of events; a stats message one summary
+            for event in body if isinstance(body, list) else [body]:
+                handle(topic, event)
+                received.append((topic, event))
             if limit is not None and len(received) >= limit:
                 break
     return received

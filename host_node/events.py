@@ -3,11 +3,14 @@
 Anyone on the host may hand it an event with :meth:`EventPublisher.emit` (tier changes,
 replication lag, security alerts...); the host service hands it each batch's answers with
 :meth:`EventPublisher.on_batch`. Both only append to a **bounded buffer** and return at once:
-when the buffer is full the newest events are dropped and counted (``statistics().dropped``),
-so a slow broker or a slow subscriber costs events, never transaction latency. A background
-task turns the buffer into events (:func:`~host_node.event_rules.events_for`) and publishes
-them in batches of up to ``batch_max`` messages, one event per message, with routing keys
-``bank.events.<branch>.<type>``. Events nobody subscribed to are simply not routed.
+when the buffer is full the newest are dropped and counted (``statistics().dropped``), so a
+slow broker or a slow subscriber costs events, never transaction latency. A background task
+turns each batch of answers into events (:func:`~host_node.event_rules.events_for`) and
+publishes them as **one message per routing key** ``bank.events.<branch>.<type>``, its body a
+JSON array of the batch's events with that key (:func:`common.events.decode_events` reads
+it); an emitted event goes as an array of one. A message per event cost the host and the
+broker more than everything else about events. Events nobody subscribed to are simply not
+routed.
 
 Once per ``stats_interval_s`` another task publishes a :class:`~common.events.StatsSummary`
 on ``bank.stats.<node>``: requests per second, host latency percentiles, by result and branch
@@ -39,11 +42,14 @@ from common.events import (
     CustomerTier,
     EventBase,
     EventCounts,
+    EventDocument,
     LatencySummary,
     NodeStatus,
     ReplicationStatus,
     StatsSummary,
+    encode_documents,
     encode_event,
+    encode_events,
 )
 from common.logs import get_logger
 from common.metrics import EVENTS
@@ -66,9 +72,10 @@ class EventConfig:
 
     Attributes:
         buffer_bound: answers and events held for publishing; beyond it they are dropped.
-        batch_max: events per publish call. Small: where events share the host's connection
-            (one process, one bus), a reply frame or a PIN command published meanwhile waits
-            behind the events already queued on it.
+        batch_max: messages per publish call (a batch of answers with more routing keys takes
+            more calls). Small: where events share the host's connection (one process, one
+            bus), a reply frame or a PIN command published meanwhile waits behind the events
+            already queued on it.
         stats_interval_s: seconds between stats summaries (0 turns them off).
         outcomes: raise events for answered requests (off: only emitted events and stats).
         stop_grace_s: how long :meth:`EventPublisher.stop` waits for the buffer to drain.
@@ -92,7 +99,8 @@ class EventStatistics:
     """A snapshot of the publisher (trio ``statistics()`` style).
 
     ``emitted``, ``dropped`` and ``buffered`` count entries (an answer or an emitted event);
-    ``published`` and ``failed`` count messages (an answer raises one to three events).
+    ``published`` and ``failed`` count events (an answer raises one to three), ``messages``
+    the messages that carried the published ones.
     """
 
     emitted: int
@@ -102,17 +110,24 @@ class EventStatistics:
     buffered: int
     buffer_bound: int
     stats_published: int
+    messages: int
 
 
 @dataclass(frozen=True, slots=True)
-class _Answered:
-    item: Item
-    reply: Reply
-    latency_s: float
+class _Answers:
+    """A batch of answers, accounted for, waiting to become events."""
+
+    answered: Sequence[tuple[Item, Reply]]
+    latencies_s: list[float]
     at: dt.datetime
 
 
-_Entry = EventBase | _Answered
+_Entry = EventBase | _Answers
+
+
+def _size(entry: _Entry) -> int:
+    """What an entry counts for against the buffer bound: its answers, or one event."""
+    return len(entry.answered) if isinstance(entry, _Answers) else 1
 
 
 def _now() -> dt.datetime:
@@ -170,6 +185,8 @@ class EventPublisher:
         self.config = config or EventConfig()
         self.bus_queues = tuple(bus_queues)
         self._buffer: deque[_Entry] = deque()
+        self._buffered = 0
+        self._in_flight = 0
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._interval = _Interval()
@@ -187,7 +204,7 @@ class EventPublisher:
 
     def emit(self, event: EventBase) -> bool:
         """Queue ``event`` for publishing; never waits. False when it was dropped."""
-        return self._put(event)
+        return self._put(event, 1)
 
     def on_batch(self, answered: Sequence[tuple[Item, Reply]]) -> None:
         """The host's batch hook: hand a batch of answers over for metrics, stats and events.
@@ -221,9 +238,10 @@ class EventPublisher:
             published=self._counts["published"],
             dropped=self._counts["dropped"],
             failed=self._counts["failed"],
-            buffered=len(self._buffer),
+            buffered=self._buffered,
             buffer_bound=self.config.buffer_bound,
             stats_published=self._counts["stats"],
+            messages=self._counts["messages"],
         )
 
     # -- running -----------------------------------------------------------------------------
@@ -247,24 +265,28 @@ class EventPublisher:
             NodeStatus(node=self.node, at=_now(), status="down", role=self.role, reason=reason)
         )
         deadline = time.monotonic() + self.config.stop_grace_s
-        while self._buffer and time.monotonic() < deadline:
+        while (self._buffer or self._in_flight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._buffer:
-            self._counts["dropped"] += len(self._buffer)
-            EVENTS_DROPPED.inc(len(self._buffer))
+            self._counts["dropped"] += self._buffered
+            EVENTS_DROPPED.inc(self._buffered)
             self._buffer.clear()
+            self._buffered = 0
+        self._in_flight = 0
 
-    def _put(self, entry: _Entry) -> bool:
-        self._counts["emitted"] += 1
-        if len(self._buffer) >= self.config.buffer_bound:
-            self._counts["dropped"] += 1
-            EVENTS_DROPPED.inc()
+    def _put(self, entry: _Entry, size: int) -> bool:
+        """Buffer ``entry`` (``size`` answers or events) whole, or drop and count it."""
+        self._counts["emitted"] += size
+        if self._buffered + size > self.config.buffer_bound:
+            self._counts["dropped"] += size
+            EVENTS_DROPPED.inc(size)
             return False
         self._buffer.append(entry)
+        self._buffered += size
         self._wake.set()
         return True
 
@@ -282,51 +304,69 @@ class EventPublisher:
         observe_answers(answered, at)
         interval = self._interval
         self._requests += len(answered)
+        latencies_s = []
         for item, reply in answered:
             latency_s = (at - item.received_at).total_seconds()
             interval.record(item.branch_id, reply.result.value, latency_s)
-            if self.config.outcomes:
-                self._put(_Answered(item, reply, latency_s, at))
+            latencies_s.append(latency_s)
+        if self.config.outcomes and answered:
+            self._put(_Answers(answered, latencies_s, at), len(answered))
 
     async def _publish_loop(self) -> None:
         while True:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()
-            entries = [
-                self._buffer.popleft() for _ in range(min(self.config.batch_max, len(self._buffer)))
-            ]
-            messages = self._messages(entries)
+            entry = self._buffer.popleft()
+            size = _size(entry)
+            self._buffered -= size
+            self._in_flight = size
             try:
-                await self._publish(messages)
-                self._counts["published"] += len(messages)
-                EVENTS_PUBLISHED.inc(len(messages))
-            except asyncio.CancelledError:
-                self._counts["dropped"] += len(entries)
-                EVENTS_DROPPED.inc(len(entries))
-                raise
-            except BusError as error:
-                self._counts["failed"] += len(messages)
-                _log.warning("events not published", events=len(messages), error=str(error))
-                await asyncio.sleep(1.0)
+                messages = self._messages(entry)
             except Exception:
-                self._counts["failed"] += len(messages)
-                _log.exception("events not published on a defect")
-                await asyncio.sleep(1.0)
+                self._counts["failed"] += size
+                _log.exception("events not built on a defect")
+                messages = []
+            batch_max = self.config.batch_max
+            for start in range(0, len(messages), batch_max):
+                await self._publish_some(messages[start : start + batch_max], size)
+            self._in_flight = 0
 
-    def _messages(self, entries: Sequence[_Entry]) -> list[Message]:
-        messages: list[Message] = []
-        for entry in entries:
-            if isinstance(entry, _Answered):
-                events = events_for(
-                    entry.item, entry.reply, node=self.node, latency_s=entry.latency_s, at=entry.at
-                )
-            else:
-                events = [entry]
-            for event in events:
-                key = event_key(event.branch, event.type.value)
-                messages.append(_event_message(key, event))
-        return messages
+    async def _publish_some(self, messages: Sequence[tuple[Message, int]], size: int) -> None:
+        """Publish ``messages`` (each with its count of events) from an entry of ``size``."""
+        events = sum(count for _, count in messages)
+        try:
+            await self._publish([message for message, _ in messages])
+            self._counts["published"] += events
+            self._counts["messages"] += len(messages)
+            EVENTS_PUBLISHED.inc(events)
+        except asyncio.CancelledError:
+            self._counts["dropped"] += size
+            EVENTS_DROPPED.inc(size)
+            raise
+        except BusError as error:
+            self._counts["failed"] += events
+            _log.warning("events not published", events=events, error=str(error))
+            await asyncio.sleep(1.0)
+        except Exception:
+            self._counts["failed"] += events
+            _log.exception("events not published on a defect")
+            await asyncio.sleep(1.0)
+
+    def _messages(self, entry: _Entry) -> list[tuple[Message, int]]:
+        """An entry's messages, one per routing key, each with the number of its events."""
+        if not isinstance(entry, _Answers):
+            key = event_key(entry.branch, entry.type.value)
+            return [(_event_message(key, encode_events([entry])), 1)]
+        by_key: dict[tuple[str, str], list[EventDocument]] = {}
+        node, at = self.node, entry.at
+        for (item, reply), latency_s in zip(entry.answered, entry.latencies_s, strict=True):
+            for document in events_for(item, reply, node=node, latency_s=latency_s, at=at):
+                by_key.setdefault((document["branch"], document["type"]), []).append(document)
+        return [
+            (_event_message(event_key(branch, kind), encode_documents(documents)), len(documents))
+            for (branch, kind), documents in by_key.items()
+        ]
 
     async def _publish(self, messages: Sequence[Message]) -> None:
         with contextlib.suppress(UnroutableError):  # only from a bus that routes strictly
@@ -337,7 +377,7 @@ class EventPublisher:
         while True:
             await asyncio.sleep(interval_s)
             summary = await self._summary()
-            message = _event_message(stats_key(self.node), summary)
+            message = _event_message(stats_key(self.node), encode_event(summary))
             try:
                 # A stuck broker must not pile up summaries: one at a time, never late.
                 await asyncio.wait_for(self._publish([message]), timeout=interval_s)
@@ -354,7 +394,7 @@ class EventPublisher:
                 stats = await asyncio.wait_for(self.bus.queue_stats(name), timeout=0.5)
                 self._last_bus_queues[name] = stats.messages
         queues.update(self._last_bus_queues)
-        queues["events_buffer"] = len(self._buffer)
+        queues["events_buffer"] = self._buffered
         tiers = self._tiers() if self._tiers else None
         return StatsSummary(
             node=self.node,
@@ -372,15 +412,15 @@ class EventPublisher:
             events=EventCounts(
                 published=self._counts["published"],
                 dropped=self._counts["dropped"],
-                buffered=len(self._buffer),
+                buffered=self._buffered,
             ),
         )
 
 
-def _event_message(key: str, event: EventBase | StatsSummary) -> Message:
-    """An event as a message: transient (events may be lost, never in a transaction's way) and
-    not mandatory (events nobody subscribed to are not routed: normal, not an error)."""
-    return Message(EVENTS_EXCHANGE, key, encode_event(event), transient=True, mandatory=False)
+def _event_message(key: str, body: bytes) -> Message:
+    """Events or stats as a message: transient (events may be lost, never in a transaction's
+    way) and not mandatory (events nobody subscribed to are not routed: normal, not an error)."""
+    return Message(EVENTS_EXCHANGE, key, body, transient=True, mandatory=False)
 
 
 def host_events(bus: Bus, config: EventConfig | None = None) -> EventPublisher:

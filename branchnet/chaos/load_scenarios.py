@@ -45,7 +45,7 @@ from branchnet.chaos.instruments import DepositLoad, HostRss, host_pid
 from common.amqp_bus import AmqpBus
 from common.bus import Bus, Delivery, Message
 from common.envelope import sign_header
-from common.events import StatsSummary, decode_stats
+from common.events import StatsSummary, decode_events, decode_stats
 from common.frames import Frame, FrameKind, build_frame, encode_frame
 from common.identity import branch_identity, load_identity
 from common.ids import card_number
@@ -271,14 +271,19 @@ async def _pause_host(run: _Run) -> None:
 
 # -- slow-dashboard ----------------------------------------------------------------------------
 
-#: A stuck dashboard's queue holds this many events at most (broker policy).
-DASHBOARD_BOUND = 500
+#: A stuck dashboard's queue holds this many messages at most (broker policy). A message is a
+#: batch of answers' events of one key, so a short run at this scenario's rate fills 100 (it
+#: filled 500 when there was a message per event).
+DASHBOARD_BOUND = 100
 _SLOW_DASHBOARD = "branchnet-chaos-slow-dashboard"
 _STATS_QUEUE = "chaos.host-stats"
 
 
 async def _slow_mqtt_subscriber(url: str, subscribed: asyncio.Event, seen: Counter[str]) -> None:
-    """Subscribe to every event with QoS 1 and acknowledge one message every 0.2 s."""
+    """Subscribe to every event with QoS 1 and acknowledge one message every 0.2 s.
+
+    Counts the messages and the events in them (``seen``: received, events, undecodable).
+    """
     endpoint = MqttEndpoint.parse(url)
     async with aiomqtt.Client(
         endpoint.hostname,
@@ -294,6 +299,10 @@ async def _slow_mqtt_subscriber(url: str, subscribed: asyncio.Event, seen: Count
         subscribed.set()
         async for message in client.messages:
             seen["received"] += 1
+            try:
+                seen["events"] += len(decode_events(message.payload))
+            except ValidationError:
+                seen["undecodable"] += 1
             await asyncio.sleep(0.2)
             client._client.ack(message.mid, message.qos)
 
@@ -363,6 +372,7 @@ async def _slow_dashboard(run: _Run) -> None:
     events = latest[0].events if latest else None
     run.observed.update(
         dashboard_received=seen["received"],
+        dashboard_events_received=seen["events"],
         dashboard_queue_max=max(depths, default=0),
         dashboard_queue_bound=DASHBOARD_BOUND,
         host_events_published=events.published if events else None,
@@ -375,6 +385,7 @@ async def _slow_dashboard(run: _Run) -> None:
         dashboard_fell_behind_to_its_bound=max(depths, default=0) >= DASHBOARD_BOUND * 0.9,
         dashboard_queue_stayed_bounded=max(depths, default=0) <= DASHBOARD_BOUND,
         host_reported_its_event_counts=events is not None,
+        dashboard_read_every_message=seen["received"] > 0 and seen["undecodable"] == 0,
     )
 
 

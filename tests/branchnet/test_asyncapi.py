@@ -61,9 +61,12 @@ def test_every_queue_exchange_and_event_of_the_topology_has_a_channel() -> None:
         channel = by_address[event_key("{branch}", event_type.value)]
         assert f"bank/events/{{branch}}/{event_type.value}" in channel["description"]
         (message,) = channel["messages"].values()
-        payload = _resolve(document, _resolve(document, message["$ref"])["payload"]["$ref"])
-        assert payload["properties"]["type"]["const"] == event_type.value
-        assert {"node", "at"} <= set(payload["required"])
+        # a message carries an array of events of its key (the host batches them)
+        payload = _resolve(document, message["$ref"])["payload"]
+        assert payload["type"] == "array" and payload["minItems"] == 1
+        element = _resolve(document, payload["items"]["$ref"])
+        assert element["properties"]["type"]["const"] == event_type.value
+        assert {"node", "at"} <= set(element["required"])
     assert stats_key("{node}") in by_address
 
 

@@ -18,7 +18,7 @@ from branchnet.network import ensure_keys
 from branchnet.scenarios import CHEN
 from common.authorisation import StaffKey
 from common.bus import Delivery
-from common.events import EventType, SecurityAlert, SecurityAlertKind, decode_event
+from common.events import EventType, SecurityAlert, SecurityAlertKind, decode_events
 from common.identity import identity_dir
 from common.money import yuan
 from common.topology import CORE, EVENTS_EXCHANGE, Binding, QueueSpec, Topology, host_topology
@@ -63,9 +63,7 @@ async def test_a_host_process_refuses_absent_forged_and_self_signed_authorisatio
     alerts: list[SecurityAlert] = []
 
     async def collect(delivery: Delivery) -> None:
-        event = decode_event(delivery.body)
-        if isinstance(event, SecurityAlert):
-            alerts.append(event)
+        alerts.extend(e for e in decode_events(delivery.body) if isinstance(e, SecurityAlert))
         await delivery.ack()
 
     host.start()

@@ -15,11 +15,14 @@ from common.events import (
     EventType,
     LargeCash,
     NodeStatus,
+    SecurityAlert,
+    SecurityAlertKind,
     StatsSummary,
     amount_band,
-    decode_event,
+    decode_events,
     decode_stats,
     encode_event,
+    encode_events,
     mask_account,
     scrub,
 )
@@ -74,19 +77,38 @@ def test_a_large_cash_event_refuses_a_full_card_number() -> None:
         LargeCash(**fields, account=card)
     event = LargeCash(**fields, account=mask_account(card))
     assert event.account == card[:6] + "******" + card[-4:]
-    assert decode_event(encode_event(event)) == event
+    assert decode_events(encode_events([event])) == [event]
 
 
 def test_every_event_type_has_a_model_and_round_trips() -> None:
     assert set(EVENT_MODELS) == set(EventType)
     up = NodeStatus(node="host", at=AT, status="up", role="primary")
     assert up.type is EventType.NODE_STATUS and up.branch == "network"
-    assert decode_event(encode_event(up)) == up
+    assert decode_events(encode_events([up])) == [up]
     summary = StatsSummary(node="host", at=AT, interval_s=1.0, tps=10.0, requests=10)
     assert decode_stats(encode_event(summary)) == summary
 
 
-def test_an_event_of_another_schema_version_is_refused() -> None:
-    raw = encode_event(NodeStatus(node="host", at=AT, status="up")).replace(b'"v":1', b'"v":2')
+def test_a_message_carries_an_array_of_events_each_with_its_version() -> None:
+    up = NodeStatus(node="host", at=AT, status="up", role="primary")
+    alert = SecurityAlert(node="host", at=AT, alert=SecurityAlertKind.REPLAY, detail="seq 7")
+    body = encode_events([up, alert])
+    assert body.startswith(b'[{"v":1,') and body.count(b'"v":1') == 2
+    assert decode_events(body) == [up, alert]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        encode_event(NodeStatus(node="host", at=AT, status="up")),  # one document, not an array
+        b"[]",
+        b"not json",
+        # one element of another schema version refuses the whole message
+        encode_events(
+            [NodeStatus(node="host", at=AT, status="up"), NodeStatus(node="b", at=AT, status="up")]
+        ).replace(b'"v":1', b'"v":2', 1),
+    ],
+)
+def test_what_is_not_an_array_of_events_of_this_version_is_refused(body: bytes) -> None:
     with pytest.raises(pydantic.ValidationError):
-        decode_event(raw)
+        decode_events(body)

@@ -7,6 +7,7 @@ import datetime as dt
 from common.events import (
     AmountBand,
     CustomerTier,
+    EventBase,
     LargeCash,
     NodeStatus,
     PinLockout,
@@ -17,6 +18,7 @@ from common.events import (
     TierChanged,
     TransactionOutcome,
     encode_event,
+    encode_events,
 )
 from common.results import ResultCode
 from dashboard.state import STALE_AFTER_S, DashboardState
@@ -46,19 +48,24 @@ def outcome(branch: str, result: ResultCode, n: int) -> TransactionOutcome:
     )
 
 
-def topic(event: object) -> str:
-    return f"bank/events/{event.branch}/{event.type.value}"  # type: ignore[attr-defined]
+def topic(event: EventBase) -> str:
+    return f"bank/events/{event.branch}/{event.type.value}"
+
+
+def ingest(state: DashboardState, *events: EventBase) -> None:
+    """Hand ``events`` (sharing a topic) to ``state`` as one message, the way the host sends."""
+    state.ingest(topic(events[0]), encode_events(events))
 
 
 def test_ticks_count_transactions_and_carry_new_alerts_once() -> None:
     state = DashboardState(clock=Clock())
     for n in range(3):
         event = outcome("0001", ResultCode.APPROVED, n)
-        state.ingest(topic(event), encode_event(event))
+        ingest(state, event)
     declined = outcome("0002", ResultCode.WRONG_PIN, 9)
-    state.ingest(topic(declined), encode_event(declined))
+    ingest(state, declined)
     lockout = PinLockout(node="host", branch="0002", at=AT, request_id="0002-01-1", account=MASKED)
-    state.ingest(topic(lockout), encode_event(lockout))
+    ingest(state, lockout)
     first = state.tick(1.0)
     assert first["interval"]["transactions"] == 4
     assert first["interval"]["by_branch"] == {"0001": 3, "0002": 1}
@@ -89,7 +96,7 @@ def test_alerts_are_worded_for_an_operator() -> None:
         node="host", at=AT, alert=SecurityAlertKind.BAD_SIGNATURE, detail="frame 12 signature"
     )
     for event in (large, alert):
-        state.ingest(topic(event), encode_event(event))
+        ingest(state, event)
     titles = {a["title"]: a for a in state.tick(1.0)["alerts"]}
     assert titles["large cash"]["detail"] == (
         f"70,659.00 CNY withdrawal · {MASKED} · third party · 00 approved"
@@ -126,7 +133,7 @@ def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
     clock.now += STALE_AFTER_S + 1
     assert state.tick(2.0)["nodes"][0]["status"] == "stale"
     down = NodeStatus(node="host", at=AT, status="down", reason="stopped")
-    state.ingest(topic(down), encode_event(down))
+    ingest(state, down)
     update = state.tick(3.0)
     assert update["nodes"][0]["status"] == "down"
     assert update["alerts"][0]["level"] == "critical"
@@ -140,7 +147,7 @@ def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
             from_tier=None,
             to_tier=to_tier,
         )
-        state.ingest(topic(changed), encode_event(changed))
+        ingest(state, changed)
     moved = TierChanged(
         node="host",
         branch="0001",
@@ -149,7 +156,7 @@ def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
         from_tier=CustomerTier.BASE,
         to_tier=CustomerTier.PRIVATE,
     )
-    state.ingest(topic(moved), encode_event(moved))
+    ingest(state, moved)
     tiers = state.tick(4.0)["tiers"]
     assert tiers == {
         "base": 1,
@@ -160,12 +167,27 @@ def test_stats_drive_throughput_nodes_replication_and_tiers() -> None:
     }
 
 
+def test_a_message_of_many_events_counts_each() -> None:
+    state = DashboardState(clock=Clock())
+    ingest(state, *(outcome("0001", ResultCode.APPROVED, n) for n in range(5)))
+    ingest(state, outcome("0002", ResultCode.APPROVED, 9))
+    tick = state.tick(1.0)
+    assert tick["interval"]["by_branch"] == {"0001": 5, "0002": 1}
+    assert tick["feed"] == {"received": 6, "rejected": 0}
+
+
 def test_garbage_is_counted_not_shown() -> None:
     state = DashboardState(clock=Clock())
     state.ingest("bank/events/0001/transaction", b"not json")
-    state.ingest("bank/events/0001/transaction", b'{"v": 9, "type": "transaction"}')
+    state.ingest("bank/events/0001/transaction", b'[{"v": 9, "type": "transaction"}]')
     state.ingest("elsewhere/topic", b"{}")
     state.ingest("bank/stats/host", b"[]")
+    # one event outside an array (the format before the host batched events), or an empty array
+    single = outcome("0001", ResultCode.APPROVED, 1)
+    state.ingest(topic(single), encode_event(single))
+    state.ingest(topic(single), b"[]")
+    # one bad element refuses its whole message: the good one is not counted either
+    state.ingest(topic(single), b"[" + encode_event(single) + b', {"v": 1}]')
     tick = state.tick(1.0)
-    assert state.rejected == 4 and tick["interval"]["transactions"] == 0
-    assert tick["feed"] == {"received": 4, "rejected": 4}
+    assert state.rejected == 7 and tick["interval"]["transactions"] == 0
+    assert tick["feed"] == {"received": 7, "rejected": 7}

@@ -18,10 +18,13 @@ from common.events import (
     ReplicationStatus,
     StatsSummary,
     TierChanged,
-    decode_event,
+    decode_events,
     decode_stats,
 )
 from common.money import yuan
+from common.replies import Reply
+from common.requests import Request
+from common.results import ResultCode
 from common.topology import (
     EVENTS_EXCHANGE,
     Binding,
@@ -32,7 +35,7 @@ from host_node import HostConfig, HostService
 from host_node.events import EventConfig, EventPublisher
 from host_node.metrics import HostCollector
 from tests.host_node.conftest import connected
-from tests.host_node.fakes import BranchDesk, FakeCryptoNode, Teller, account_no
+from tests.host_node.fakes import T0, BranchDesk, FakeCryptoNode, Teller, account_no, item_of
 
 BRANCHES = ("0001", "0002")
 A, B = account_no(1), account_no(2)
@@ -66,7 +69,7 @@ class Watcher:
         await delivery.ack()
 
     def of_type(self, kind: EventType) -> list[object]:
-        return [decode_event(b) for k, b in self.events if k.endswith("." + kind.value)]
+        return [e for k, b in self.events if k.endswith("." + kind.value) for e in decode_events(b)]
 
     async def wait_for(self, kind: EventType, count: int = 1, timeout: float = 5.0) -> list[object]:
         async with asyncio.timeout(timeout):
@@ -200,10 +203,66 @@ async def test_a_stuck_subscriber_costs_events_not_transactions(tmp_path: Path) 
     await crypto.stop()
     assert len(replies) == 501 and all(r.approved for r in replies)
     statistics = events.statistics()
-    assert statistics.dropped > 400
-    assert statistics.published <= 5 + 50  # what the stuck queue and one batch took
+    # A message carries a batch's events of one key now (it was one event), so the stuck queue
+    # took more events before it filled, and fewer were dropped (over 400 before).
+    assert statistics.messages <= 5  # what the stuck queue took; then the publisher waits
+    assert statistics.dropped > 300
+    # each answer raised one event: every event was published or counted as dropped
+    assert statistics.published + statistics.dropped == statistics.emitted == 1 + 501 + 1
     assert statistics.buffered == 0 and statistics.failed == 0
     assert host.statistics().by_result == {"00": 501}
+
+
+async def test_a_batch_of_answers_goes_as_one_message_per_routing_key() -> None:
+    """Not one message per event: each costs the host and the broker a publish."""
+    broker = EmbeddedBroker()
+    watcher = Watcher()
+    await watcher.start(await connected(broker))
+    events = EventPublisher(await connected(broker), config=EventConfig(stats_interval_s=0))
+    await events.start()
+    ones, twos = Teller("0001"), Teller("0002")
+    requests = [ones.deposit(A, 100 + n) for n in range(5)] + [
+        twos.deposit(account_no(3, "0002"), 100 + n) for n in range(3)
+    ]
+    declined = {requests[1].request_id, requests[6].request_id}
+    answered = [
+        (item_of(request), _answer(request, declined=request.request_id in declined))
+        for request in requests
+    ]
+    events.on_batch(answered)
+    await watcher.wait_for(EventType.TRANSACTION, len(requests))
+    await watcher.wait_for(EventType.DECLINE, 2)
+    await events.stop()
+    by_key = {k: decode_events(b) for k, b in watcher.events if k.startswith("bank.events.000")}
+    assert sorted(by_key) == [
+        "bank.events.0001.decline",
+        "bank.events.0001.transaction",
+        "bank.events.0002.decline",
+        "bank.events.0002.transaction",
+    ]
+    assert len([k for k, _ in watcher.events if k.startswith("bank.events.000")]) == 4
+    ones_sent = by_key["bank.events.0001.transaction"]
+    assert [getattr(e, "request_id", None) for e in ones_sent] == [
+        r.request_id for r in requests[:5]
+    ]
+    assert len(by_key["bank.events.0002.transaction"]) == 3
+    assert all(
+        key == f"bank.events.{e.branch}.{e.type.value}" for key, es in by_key.items() for e in es
+    )
+    statistics = events.statistics()
+    assert statistics.published == 8 + 2 + 2  # node up and down, one message each
+    assert statistics.messages == 4 + 2
+
+
+def _answer(request: Request, *, declined: bool) -> Reply:
+    result = ResultCode.NO_SUCH_ACCOUNT if declined else ResultCode.APPROVED
+    return Reply(
+        request_id=request.request_id,
+        result=result,
+        reason=result.name.lower(),
+        received_at=T0,
+        processed_at=T0,
+    )
 
 
 def test_emit_never_waits_and_counts_drops() -> None:

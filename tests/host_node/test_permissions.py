@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.authorisation import StaffKey
-from common.events import SecurityAlert, SecurityAlertKind
+from common.events import EVENT_ADAPTER, SecurityAlert, SecurityAlertKind
 from common.money import yuan
 from common.pin_commands import HsmError, PinResponse
 from common.replies import Reply
@@ -182,4 +182,8 @@ def events_of(request: Request, result: ResultCode, rule: str) -> list[Any]:
         journal_seq=1,
         rule=rule or None,
     )
-    return events_for(item_of(request), reply, node="host", latency_s=0.0, at=T0 + dt.timedelta(1))
+    # events_for gives documents (no models on the host's hot path): read them as the models
+    documents = events_for(
+        item_of(request), reply, node="host", latency_s=0.0, at=T0 + dt.timedelta(1)
+    )
+    return [EVENT_ADAPTER.validate_python(document) for document in documents]
