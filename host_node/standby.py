@@ -29,7 +29,6 @@ from common.logs import get_logger
 from common.topology import CORE, DEFAULT_EXCHANGE, DR_ACKS, DR_REPLICATION
 from host_node.checkpoint import SIGNER, signature_valid
 from host_node.errors import HostError
-from host_node.journal import verify_chain
 from host_node.replication import (
     STANDBY_SENDER,
     decode_batch,
@@ -38,6 +37,7 @@ from host_node.replication import (
     open_signed_frame,
     read_fence,
     signed_frame,
+    verify_batch,
 )
 from host_node.store import Store, ledger_path
 
@@ -119,24 +119,20 @@ class StandbyService:
                 await self.store.add_checkpoint(checkpoint)
                 self._last_checkpoint = checkpoint.seq
             return
-        settlement = decode_batch(document["batch"])  # type: ignore[arg-type]
-        entries = settlement.entries
-        if not entries or entries[-1].seq <= head.seq:
+        shipped = decode_batch(document["batch"])  # type: ignore[arg-type]
+        if not shipped.entries or shipped.last_seq <= head.seq:
             return
-        if entries[0].seq != head.seq + 1:
+        if shipped.first_seq != head.seq + 1:
             if self.in_sync:
                 _log.error(
                     "ALERT standby missed entries; resynchronise it",
                     head=head.seq,
-                    next=entries[0].seq,
+                    next=shipped.first_seq,
                 )
             self.in_sync = False
-            await self.store.set_meta(_MISSED, f"{head.seq + 1}..{entries[0].seq - 1}")
+            await self.store.set_meta(_MISSED, f"{head.seq + 1}..{shipped.first_seq - 1}")
             return
-        problem = verify_chain(entries, head)
-        if problem is not None:
-            raise ValueError(f"chain broken: {problem}")
-        await self.store.commit(settlement)
+        await self.store.apply_replica(verify_batch(shipped, head))
         self.applied_batches += 1
 
     async def _ack(self) -> None:
