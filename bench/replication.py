@@ -44,12 +44,12 @@ from host_node.replication import Replicator
 from host_node.standby import StandbyService
 
 _KINDS = ("withdraw", "deposit", "transfer")
-#: Customer accounts the batches touch, each with its own holder.
-_ACCOUNTS = 2000
+#: Customer accounts the batches touch, each with its own holder (``--accounts``).
+_ACCOUNTS = [256]
 
 
 def _number(serial: int) -> str:
-    return f"62000101{serial % _ACCOUNTS:08d}"
+    return f"62000101{serial % _ACCOUNTS[0]:08d}"
 
 
 def _holder(number: str) -> Customer:
@@ -185,7 +185,7 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
         replies=(),
         entries=tuple(sealed),
         accounts=tuple(accounts.values()),
-        customers={_number(n): _holder(_number(n)) for n in range(_ACCOUNTS)} if seed else {},
+        customers={_number(n): _holder(_number(n)) for n in range(_ACCOUNTS[0])} if seed else {},
         remembered=tuple(remembered),
         head=head,
         evidence=tuple(evidence),
@@ -245,6 +245,7 @@ async def run(entries: int, count: int, repeat: int) -> dict[str, Any]:
             apply_best = min(apply_best, await _apply(standby_dir, frames))
     return {
         "entries_per_batch": entries,
+        "accounts": _ACCOUNTS[0],
         "batches": count,
         "us_per_entry": {
             "primary_ship": round(ship_best / total * 1e6, 2),
@@ -259,7 +260,9 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--accounts", type=int, default=256, help="customer accounts touched")
     arguments = parser.parse_args()
+    _ACCOUNTS[0] = arguments.accounts
     result = asyncio.run(run(arguments.entries, arguments.batches, arguments.repeat))
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))

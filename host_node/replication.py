@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ from host_node.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoin
 from host_node.config import ReplicationMode, StandbyLost
 from host_node.errors import HostError
 from host_node.journal import ChainHead, body_hash, entry_body
-from host_node.store import AccountRow, ReplicaRows, account_rows
+from host_node.ledger import AccountKind, AccountState, AccountStatus, PinMethod
+from host_node.store import AccountRow, ReplicaRows
 
 PRIMARY_SENDER = "host"
 STANDBY_SENDER = "standby"
@@ -60,13 +62,39 @@ class FencedError(HostError):
 # --- wire records ------------------------------------------------------------------------
 
 
+#: An account on the wire: its ``accounts`` row with the times left to orjson (the text
+#: :meth:`~datetime.datetime.isoformat` makes) and the appointments as a list (their JSON
+#: text is made on the standby).
+_ShippedAccount = tuple[
+    str,
+    str | None,
+    str | None,
+    str,
+    AccountKind,
+    int,
+    AccountStatus,
+    int,
+    str | None,
+    PinMethod | None,
+    int | None,
+    int,
+    str,
+    int,
+    int,
+    str | None,
+    int,
+    int,
+    list[tuple[str, int, str]],
+]
+
+
 class _BatchRecord(TypedDict):
     """A committed batch on the wire: the rows the primary's commit wrote, as text, except
     what the standby reads from the entries' bodies (journal columns, postings)."""
 
     entries: list[tuple[str, str]]  # hash, body
     customers: list[tuple[str, str, str]]
-    accounts: list[AccountRow]
+    accounts: list[_ShippedAccount]
     remembered: list[tuple[str, str, str, int]]  # request id, content hash, reply, seq
     evidence: list[tuple[int, str | None, int | None, str, str | None, str]]
     frames: list[tuple[str, str, str]]  # digest, header, leaves (hex)
@@ -105,6 +133,40 @@ class ShippedBatch:
         return self.entries[-1]["seq"] if self.entries else 0
 
 
+def _shipped_account(account: AccountState) -> tuple[Any, ...]:
+    pin, holder, usage = account.pin, account.holder, account.usage
+    opened: dt.datetime | str = account.opened_at
+    if account.opened_at.tzinfo not in (None, dt.UTC):
+        opened = account.opened_at.isoformat()  # orjson writes offsets in whole minutes only
+    return (
+        account.number,
+        holder.id_type if holder else None,
+        holder.id_number if holder else None,
+        account.branch_id,
+        account.kind,
+        account.balance,
+        account.status,
+        int(pin is not None),
+        pin.value if pin else None,
+        pin.method if pin else None,
+        pin.key_version if pin else None,
+        account.pin_tries,
+        opened,
+        int(account.frozen),
+        account.held,
+        usage.day,
+        usage.cash_out,
+        usage.transferred,
+        [(a.date, a.amount, a.made_on) for a in account.appointments],
+    )
+
+
+def _account_row(shipped: _ShippedAccount) -> AccountRow:
+    """The stored row of a shipped account: its appointments as the primary's JSON text."""
+    appointments = shipped[18]
+    return (*shipped[:18], json.dumps(appointments) if appointments else "[]")
+
+
 def encode_batch(settlement: Settlement) -> bytes:
     """A committed batch as one replication record (replies to the branches are not shipped).
 
@@ -113,7 +175,7 @@ def encode_batch(settlement: Settlement) -> bytes:
     record = {
         "entries": [(e.hash, (e.body or entry_body(e)).decode()) for e in settlement.entries],
         "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
-        "accounts": account_rows(settlement.accounts),
+        "accounts": [_shipped_account(a) for a in settlement.accounts],
         "remembered": [
             (r.request_id, r.content_hash, encode_reply(r.reply).decode(), r.reply.journal_seq)
             for r in settlement.remembered
@@ -175,7 +237,7 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
     record = shipped.record
     return ReplicaRows(
         customers=record["customers"],
-        accounts=record["accounts"],
+        accounts=[_account_row(a) for a in record["accounts"]],
         journal=journal,
         postings=postings,
         frames=[

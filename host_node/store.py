@@ -554,11 +554,6 @@ class ReplicaRows:
     head: ChainHead
 
 
-def account_rows(accounts: Iterable[AccountState]) -> list[tuple[Any, ...]]:
-    """The ``accounts`` rows of ``accounts``, as the primary's commit upserts them."""
-    return [_account_row(a) for a in accounts]
-
-
 def write_replica(connection: sqlite3.Connection, rows: ReplicaRows) -> None:
     """Write a replicated batch in one transaction, or nothing, as the primary wrote it (its
     tiers recomputed here as there)."""
