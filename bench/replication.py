@@ -205,7 +205,7 @@ async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[floa
     """CPU seconds to ship every batch but the seed; the frames (seed first)."""
     bus = RecordingBus()
     replicator = Replicator(
-        bus, key, key.public_key(), mode="async", standby_lost="degrade", timeout_s=1.0
+        bus, key, key.public_key(), mode="async", standby_lost="async", timeout_s=1.0
     )
     await replicator.ship(batches[0])
     started = time.process_time()
@@ -216,7 +216,7 @@ async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[floa
 
 
 async def _apply(data_dir: Path, frames: list[bytes]) -> float:
-    standby = StandbyService(RecordingBus(), data_dir)  # type: ignore[arg-type]
+    standby = StandbyService(RecordingBus(), data_dir)
     await standby.start()
     try:
         await standby._on_frame(_Recorded(frames[0]))
