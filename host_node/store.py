@@ -554,46 +554,50 @@ class ReplicaRows:
     head: ChainHead
 
 
-def write_replica(connection: sqlite3.Connection, rows: ReplicaRows) -> None:
-    """Write a replicated batch in one transaction, or nothing, as the primary wrote it (its
-    tiers recomputed here as there)."""
+def write_replicas(connection: sqlite3.Connection, batches: Sequence[ReplicaRows]) -> None:
+    """Write replicated batches in one transaction, or nothing, each as the primary wrote it
+    (its tiers recomputed here as there, batch by batch)."""
     now = dt.datetime.now(dt.UTC).isoformat()
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.executemany(
-            "INSERT INTO customers (name, id_type, id_number, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (id_type, id_number) DO NOTHING",
-            [(*customer, now) for customer in rows.customers],
-        )
-        connection.executemany(_UPSERT_ACCOUNT, rows.accounts)
-        connection.executemany(
-            "INSERT INTO journal (seq, request_id, kind, result, body, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            rows.journal,
-        )
-        connection.executemany(
-            "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)", rows.postings
-        )
-        connection.executemany(
-            "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
-            "ON CONFLICT (digest) DO NOTHING",
-            rows.frames,
-        )
-        connection.executemany(
-            "INSERT INTO evidence (journal_seq, frame_digest, record_index, record, pin_outcome,"
-            " documents) VALUES (?, ?, ?, ?, ?, ?)",
-            rows.evidence,
-        )
-        update_tiers(connection, [a[0] for a in rows.accounts if a[4] == "customer"], rows.at)
-        connection.executemany(
-            "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
-            "VALUES (?, ?, ?, ?)",
-            rows.idempotency,
-        )
+        for rows in batches:
+            _insert_replica(connection, rows, now)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def _insert_replica(connection: sqlite3.Connection, rows: ReplicaRows, now: str) -> None:
+    connection.executemany(
+        "INSERT INTO customers (name, id_type, id_number, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id_type, id_number) DO NOTHING",
+        [(*customer, now) for customer in rows.customers],
+    )
+    connection.executemany(_UPSERT_ACCOUNT, rows.accounts)
+    connection.executemany(
+        "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        rows.journal,
+    )
+    connection.executemany(
+        "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)", rows.postings
+    )
+    connection.executemany(
+        "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
+        "ON CONFLICT (digest) DO NOTHING",
+        rows.frames,
+    )
+    connection.executemany(
+        "INSERT INTO evidence (journal_seq, frame_digest, record_index, record, pin_outcome,"
+        " documents) VALUES (?, ?, ?, ?, ?, ?)",
+        rows.evidence,
+    )
+    update_tiers(connection, [a[0] for a in rows.accounts if a[4] == "customer"], rows.at)
+    connection.executemany(
+        "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
+        "VALUES (?, ?, ?, ?)",
+        rows.idempotency,
+    )
 
 
 class Store:
@@ -674,20 +678,23 @@ class Store:
         self.head = settlement.head
         return tier_changes
 
-    async def apply_replica(self, rows: ReplicaRows) -> None:
-        """Write a replicated batch (a standby's store) in one transaction and move the head.
+    async def apply_replicas(self, batches: Sequence[ReplicaRows]) -> None:
+        """Write replicated batches (a standby's store) in one transaction; move the head.
 
         Raises:
-            StoreError: it does not continue the journal, or the transaction failed; nothing
-                of it was written.
+            StoreError: they do not continue the journal one after the other, or the
+                transaction failed; nothing of them was written.
         """
-        if rows.after != self.head:
-            raise StoreError("the replicated batch does not continue the journal")
+        head = self.head
+        for rows in batches:
+            if rows.after != head:
+                raise StoreError("the replicated batch does not continue the journal")
+            head = rows.head
         try:
-            await self._run(write_replica, self._open(), rows)
+            await self._run(write_replicas, self._open(), batches)
         except sqlite3.Error as error:
-            raise StoreError(f"replicated batch not written: {error}") from None
-        self.head = rows.head
+            raise StoreError(f"replicated batches not written: {error}") from None
+        self.head = head
 
     async def checkpoint_tail(self) -> tuple[int, list[str]]:
         """The last checkpoint's sequence number and the entry hashes after it."""

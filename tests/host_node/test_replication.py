@@ -1,8 +1,10 @@
 """Replication records: a batch goes to the standby as the rows the primary wrote, checked
-against the chain on the way in (no broker here; test_standby runs the services)."""
+against the chain on the way in, and written with the batches checked meanwhile (no broker
+here; test_standby runs the services on one)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import sqlite3
@@ -16,13 +18,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
+from common.frames import FrameKind
+from common.identity import ensure_identity
 from common.requests import Request
+from common.topology import DR_ACKS
 from host_node.batch import Settlement, accounts_to_load, plan, settle
+from host_node.checkpoint import SIGNER
+from host_node.errors import StoreError
 from host_node.evidence import FrameProof
 from host_node.journal import ChainHead
 from host_node.ledger import AccountState, Appointment, Customer, DailyUsage, PinRecord
-from host_node.replication import decode_batch, encode_batch, verify_batch
-from host_node.store import Store, _account_row, ledger_path
+from host_node.replication import decode_batch, encode_batch, signed_frame, verify_batch
+from host_node.standby import StandbyService
+from host_node.store import ReplicaRows, Store, _account_row, ledger_path
 from tests.host_node.fakes import STAFF, SUPERVISOR, Teller, account_no, fake_hsm, item_of, now
 
 A, B = account_no(1), account_no(2)
@@ -79,7 +88,7 @@ async def commit(store: Store, records: Sequence[Request], *, framed: bool = Fal
 async def replicate(settlement: Settlement, standby: Store) -> None:
     """What the standby does with a shipped batch, short of the bus."""
     record = orjson.loads(encode_batch(settlement))
-    await standby.apply_replica(verify_batch(decode_batch(record["batch"]), standby.head))
+    await standby.apply_replicas([verify_batch(decode_batch(record["batch"]), standby.head)])
 
 
 def tables(path: Path) -> dict[str, list[tuple[object, ...]]]:
@@ -206,3 +215,133 @@ def test_a_shipped_account_becomes_the_row_the_primary_wrote(account: AccountSta
     )
     shipped = decode_batch(orjson.loads(encode_batch(settlement))["batch"])
     assert verify_batch(shipped, ChainHead()).accounts == [_account_row(account)]
+
+
+class Handed(Delivery):
+    """A delivery that remembers how it was settled."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.headers: dict[str, object] = {}
+        self.exchange = self.routing_key = self.queue = ""
+        self.redelivered = False
+        self.settled = ""
+
+    async def ack(self) -> None:
+        self.settled = self.settled or "ack"
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        self.settled = self.settled or "nack"
+
+
+class _Idle(Subscription):
+    async def cancel(self) -> None:
+        pass
+
+
+class KeptBus(Bus):
+    """Keeps what is published; delivers nothing (the test hands frames to the standby)."""
+
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+
+    async def connect(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def declare(self, topology: object) -> None:
+        pass
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        self.published += messages
+
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Subscription:
+        return _Idle()
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        return QueueStats(queue, 0, 0)
+
+    def acks(self) -> list[int]:
+        """The positions the standby acked."""
+        return [
+            orjson.loads(m.body.split(b"\n")[1])["seq"]
+            for m in self.published
+            if m.routing_key == DR_ACKS
+        ]
+
+
+class Writes:
+    """Counts the batches of each write a store makes; fails the first ``failing`` writes."""
+
+    def __init__(self, store: Store, failing: int = 0) -> None:
+        self.sizes: list[int] = []
+        self.failing = failing
+        self._apply = store.apply_replicas
+
+    async def __call__(self, batches: Sequence[ReplicaRows]) -> None:
+        self.sizes.append(len(batches))
+        if len(self.sizes) <= self.failing:
+            raise StoreError("disk full")
+        await self._apply(batches)
+
+
+@pytest.fixture
+async def replica(tmp_path: Path) -> AsyncIterator[StandbyService]:
+    ensure_identity(tmp_path / "replica", SIGNER)
+    service = StandbyService(KeptBus(), tmp_path / "replica")
+    await service.start()
+    yield service
+    await service.stop()
+
+
+async def shipped_frames(primary: Store, replica: StandbyService, batches: int) -> list[bytes]:
+    """``batches`` committed batches of the primary as the host's signed frames."""
+    teller = Teller()
+    settlements = [await commit(primary, [teller.open_account(A, deposit=100)])]
+    settlements += [await commit(primary, [teller.deposit(A, n + 1)]) for n in range(batches - 1)]
+    return [
+        signed_frame(replica.key, FrameKind.JOURNAL, "host", n, [encode_batch(s)], epoch=0)
+        for n, s in enumerate(settlements, 1)
+    ]
+
+
+async def test_frames_checked_during_a_write_are_written_together_and_acked_once(
+    primary: Store, replica: StandbyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = await shipped_frames(primary, replica, 4)
+    writes = Writes(replica.store)
+    monkeypatch.setattr(replica.store, "apply_replicas", writes)
+    deliveries = [Handed(body) for body in frames]
+    await replica._on_frame(deliveries[0])
+    await asyncio.sleep(0)  # the writer takes the first frame alone
+    for delivery in deliveries[1:]:  # checked while it writes
+        await replica._on_frame(delivery)
+    await replica._drain()
+    assert writes.sizes == [1, 3]
+    assert [d.settled for d in deliveries] == ["ack"] * 4
+    assert isinstance(replica.bus, KeptBus) and replica.bus.acks() == [1, 4]
+    assert replica.store.head == primary.head and replica.applied_batches == 4
+    assert tables(replica.store.path) == tables(primary.path)
+
+
+async def test_frames_not_written_go_back_to_the_queue_and_are_checked_again(
+    primary: Store, replica: StandbyService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = await shipped_frames(primary, replica, 2)
+    writes = Writes(replica.store, failing=1)
+    monkeypatch.setattr(replica.store, "apply_replicas", writes)
+    refused = [Handed(body) for body in frames]
+    for delivery in refused:
+        await replica._on_frame(delivery)
+    await replica._drain()
+    assert [d.settled for d in refused] == ["nack", "nack"]
+    assert replica.store.head == ChainHead() and isinstance(replica.bus, KeptBus)
+    assert replica.bus.acks() == []
+    again = [Handed(body) for body in frames]
+    for delivery in again:
+        await replica._on_frame(delivery)
+    await replica._drain()
+    assert [d.settled for d in again] == ["ack", "ack"]
+    assert replica.store.head == primary.head and replica.bus.acks() == [2]
