@@ -138,9 +138,12 @@ class StandbyService:
             group, self._pending = self._pending, []
             try:
                 await self.store.apply_replicas([rows for _, batches in group for rows in batches])
-            except StoreError as error:
+            except Exception as error:
                 # as when a handler fails: the frames go back to the queue, to be checked again
-                _log.error("ALERT replicated batches not written", reason=str(error))
+                if isinstance(error, StoreError):
+                    _log.error("ALERT replicated batches not written", reason=str(error))
+                else:
+                    _log.exception("ALERT replicated batches not written on a defect")
                 returned, self._pending = [*group, *self._pending], []
                 self._tail = self.store.head
                 for delivery, _ in returned:
@@ -173,14 +176,16 @@ class StandbyService:
         if not shipped.entries or shipped.last_seq <= head.seq:
             return None
         if shipped.first_seq != head.seq + 1:
+            await self._drain()  # what came before the gap is written and acked first
+            held = self.store.head.seq
             if self.in_sync:
                 _log.error(
                     "ALERT standby missed entries; resynchronise it",
-                    head=head.seq,
+                    head=held,
                     next=shipped.first_seq,
                 )
             self.in_sync = False
-            await self.store.set_meta(_MISSED, f"{head.seq + 1}..{shipped.first_seq - 1}")
+            await self.store.set_meta(_MISSED, f"{held + 1}..{shipped.first_seq - 1}")
             return None
         return verify_batch(shipped, head)
 
