@@ -2,8 +2,10 @@
 
 The primary ships each committed batch (its journal entries with everything the store wrote
 beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` frames whose
-header the host signs with its identity key. The standby applies them and acks its applied
-position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
+header the host signs with its identity key. A batch goes as the rows the primary's commit
+wrote: each entry as the canonical body its hash covers (not encoded again), the rest as
+stored. The standby hashes each body once, checks the links, writes the rows and acks its
+applied position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
 holds it (RPO 0); in ``async`` mode at once, reporting the lag. When the standby does not ack
 within ``standby_timeout_s`` in sync mode, the primary either stops answering
 (``standby_lost="stop"``: the batch's frames go back and are retried) or degrades to async

@@ -535,7 +535,7 @@ AccountRow = tuple[
 
 @dataclass(frozen=True, slots=True)
 class ReplicaRows:
-    """A replicated batch as the rows :func:`write_replica` writes: what the primary's commit
+    """A replicated batch as the rows :func:`write_replicas` writes: what the primary's commit
     wrote, row for row (journal bodies as hashed, replies and documents as stored).
 
     ``at`` is when the batch was processed (the time of its tier changes); ``after`` is the
