@@ -158,7 +158,7 @@ class StandbyService:
     async def _drain(self) -> None:
         """Return once every checked frame is written (or given back)."""
         if self._writer is not None:
-            await self._writer
+            await asyncio.shield(self._writer)  # a cancelled waiter leaves the write be
 
     async def _apply(self, document: dict[str, object], head: ChainHead) -> ReplicaRows | None:
         """Store a checkpoint, or check a batch against the chain at ``head``: its rows to
