@@ -2,8 +2,10 @@
 
 The primary ships each committed batch (its journal entries with everything the store wrote
 beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` frames whose
-header the host signs with its identity key. The standby applies them and acks its applied
-position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
+header the host signs with its identity key. A batch goes as the rows the primary's commit
+wrote: each entry as the canonical body its hash covers (not encoded again), the rest as
+stored. The standby hashes each body once, checks the links, writes the rows and acks its
+applied position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
 holds it (RPO 0); in ``async`` mode at once, reporting the lag. When the standby does not ack
 within ``standby_timeout_s`` in sync mode, the primary either stops answering
 (``standby_lost="stop"``: the batch's frames go back and are retried) or degrades to async
@@ -16,13 +18,17 @@ primary reads every announcement and refuses to run when one is above its own ep
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import TypeAdapter
+from typing_extensions import TypedDict
 
 from common.bus import Bus, Delivery, Message, Subscription
 from common.errors import FrameError
@@ -30,20 +36,20 @@ from common.events import ReplicationStatus
 from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
 from common.identity import verify
 from common.logs import get_logger
-from common.replies import decode_reply, encode_reply
+from common.replies import encode_reply
+from common.results import ResultCode
 from common.topology import DEFAULT_EXCHANGE, DR_ACKS, DR_EPOCH, DR_REPLICATION
-from host_node.batch import Remembered, Settlement
+from host_node.batch import Settlement
 from host_node.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from host_node.config import ReplicationMode, StandbyLost
 from host_node.errors import HostError
-from host_node.evidence import EntryEvidence, FrameProof
-from host_node.journal import ChainHead, decode_entry, head_of
-from host_node.ledger import AccountState, Customer
+from host_node.journal import ChainHead, body_hash, entry_body
+from host_node.ledger import AccountKind, AccountState, AccountStatus, PinMethod
+from host_node.store import AccountRow, ReplicaRows
 
 PRIMARY_SENDER = "host"
 STANDBY_SENDER = "standby"
 
-_ACCOUNTS: TypeAdapter[list[AccountState]] = TypeAdapter(list[AccountState])
 _log = get_logger(__name__)
 
 
@@ -58,57 +64,197 @@ class FencedError(HostError):
 # --- wire records ------------------------------------------------------------------------
 
 
+#: An account on the wire: its ``accounts`` row with the times left to orjson (the text
+#: :meth:`~datetime.datetime.isoformat` makes) and the appointments as a list (their JSON
+#: text is made on the standby).
+_ShippedAccount = tuple[
+    str,
+    str | None,
+    str | None,
+    str,
+    AccountKind,
+    int,
+    AccountStatus,
+    int,
+    str | None,
+    PinMethod | None,
+    int | None,
+    int,
+    str,
+    int,
+    int,
+    str | None,
+    int,
+    int,
+    list[tuple[str, int, str]],
+]
+
+
+class _BatchRecord(TypedDict):
+    """A committed batch on the wire: the rows the primary's commit wrote, as text, except
+    what the standby reads from the entries' bodies (journal columns, postings)."""
+
+    entries: list[tuple[str, str]]  # hash, body
+    customers: list[tuple[str, str, str]]
+    accounts: list[_ShippedAccount]
+    remembered: list[tuple[str, str, str, int]]  # request id, content hash, reply, seq
+    evidence: list[tuple[int, str | None, int | None, str, str | None, str]]
+    frames: list[tuple[str, str, str]]  # digest, header, leaves (hex)
+
+
+class _EntryFields(TypedDict):
+    """What the standby reads from an entry's body (the rest is only hashed)."""
+
+    seq: int
+    prev_hash: str
+    request_id: str
+    kind: str
+    result: ResultCode
+    postings: list[tuple[str, int]]
+    processed_at: str
+
+
+_BATCH_RECORD: TypeAdapter[_BatchRecord] = TypeAdapter(_BatchRecord)
+_ENTRY_FIELDS: TypeAdapter[list[_EntryFields]] = TypeAdapter(list[_EntryFields])
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedBatch:
+    """A batch record as received: its shape checked, its chain not yet verified."""
+
+    record: _BatchRecord
+    bodies: list[bytes]
+    entries: list[_EntryFields]
+
+    @property
+    def first_seq(self) -> int:
+        return self.entries[0]["seq"] if self.entries else 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.entries[-1]["seq"] if self.entries else 0
+
+
+def _shipped_account(account: AccountState) -> tuple[Any, ...]:
+    pin, holder, usage = account.pin, account.holder, account.usage
+    opened: dt.datetime | str = account.opened_at
+    if account.opened_at.tzinfo not in (None, dt.UTC):
+        opened = account.opened_at.isoformat()  # orjson writes offsets in whole minutes only
+    return (
+        account.number,
+        holder.id_type if holder else None,
+        holder.id_number if holder else None,
+        account.branch_id,
+        account.kind,
+        account.balance,
+        account.status,
+        int(pin is not None),
+        pin.value if pin else None,
+        pin.method if pin else None,
+        pin.key_version if pin else None,
+        account.pin_tries,
+        opened,
+        int(account.frozen),
+        account.held,
+        usage.day,
+        usage.cash_out,
+        usage.transferred,
+        [(a.date, a.amount, a.made_on) for a in account.appointments],
+    )
+
+
+def _account_row(shipped: _ShippedAccount) -> AccountRow:
+    """The stored row of a shipped account: its appointments as the primary's JSON text."""
+    appointments = shipped[18]
+    return (*shipped[:18], json.dumps(appointments) if appointments else "[]")
+
+
 def encode_batch(settlement: Settlement) -> bytes:
-    """A committed batch as one replication record (replies are not shipped)."""
-    document = {
-        "entries": [[e.seq, e.hash, e.body.decode()] for e in settlement.entries],
-        "accounts": _ACCOUNTS.dump_python(list(settlement.accounts), mode="json"),
-        "customers": {
-            number: [c.name, c.id_type, c.id_number] for number, c in settlement.customers.items()
-        },
+    """A committed batch as one replication record (replies to the branches are not shipped).
+
+    The entries go as the canonical bodies they were hashed from, not encoded again.
+    """
+    record = {
+        "entries": [(e.hash, (e.body or entry_body(e)).decode()) for e in settlement.entries],
+        "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
+        "accounts": [_shipped_account(a) for a in settlement.accounts],
         "remembered": [
-            [r.request_id, r.content_hash, encode_reply(r.reply).decode()]
+            (r.request_id, r.content_hash, encode_reply(r.reply).decode(), r.reply.journal_seq)
             for r in settlement.remembered
         ],
         "evidence": [
-            [e.seq, e.frame_digest, e.record_index, e.record.decode(), e.pin_outcome, e.documents]
+            (
+                e.seq,
+                e.frame_digest,
+                e.record_index,
+                e.record.decode(),
+                e.pin_outcome,
+                orjson.dumps(e.documents).decode(),
+            )
             for e in settlement.evidence
         ],
-        "frames": {d: [f.header.decode(), f.leaves.hex()] for d, f in settlement.frames.items()},
+        "frames": [(d, f.header.decode(), f.leaves.hex()) for d, f in settlement.frames.items()],
     }
-    return orjson.dumps({"batch": document})
+    return orjson.dumps({"batch": record})
 
 
-def decode_batch(document: Mapping[str, Any]) -> Settlement:
-    """The settlement a replication record describes (entries not yet verified).
+def decode_batch(document: Mapping[str, Any]) -> ShippedBatch:
+    """The batch a replication record describes, its entries' bodies read but not verified.
 
     Raises:
-        ValueError, KeyError, TypeError, pydantic.ValidationError: not a batch record.
+        ValueError, pydantic.ValidationError: not a batch record.
     """
-    entries = tuple(decode_entry(body.encode(), hash_) for _, hash_, body in document["entries"])
-    if any(e.seq != seq for e, (seq, _, _) in zip(entries, document["entries"], strict=True)):
-        raise ValueError("entry numbers disagree")
-    remembered = tuple(
-        Remembered(rid, content, decode_reply(reply.encode()))
-        for rid, content, reply in document["remembered"]
-    )
-    return Settlement(
-        replies=(),
-        entries=entries,
-        accounts=tuple(_ACCOUNTS.validate_python(document["accounts"])),
-        customers={n: Customer(*fields) for n, fields in document["customers"].items()},
-        remembered=remembered,
-        head=head_of(entries[-1]) if entries else ChainHead(),
-        evidence=tuple(
-            EntryEvidence(
-                seq, digest, index, record.encode(), outcome, tuple(tuple(d) for d in documents)
-            )
-            for seq, digest, index, record, outcome, documents in document["evidence"]
-        ),
-        frames={
-            d: FrameProof(header.encode(), bytes.fromhex(leaves))
-            for d, (header, leaves) in document["frames"].items()
-        },
+    record = _BATCH_RECORD.validate_python(document)
+    bodies = [body.encode() for _, body in record["entries"]]
+    entries = _ENTRY_FIELDS.validate_python([orjson.loads(body) for body in bodies])
+    return ShippedBatch(record, bodies, entries)
+
+
+def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
+    """The rows to write for a shipped batch that continues the chain at ``head``; each
+    entry's body is hashed once.
+
+    Raises:
+        ValueError: the batch does not continue the chain, or an entry does not match its
+            hash (the first break is named).
+    """
+    journal: list[tuple[int, str, str, str, bytes, str]] = []
+    postings: list[tuple[int, str, int]] = []
+    last = head
+    for (hash_, _), body, entry in zip(
+        shipped.record["entries"], shipped.bodies, shipped.entries, strict=True
+    ):
+        seq = entry["seq"]
+        if seq != last.seq + 1:
+            raise ValueError(f"chain broken: entry {seq} follows entry {last.seq}")
+        if entry["prev_hash"] != last.hash:
+            raise ValueError(f"chain broken: entry {seq} does not link to entry {last.seq}")
+        if body_hash(body) != hash_:
+            raise ValueError(f"chain broken: entry {seq} does not match its hash")
+        journal.append(
+            (seq, entry["request_id"], entry["kind"], entry["result"].value, body, hash_)
+        )
+        postings += [(seq, account, amount) for account, amount in entry["postings"]]
+        last = ChainHead(seq, hash_)
+    record = shipped.record
+    return ReplicaRows(
+        customers=record["customers"],
+        accounts=[_account_row(a) for a in record["accounts"]],
+        journal=journal,
+        postings=postings,
+        frames=[
+            (d, header.encode(), bytes.fromhex(leaves)) for d, header, leaves in record["frames"]
+        ],
+        evidence=[
+            (seq, digest, index, kept.encode(), outcome, documents)
+            for seq, digest, index, kept, outcome, documents in record["evidence"]
+        ],
+        idempotency=record["remembered"],
+        at=dt.datetime.fromisoformat(shipped.entries[-1]["processed_at"])
+        if shipped.entries
+        else dt.datetime.now(dt.UTC),
+        after=head,
+        head=last,
     )
 
 

@@ -2,12 +2,14 @@
 
 The standby consumes ``dr.replication`` (single active consumer), checks each frame's host
 signature and epoch, checks that each batch continues its own chain (sequence and hashes),
-writes it to its own store in one transaction, stores each checkpoint whose signature
-verifies, and acks its applied position on ``dr.acks``. A batch it already holds is skipped
-(a redelivery); a batch beyond its head means it missed entries (a wiped or new standby): it
-is then *out of sync* (remembered in its store), acks nothing and cannot be promoted until
-resynchronised from a snapshot of the primary's store (:func:`~host_node.store.copy_store`)
-plus the stream's tail.
+writes it to its own store, stores each checkpoint whose signature verifies, and acks its
+applied position on ``dr.acks``. Batches are written as they are checked, one transaction per
+write: the batches checked while the previous write was under way are written together (group
+commit), then their frames are acked and the position once. A batch it already holds is
+skipped (a redelivery); a batch beyond its head means it missed entries (a wiped or new
+standby): it is then *out of sync* (remembered in its store), acks nothing and cannot be
+promoted until resynchronised from a snapshot of the primary's store
+(:func:`~host_node.store.copy_store`) plus the stream's tail.
 
 :func:`promote` applies everything still queued, then gives the store an epoch above every
 epoch seen and announces it on ``dr.epoch``.
@@ -28,8 +30,8 @@ from common.identity import load_identity
 from common.logs import get_logger
 from common.topology import CORE, DEFAULT_EXCHANGE, DR_ACKS, DR_REPLICATION
 from host_node.checkpoint import SIGNER, signature_valid
-from host_node.errors import HostError
-from host_node.journal import verify_chain
+from host_node.errors import HostError, StoreError
+from host_node.journal import ChainHead
 from host_node.replication import (
     STANDBY_SENDER,
     decode_batch,
@@ -38,8 +40,9 @@ from host_node.replication import (
     open_signed_frame,
     read_fence,
     signed_frame,
+    verify_batch,
 )
-from host_node.store import Store, ledger_path
+from host_node.store import ReplicaRows, Store, ledger_path
 
 _log = get_logger(__name__)
 #: Store meta key set when a replica missed entries; a snapshot copy clears it.
@@ -61,12 +64,17 @@ class StandbyService:
         self._lock = asyncio.Lock()
         self._subscription: Subscription | None = None
         self._ack_sequence = 0
+        #: Frames checked and waiting for the writer with their batches; the head after them.
+        self._pending: list[tuple[Delivery, list[ReplicaRows]]] = []
+        self._tail = ChainHead()
+        self._writer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
         self.epoch = await self.store.epoch()
         self.in_sync = await self.store.meta(_MISSED) is None
         self._last_checkpoint, _ = await self.store.checkpoint_tail()
+        self._tail = self.store.head
         await self.bus.declare(CORE)
         self._subscription = await self.bus.consume(
             DR_REPLICATION, self._on_frame, prefetch=self.prefetch
@@ -79,10 +87,14 @@ class StandbyService:
         return self._last_checkpoint
 
     async def stop(self) -> None:
+        """Stop consuming; what was checked is written and acked first."""
+        async with self._lock:
+            await self._drain()
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
         async with self._lock:
+            await self._drain()
             await self.store.close()
 
     async def _on_frame(self, delivery: Delivery) -> None:
@@ -99,45 +111,83 @@ class StandbyService:
             if frame.header.epoch > self.epoch:
                 self.epoch = frame.header.epoch
                 await self.store.set_epoch(self.epoch)
+            tail, batches = self._tail, []
             try:
                 for record in frame.records:
-                    await self._apply(orjson.loads(record))
+                    rows = await self._apply(orjson.loads(record), tail)
+                    if rows is not None:
+                        batches.append(rows)
+                        tail = rows.head
             except (ValueError, KeyError, TypeError, ValidationError) as error:
                 await self.bus.dead_letter(delivery, f"bad replication record: {error}"[:200])
                 return
+            if not batches:  # a checkpoint, a batch already held or one beyond a gap
+                if self.in_sync and not self._pending:
+                    await self._ack()
+                await delivery.ack()
+                return
+            self._tail = tail
+            self._pending.append((delivery, batches))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.create_task(self._write(), name="standby-writer")
+
+    async def _write(self) -> None:
+        """Write the checked frames' batches, and those checked meanwhile in one transaction
+        each time round; then ack their frames and the position."""
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                await self.store.apply_replicas([rows for _, batches in group for rows in batches])
+            except Exception as error:
+                # as when a handler fails: the frames go back to the queue, to be checked again
+                if isinstance(error, StoreError):
+                    _log.error("ALERT replicated batches not written", reason=str(error))
+                else:
+                    _log.exception("ALERT replicated batches not written on a defect")
+                returned, self._pending = [*group, *self._pending], []
+                self._tail = self.store.head
+                for delivery, _ in returned:
+                    await delivery.nack(requeue=True)
+                return
+            self.applied_batches += sum(len(batches) for _, batches in group)
             if self.in_sync:
                 await self._ack()
-            await delivery.ack()
+            for delivery, _ in group:
+                await delivery.ack()
 
-    async def _apply(self, document: dict[str, object]) -> None:
-        head = self.store.head
+    async def _drain(self) -> None:
+        """Return once every checked frame is written (or given back)."""
+        if self._writer is not None:
+            await asyncio.shield(self._writer)  # a cancelled waiter leaves the write be
+
+    async def _apply(self, document: dict[str, object], head: ChainHead) -> ReplicaRows | None:
+        """Store a checkpoint, or check a batch against the chain at ``head``: its rows to
+        write (None: a batch already held, or one beyond a gap)."""
         if "checkpoint" in document:
             checkpoint = decode_checkpoint_record(document)
             if not signature_valid(self.key.public_key(), checkpoint):
                 raise ValueError("checkpoint signature does not verify")
-            if self._last_checkpoint < checkpoint.seq <= head.seq:
+            await self._drain()  # a checkpoint covers written entries only
+            if self._last_checkpoint < checkpoint.seq <= self.store.head.seq:
                 await self.store.add_checkpoint(checkpoint)
                 self._last_checkpoint = checkpoint.seq
-            return
-        settlement = decode_batch(document["batch"])  # type: ignore[arg-type]
-        entries = settlement.entries
-        if not entries or entries[-1].seq <= head.seq:
-            return
-        if entries[0].seq != head.seq + 1:
+            return None
+        shipped = decode_batch(document["batch"])  # type: ignore[arg-type]
+        if not shipped.entries or shipped.last_seq <= head.seq:
+            return None
+        if shipped.first_seq != head.seq + 1:
+            await self._drain()  # what came before the gap is written and acked first
+            held = self.store.head.seq
             if self.in_sync:
                 _log.error(
                     "ALERT standby missed entries; resynchronise it",
-                    head=head.seq,
-                    next=entries[0].seq,
+                    head=held,
+                    next=shipped.first_seq,
                 )
             self.in_sync = False
-            await self.store.set_meta(_MISSED, f"{head.seq + 1}..{entries[0].seq - 1}")
-            return
-        problem = verify_chain(entries, head)
-        if problem is not None:
-            raise ValueError(f"chain broken: {problem}")
-        await self.store.commit(settlement)
-        self.applied_batches += 1
+            await self.store.set_meta(_MISSED, f"{held + 1}..{shipped.first_seq - 1}")
+            return None
+        return verify_batch(shipped, head)
 
     async def _ack(self) -> None:
         self._ack_sequence += 1
@@ -170,6 +220,8 @@ async def promote(bus: Bus, data_dir: Path, *, settle_s: float = 0.5) -> int:
                 await asyncio.sleep(settle_s)
                 if standby.applied_batches == before:
                     break
+        async with standby._lock:
+            await standby._drain()
         if not standby.in_sync:
             raise HostError("the standby is out of sync: resynchronise it before promoting")
         fence = await read_fence(bus, standby.key.public_key())

@@ -14,7 +14,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,10 +29,13 @@ from host_node.interest import close_days
 from host_node.journal import ChainHead, JournalEntry, decode_entry, entry_body, head_of
 from host_node.ledger import (
     NO_USAGE,
+    AccountKind,
     AccountState,
+    AccountStatus,
     Appointment,
     Customer,
     DailyUsage,
+    PinMethod,
     PinRecord,
 )
 from host_node.staff import StaffMember
@@ -503,6 +506,100 @@ def _account_row(account: AccountState) -> tuple[Any, ...]:
     )
 
 
+# --- the standby's apply: a replicated batch as rows ------------------------------------------
+
+#: An ``accounts`` row as :data:`_UPSERT_ACCOUNT` takes it (the holder's id type and number
+#: stand in for its customer id).
+AccountRow = tuple[
+    str,  # number
+    str | None,  # holder's id type
+    str | None,  # holder's id number
+    str,  # branch id
+    AccountKind,
+    int,  # balance
+    AccountStatus,
+    int,  # has a PIN
+    str | None,  # PIN verification value
+    PinMethod | None,
+    int | None,  # PIN key version
+    int,  # PIN tries
+    str,  # opened at
+    int,  # frozen
+    int,  # held
+    str | None,  # usage day
+    int,  # cash out today
+    int,  # transferred today
+    str,  # appointments (JSON)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRows:
+    """A replicated batch as the rows :func:`write_replicas` writes: what the primary's commit
+    wrote, row for row (journal bodies as hashed, replies and documents as stored).
+
+    ``at`` is when the batch was processed (the time of its tier changes); ``after`` is the
+    head it continues and ``head`` its last entry.
+    """
+
+    customers: Sequence[tuple[str, str, str]]
+    accounts: Sequence[AccountRow]
+    journal: Sequence[tuple[int, str, str, str, bytes, str]]
+    postings: Sequence[tuple[int, str, int]]
+    frames: Sequence[tuple[str, bytes, bytes]]
+    evidence: Sequence[tuple[int, str | None, int | None, bytes, str | None, str]]
+    idempotency: Sequence[tuple[str, str, str, int]]
+    at: dt.datetime
+    after: ChainHead
+    head: ChainHead
+
+
+def write_replicas(connection: sqlite3.Connection, batches: Sequence[ReplicaRows]) -> None:
+    """Write replicated batches in one transaction, or nothing, each as the primary wrote it
+    (its tiers recomputed here as there, batch by batch)."""
+    now = dt.datetime.now(dt.UTC).isoformat()
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for rows in batches:
+            _insert_replica(connection, rows, now)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+def _insert_replica(connection: sqlite3.Connection, rows: ReplicaRows, now: str) -> None:
+    connection.executemany(
+        "INSERT INTO customers (name, id_type, id_number, created_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (id_type, id_number) DO NOTHING",
+        [(*customer, now) for customer in rows.customers],
+    )
+    connection.executemany(_UPSERT_ACCOUNT, rows.accounts)
+    connection.executemany(
+        "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        rows.journal,
+    )
+    connection.executemany(
+        "INSERT INTO postings (journal_seq, account, amount) VALUES (?, ?, ?)", rows.postings
+    )
+    connection.executemany(
+        "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
+        "ON CONFLICT (digest) DO NOTHING",
+        rows.frames,
+    )
+    connection.executemany(
+        "INSERT INTO evidence (journal_seq, frame_digest, record_index, record, pin_outcome,"
+        " documents) VALUES (?, ?, ?, ?, ?, ?)",
+        rows.evidence,
+    )
+    update_tiers(connection, [a[0] for a in rows.accounts if a[4] == "customer"], rows.at)
+    connection.executemany(
+        "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
+        "VALUES (?, ?, ?, ?)",
+        rows.idempotency,
+    )
+
+
 class Store:
     """The store behind one writer thread; every method runs there, off the event loop."""
 
@@ -580,6 +677,24 @@ class Store:
             raise StoreError(f"batch not committed: {error}") from None
         self.head = settlement.head
         return tier_changes
+
+    async def apply_replicas(self, batches: Sequence[ReplicaRows]) -> None:
+        """Write replicated batches (a standby's store) in one transaction; move the head.
+
+        Raises:
+            StoreError: they do not continue the journal one after the other, or the
+                transaction failed; nothing of them was written.
+        """
+        head = self.head
+        for rows in batches:
+            if rows.after != head:
+                raise StoreError("the replicated batch does not continue the journal")
+            head = rows.head
+        try:
+            await self._run(write_replicas, self._open(), batches)
+        except sqlite3.Error as error:
+            raise StoreError(f"replicated batches not written: {error}") from None
+        self.head = head
 
     async def checkpoint_tail(self) -> tuple[int, list[str]]:
         """The last checkpoint's sequence number and the entry hashes after it."""

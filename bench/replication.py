@@ -1,0 +1,283 @@
+"""CPU per replicated journal entry on each end of DR replication, outside a running network.
+
+The primary's side is :meth:`~host_node.replication.Replicator.ship` (encoding and signing a
+committed batch); the standby's is its frame handler (signature, decoding, chain check and
+the SQLite transaction, on the store's writer thread too), both over a bus that only records
+what is published. Batches are ``--entries`` realistic entries: withdrawals, deposits and
+transfers on accounts with holders and PINs, with their evidence and idempotency rows.
+``standby_apply`` hands the standby one frame at a time (each written before the next comes);
+``standby_apply_queued`` hands it every frame at once (a standby that groups writes groups
+them). Prints one JSON object: process CPU microseconds per entry, the best of ``--repeat`` runs::
+
+    .venv/bin/python bench/replication.py [--entries 50] [--batches 40] [--repeat 5]
+
+Nothing here asserts a time; the figures are for before/after comparisons on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
+from common.identity import ensure_identity, identity_dir
+from common.replies import Reply
+from common.results import ResultCode
+from host_node.batch import Remembered, Settlement
+from host_node.checkpoint import SIGNER
+from host_node.evidence import EntryEvidence, FrameProof
+from host_node.journal import ChainHead, Origin, head_of
+from host_node.journal import seal as journal_seal
+from host_node.ledger import AccountState, Customer, DailyUsage, PinRecord, Posting
+from host_node.replication import Replicator
+from host_node.standby import StandbyService
+
+_KINDS = ("withdraw", "deposit", "transfer")
+#: Customer accounts the batches touch, each with its own holder (``--accounts``).
+_ACCOUNTS = [256]
+
+
+def _number(serial: int) -> str:
+    return f"62000101{serial % _ACCOUNTS[0]:08d}"
+
+
+def _holder(number: str) -> Customer:
+    return Customer("Zhang San", "resident_id", f"1101011990{number[-8:]}")
+
+
+class _Recorded(Delivery):
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.headers: Mapping[str, object] = {}
+        self.exchange = ""
+        self.routing_key = ""
+        self.queue = ""
+        self.redelivered = False
+
+    async def ack(self) -> None:
+        pass
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        raise AssertionError("nacked")
+
+
+class _Subscription(Subscription):
+    async def cancel(self) -> None:
+        pass
+
+
+class RecordingBus(Bus):
+    """A bus that keeps what is published and delivers nothing."""
+
+    def __init__(self) -> None:
+        self.published: list[Message] = []
+
+    async def connect(self) -> None:
+        pass
+
+    async def declare(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def publish(self, messages: Sequence[Message], **kwargs: Any) -> None:
+        self.published.extend(messages)
+
+    async def consume(self, queue: str, handler: Handler, **kwargs: Any) -> Subscription:
+        return _Subscription()
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        raise AssertionError(f"dead-lettered: {reason}")
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        return QueueStats(queue, 0, 0)
+
+    async def close(self) -> None:
+        pass
+
+
+def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False) -> Settlement:
+    """A committed batch of ``entries`` approved requests after ``head``; a ``seed`` batch
+    also brings every customer."""
+    now = dt.datetime.now(dt.UTC)
+    sealed, remembered, evidence, accounts = [], [], [], {}
+    digest = hashlib.sha256(f"frame-{batch}".encode()).hexdigest()
+    cash = AccountState(number="CASH-0001", branch_id="0001", kind="cash", opened_at=now)
+    for index in range(entries):
+        serial = batch * entries + index
+        request_id = f"0001-01-{serial + 1}"
+        content = hashlib.sha256(request_id.encode()).hexdigest()
+        number = _number(serial)
+        kind = _KINDS[serial % 3]
+        amount = 10_000 + serial % 977
+        origin = Origin(request_id, "0001", "T0001", "01", now, now, now, content)
+        if kind == "transfer":
+            other = _number(serial + 1)
+            postings = [Posting(number, -amount), Posting(other, amount)]
+        else:
+            sign = -1 if kind == "withdraw" else 1
+            postings = [Posting(number, sign * amount), Posting("CASH-0001", -sign * amount)]
+        entry = journal_seal(
+            head,
+            origin,
+            kind=kind,
+            subject=f"6200********{number[-4:]}",
+            processed_at=now,
+            postings=postings,
+            result=ResultCode.APPROVED,
+            reason="approved",
+            rule="",
+        )
+        sealed.append(entry)
+        head = head_of(entry)
+        reply = Reply(
+            request_id=request_id,
+            result=ResultCode.APPROVED,
+            reason="approved",
+            balance=1_000_000 + serial,
+            available=1_000_000 + serial,
+            amount=amount,
+            received_at=now,
+            processed_at=now,
+            journal_seq=entry.seq,
+        )
+        remembered.append(Remembered(request_id, content, reply))
+        record = orjson.dumps(
+            {
+                "kind": kind,
+                "request_id": request_id,
+                "branch_id": "0001",
+                "teller_id": "T0001",
+                "terminal_id": "01",
+                "origin_time": now,
+                "account": number,
+                "amount": amount,
+                "pin": "[removed]",
+            }
+        )
+        evidence.append(EntryEvidence(entry.seq, digest, index, record, "00 PIN verified", ()))
+        for posting in postings:
+            if posting.account != "CASH-0001":
+                accounts[posting.account] = AccountState(
+                    number=posting.account,
+                    branch_id="0001",
+                    kind="customer",
+                    opened_at=now,
+                    balance=1_000_000 + serial,
+                    pin=PinRecord(f"{serial % 10000:04d}"),
+                    holder=_holder(posting.account),
+                    usage=DailyUsage(now.date(), amount, 0),
+                )
+    accounts["CASH-0001"] = cash
+    header = b'{"version":1,"kind":"request","sender":"0001","sequence":1,"signature":"' + (
+        b"ab" * 64 + b'"}'
+    )
+    return Settlement(
+        replies=(),
+        entries=tuple(sealed),
+        accounts=tuple(accounts.values()),
+        customers={_number(n): _holder(_number(n)) for n in range(_ACCOUNTS[0])} if seed else {},
+        remembered=tuple(remembered),
+        head=head,
+        evidence=tuple(evidence),
+        frames={digest: FrameProof(header, os.urandom(32 * entries))},
+    )
+
+
+def _batches(count: int, entries: int) -> list[Settlement]:
+    """A seed batch of one entry, then ``count`` batches of ``entries``."""
+    batches = [_settlement(ChainHead(), 1, 0, seed=True)]
+    for number in range(1, count + 1):
+        batches.append(_settlement(batches[-1].head, entries, number))
+    return batches
+
+
+async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[float, list[bytes]]:
+    """CPU seconds to ship every batch but the seed; the frames (seed first)."""
+    bus = RecordingBus()
+    replicator = Replicator(
+        bus, key, key.public_key(), mode="async", standby_lost="async", timeout_s=1.0
+    )
+    await replicator.ship(batches[0])
+    started = time.process_time()
+    for settlement in batches[1:]:
+        await replicator.ship(settlement)
+    spent = time.process_time() - started
+    return spent, [m.body for m in bus.published]
+
+
+async def _apply(data_dir: Path, frames: list[bytes], *, queued: bool) -> float:
+    standby = StandbyService(RecordingBus(), data_dir)
+    await standby.start()
+    try:
+        await standby._on_frame(_Recorded(frames[0]))
+        drain = getattr(standby, "_drain", None)  # absent before the standby grouped writes
+        started = time.process_time()
+        for body in frames[1:]:
+            await standby._on_frame(_Recorded(body))
+            if drain is not None and not queued:
+                await drain()
+        if drain is not None:
+            await drain()
+        spent = time.process_time() - started
+        assert standby.store.head.seq > 0
+    finally:
+        await standby.stop()
+    return spent
+
+
+async def run(entries: int, count: int, repeat: int) -> dict[str, Any]:
+    batches = _batches(count, entries)
+    total = entries * count
+    ship_best = apply_best = queued_best = float("inf")
+    with tempfile.TemporaryDirectory() as home:
+        primary = Path(home) / "primary"
+        key = ensure_identity(primary, SIGNER)
+        for attempt in range(repeat):
+            spent, frames = await _ship(key, batches)
+            ship_best = min(ship_best, spent)
+            standby_dir = Path(home) / f"standby-{attempt}"
+            shutil.copytree(identity_dir(primary), identity_dir(standby_dir))
+            apply_best = min(apply_best, await _apply(standby_dir, frames, queued=False))
+            queued_dir = Path(home) / f"queued-{attempt}"
+            shutil.copytree(identity_dir(primary), identity_dir(queued_dir))
+            queued_best = min(queued_best, await _apply(queued_dir, frames, queued=True))
+    return {
+        "entries_per_batch": entries,
+        "accounts": _ACCOUNTS[0],
+        "batches": count,
+        "us_per_entry": {
+            "primary_ship": round(ship_best / total * 1e6, 2),
+            "standby_apply": round(apply_best / total * 1e6, 2),
+            "standby_apply_queued": round(queued_best / total * 1e6, 2),
+        },
+        "bytes_per_entry": round(sum(len(f) for f in frames[1:]) / total, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=50)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--accounts", type=int, default=256, help="customer accounts touched")
+    arguments = parser.parse_args()
+    _ACCOUNTS[0] = arguments.accounts
+    result = asyncio.run(run(arguments.entries, arguments.batches, arguments.repeat))
+    result["loadavg"] = os.getloadavg()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
