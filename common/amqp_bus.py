@@ -18,9 +18,11 @@ the broker redelivers them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar, cast
@@ -28,25 +30,21 @@ from typing import TypeVar, cast
 import aio_pika
 import aiormq
 import aiormq.abc
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
 from aiormq.exceptions import (
     AMQPError,
     ChannelAccessRefused,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
-    DeliveryError,
     PublishError,
 )
 from pamqp import commands as spec
 from pamqp.common import Arguments
 from yarl import URL
 
+from common.amqp_wire import PublishEncoder, ack_frame, nack_frame
 from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.errors import BusClosedError, BusError, UnroutableError
 from common.metrics import RECONNECTS
@@ -127,41 +125,204 @@ class _Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
+_ACKED, _NACKED, _RETURNED = 1, 2, 3
+
+
+class _Batch:
+    """Messages put on the wire together, and what the broker said of each."""
+
+    __slots__ = ("abandoned", "done", "messages", "nacked", "outcomes", "waiting")
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.outcomes: list[int | None] = [None] * len(messages)
+        self.waiting = len(messages)
+        self.nacked = False
+        self.done: asyncio.Future[None] | None = None
+        #: Given up on (sent, failed or timed out): later verdicts are ignored.
+        self.abandoned = False
+
+    def settle(self, index: int, outcome: int) -> None:
+        if self.abandoned or self.outcomes[index] is not None:
+            return
+        self.outcomes[index] = outcome
+        self.nacked |= outcome == _NACKED
+        self.waiting -= 1
+        if not self.waiting and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def returned(self) -> list[str]:
+        """Labels of the messages the broker returned as unroutable."""
+        return [
+            f"{message.exchange or '(default)'}/{message.routing_key}"
+            for message, outcome in zip(self.messages, self.outcomes, strict=True)
+            if outcome == _RETURNED
+        ]
+
+    def unconfirmed(self) -> list[Message]:
+        """The messages to publish again: nacked, or without a verdict."""
+        return [
+            message
+            for message, outcome in zip(self.messages, self.outcomes, strict=True)
+            if outcome is None or outcome == _NACKED
+        ]
+
+
+class _Confirm:
+    """What aiormq's channel keeps per published message in ``confirmations`` (a future in
+    aiormq's own publish): its reader reports the broker's ack (``set_result``), nack or
+    return (``set_exception``) here, and this passes it on to the message's batch — no
+    future, task or callback per message."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.abandoned or self._batch.outcomes[self._index] is not None
+
+    def cancelled(self) -> bool:
+        return self._batch.abandoned
+
+    def set_result(self, _frame: object) -> None:
+        self._batch.settle(self._index, _ACKED)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._batch.settle(self._index, _RETURNED if isinstance(exc, PublishError) else _NACKED)
+
+
+class _Acks:
+    """Settles the deliveries of one channel, in as few frames as it can.
+
+    An ack or nack is written at the end of the event loop's turn, together with every
+    other settled in that turn, as one write. The acks of deliveries with no unsettled
+    delivery before them on the channel go as one ``Basic.Ack`` with ``multiple`` on the
+    highest; the others one by one. Nacks go first: a multiple ack never covers a nack
+    not yet on the wire (that would be an unknown delivery tag, which closes the channel).
+    A channel that has closed has put its unsettled deliveries back already: its settles
+    are dropped.
+    """
+
+    def __init__(self, channel: aiormq.Channel, queue: str) -> None:
+        self.channel = channel
+        self._queue = queue
+        #: Delivery tags handed to the handler and not yet settled, in delivery order.
+        self._unsettled: dict[int, None] = {}
+        self._acks: list[int] = []
+        self._nacks: list[tuple[int, bool]] = []
+        self._scheduled = False
+        #: Writing settles that found the connection's write queue full; later ones wait.
+        self._writing: asyncio.Task[None] | None = None
+
+    def received(self, delivery_tag: int) -> None:
+        self._unsettled[delivery_tag] = None
+
+    def ack(self, delivery_tag: int) -> None:
+        self._unsettled.pop(delivery_tag, None)
+        self._acks.append(delivery_tag)
+        self._schedule()
+
+    def nack(self, delivery_tag: int, *, requeue: bool) -> None:
+        self._unsettled.pop(delivery_tag, None)
+        self._nacks.append((delivery_tag, requeue))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the settles so far (or queue them behind a write that had to wait)."""
+        self._scheduled = False
+        if self._writing is not None or not (self._acks or self._nacks):
+            return
+        channel = self.channel
+        if channel.is_closed:
+            _log.info(
+                "%d settles of %s dropped: the channel closed, the broker redelivers",
+                len(self._acks) + len(self._nacks),
+                self._queue,
+            )
+            self._acks.clear()
+            self._nacks.clear()
+            return
+        number = channel.number
+        frames = [nack_frame(number, tag, requeue=requeue) for tag, requeue in self._nacks]
+        lowest = next(iter(self._unsettled), None)
+        covered = [tag for tag in self._acks if lowest is None or tag < lowest]
+        single = self._acks
+        if len(covered) > 1:
+            frames.append(ack_frame(number, max(covered), multiple=True))
+            single = [tag for tag in self._acks if lowest is not None and tag > lowest]
+        frames.extend(ack_frame(number, tag, multiple=False) for tag in single)
+        self._acks.clear()
+        self._nacks.clear()
+        written = ChannelFrame(payload=b"".join(frames), should_close=False)
+        try:
+            channel.write_queue.put_nowait(written)
+        except asyncio.QueueFull:
+            self._writing = asyncio.create_task(self._write(written))
+
+    async def _write(self, written: ChannelFrame) -> None:
+        try:
+            await self.channel.write_queue.put(written)
+        except (asyncio.CancelledError, *_TRANSIENT) as exc:
+            _log.info("settles of %s not written (%r); redelivered", self._queue, exc)
+        finally:
+            self._writing = None
+        self.flush()
+
+    async def drain(self) -> None:
+        """Write what is settled now, and wait until it is in the connection's queue."""
+        self.flush()
+        if self._writing is not None:
+            await asyncio.shield(self._writing)
+
+
 class _AmqpDelivery(Delivery):
-    def __init__(self, message: AbstractIncomingMessage, queue: str) -> None:
+    __slots__ = (
+        "_acks",
+        "_settled",
+        "_tag",
+        "body",
+        "exchange",
+        "headers",
+        "queue",
+        "redelivered",
+        "routing_key",
+    )
+
+    def __init__(self, message: aiormq.abc.DeliveredMessage, queue: str, acks: _Acks) -> None:
+        deliver = cast(spec.Basic.Deliver, message.delivery)
+        headers = message.header.properties.headers
         self.body = message.body
-        self.headers = delivery_headers(message.headers, queue)
-        self.exchange = message.exchange or ""
-        self.routing_key = message.routing_key or ""
+        self.headers = delivery_headers(headers, queue) if headers else {}
+        self.exchange = deliver.exchange or ""
+        self.routing_key = deliver.routing_key or ""
         self.queue = queue
-        self.redelivered = bool(message.redelivered)
-        self._message = message
+        self.redelivered = bool(deliver.redelivered)
+        self._acks = acks
+        self._tag = deliver.delivery_tag or 0
         self._settled = False
 
     async def ack(self) -> None:
-        if self._settle():
-            await self._quietly(self._message.ack())
+        if not self._settled:
+            self._settled = True
+            self._acks.ack(self._tag)
 
     async def nack(self, *, requeue: bool = True) -> None:
-        if self._settle():
-            await self._quietly(self._message.nack(requeue=requeue))
-
-    def _settle(self) -> bool:
-        settled, self._settled = self._settled, True
-        return not settled
-
-    async def _quietly(self, settling: Awaitable[None]) -> None:
-        # A delivery from a channel that has since closed is back in its queue already.
-        try:
-            await settling
-        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-            _log.info(
-                "could not settle a delivery from %s (%s); it is redelivered", self.queue, exc
-            )
+        if not self._settled:
+            self._settled = True
+            self._acks.nack(self._tag, requeue=requeue)
 
 
 class _AmqpSubscription(Subscription):
-    """A consumer on its own channel; one worker runs the handler for each delivery in turn."""
+    """A consumer on its own robust channel; one worker runs the handler for each delivery
+    in turn. It consumes on the channel's aiormq channel (no aio-pika message per delivery)
+    and consumes again each time aio-pika reopens the channel after a drop."""
 
     def __init__(
         self, bus: AmqpBus, channel: AbstractRobustChannel, queue: str, handler: Handler
@@ -170,26 +331,55 @@ class _AmqpSubscription(Subscription):
         self._channel = channel
         self._queue = queue
         self._handler = handler
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._inbox: collections.deque[tuple[aiormq.abc.DeliveredMessage, _Acks]] = (
+            collections.deque()
+        )
+        self._wake = asyncio.Event()
         self._cancelled = False
-        self._consumer: tuple[AbstractQueue, str] | None = None
+        self._consumer_tag = f"bn-{queue}-{secrets.token_hex(6)}"
+        self._acks: _Acks | None = None
         self._worker = asyncio.create_task(self._run(), name=f"consume:{queue}")
 
     async def start(self) -> None:
-        amqp_queue = await self._channel.get_queue(self._queue, ensure=True)
-        self._consumer = (amqp_queue, await amqp_queue.consume(self._receive))
+        await self._consume()
+        self._channel.reopen_callbacks.add(self._on_reopen)
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        self._inbox.put_nowait(message)
+    async def _consume(self) -> None:
+        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        acks = self._acks = _Acks(channel, self._queue)
+        inbox, wake = self._inbox, self._wake
+
+        async def receive(message: aiormq.abc.DeliveredMessage) -> None:
+            acks.received(cast(spec.Basic.Deliver, message.delivery).delivery_tag or 0)
+            inbox.append((message, acks))
+            wake.set()
+
+        channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
+        await channel.basic_consume(self._queue, receive, consumer_tag=self._consumer_tag)
+
+    async def _on_reopen(self, _channel: object) -> None:
+        if self._cancelled:
+            return
+        try:
+            await self._consume()
+        except Exception as exc:  # aio-pika swallows it; say so
+            _log.error("could not consume %s again after a reconnect: %r", self._queue, exc)
+
+    def _on_broker_cancel(self, frame: spec.Basic.Cancel) -> None:
+        if frame.consumer_tag == self._consumer_tag and not self._cancelled:
+            _log.warning("the broker cancelled the consumer of %s", self._queue)
 
     async def _run(self) -> None:
+        inbox, wake = self._inbox, self._wake
         while not self._cancelled:
-            message = await self._inbox.get()
-            try:
-                message.channel  # noqa: B018 - raises when the channel has gone
-            except ChannelInvalidStateError:
+            if not inbox:
+                wake.clear()
+                await wake.wait()
+                continue
+            message, acks = inbox.popleft()
+            if acks.channel.is_closed:
                 continue  # the broker already put it back
-            delivery = _AmqpDelivery(message, self._queue)
+            delivery = _AmqpDelivery(message, self._queue, acks)
             try:
                 await self._handler(delivery)
             except Exception:
@@ -201,14 +391,17 @@ class _AmqpSubscription(Subscription):
             return
         self._cancelled = True
         self._bus._subscriptions.discard(self)
+        self._channel.reopen_callbacks.discard(self._on_reopen)
         if self._worker is not asyncio.current_task():
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
-        # Closing the channel hands its unacked deliveries back to the queue.
-        if self._consumer is not None:
-            amqp_queue, consumer_tag = self._consumer
+        acks = self._acks
+        if acks is not None:
+            # Settles first, then the cancel; closing the channel hands the unacked
+            # deliveries back to the queue.
+            await acks.drain()
             with contextlib.suppress(*_TRANSIENT):
-                await amqp_queue.cancel(consumer_tag)
+                await acks.channel.basic_cancel(self._consumer_tag)
         with contextlib.suppress(*_TRANSIENT):
             await self._channel.close()
 
@@ -289,6 +482,9 @@ class AmqpBus(Bus):
         self._publisher: AbstractRobustChannel | None = None
         self._admin: _AdminChannel | None = None
         self._subscriptions: set[_AmqpSubscription] = set()
+        self._encoder = PublishEncoder()
+        #: Held from numbering a batch to queueing it: the broker numbers in write order.
+        self._publishing = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"AmqpBus({redact_url(self.url)!r}, name={self.name!r})"
@@ -400,58 +596,92 @@ class AmqpBus(Bus):
 
     async def publish(self, messages: Sequence[Message]) -> None:
         _, publisher, _ = self._require()
-        window = asyncio.Semaphore(self._confirm_window)
-        in_flight: list[asyncio.Task[str | None]] = []
-        try:
-            for message in messages:
-                await window.acquire()
-                task = asyncio.create_task(self._publish_one(publisher, message))
-                task.add_done_callback(lambda _: window.release())
-                in_flight.append(task)
-            outcomes = await asyncio.gather(*in_flight)
-        except BaseException:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            raise
-        unroutable = sorted({outcome for outcome in outcomes if outcome is not None})
+        unroutable: set[str] = set()
+        window = self._confirm_window
+        for start in range(0, len(messages), window):
+            await self._publish_window(publisher, messages[start : start + window], unroutable)
         if unroutable:
-            raise UnroutableError(f"unroutable: {', '.join(unroutable)}")
+            raise UnroutableError(f"unroutable: {', '.join(sorted(unroutable))}")
 
-    async def _publish_one(self, publisher: AbstractRobustChannel, message: Message) -> str | None:
-        """Publish until confirmed; the label of an unroutable message, else None."""
-        properties = spec.Basic.Properties(
-            delivery_mode=1 if message.transient else 2,
-            headers=dict(message.headers) if message.headers else None,
-        )
+    async def _publish_window(
+        self, publisher: AbstractRobustChannel, messages: Sequence[Message], unroutable: set[str]
+    ) -> None:
+        """Publish until each message is confirmed (labels of returned ones to
+        ``unroutable``): nacked ones again after a backoff, unconfirmed ones again once the
+        channel is back."""
         full = _Backoff()
         lost = _Backoff(first=0.05)
         lost_since: float | None = None
-        while True:
+        pending = list(messages)
+        while pending:
+            batch = _Batch(pending)
             try:
-                # The concrete aiormq channel: wait=False does not hold its lock until the
-                # frame is written, the confirm window bounds what is queued instead.
                 channel = cast(aiormq.Channel, await publisher.get_underlay_channel())
-                await channel.basic_publish(
-                    message.body,
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    properties=properties,
-                    mandatory=message.mandatory,
-                    timeout=self._confirm_timeout_s,
-                    wait=False,
-                )
-                return None
-            except PublishError:
-                return f"{message.exchange or '(default)'}/{message.routing_key}"
-            except DeliveryError:
-                await full.sleep()  # nacked: a bounded queue is full; push back, never drop
+                async with asyncio.timeout(self._confirm_timeout_s):
+                    await self._send(channel, batch)
             except ChannelNotFoundEntity as exc:
-                if f"exchange '{message.exchange}'" in str(exc):
-                    raise BusError(f"no exchange {message.exchange!r}") from exc
+                missing = {m.exchange for m in pending if f"exchange '{m.exchange}'" in str(exc)}
+                if missing:
+                    raise BusError(f"no exchange {missing.pop()!r}") from exc
                 lost_since = await self._await_channel(publisher, lost, lost_since, exc)
             except _TRANSIENT as exc:
                 lost_since = await self._await_channel(publisher, lost, lost_since, exc)
+            else:
+                if batch.nacked:
+                    await full.sleep()  # nacked: a bounded queue is full; push back, never drop
+            unroutable.update(batch.returned())
+            pending = batch.unconfirmed()
+
+    async def _send(self, channel: aiormq.Channel, batch: _Batch) -> None:
+        """Put the batch on the wire as one write and wait for the broker's verdict on each
+        message. Mandatory messages carry their delivery tag as message id: aiormq matches
+        a returned message to its tag by it."""
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        number, max_body, encode = channel.number, channel.max_content_size, self._encoder.encode
+        returnable: list[str] = []
+        async with self._publishing:
+            first = channel.delivery_tag + 1
+            parts: list[bytes] = []
+            for tag, message in enumerate(batch.messages, first):
+                message_id = None
+                if message.mandatory:
+                    message_id = str(tag)
+                    returnable.append(message_id)
+                encode(
+                    parts,
+                    number,
+                    max_body,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    body=message.body,
+                    headers=message.headers,
+                    transient=message.transient,
+                    mandatory=message.mandatory,
+                    message_id=message_id,
+                )
+            await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
+            # In the connection's queue: the broker numbers these messages first, first + 1,
+            # ...; register them before anything else runs.
+            channel.delivery_tag = first + len(batch.messages) - 1
+            batch.done = channel.create_future()  # failed by aiormq when the channel closes
+            confirmations = cast(dict[int, _Confirm], channel.confirmations)
+            for index in range(len(batch.messages)):
+                confirmations[first + index] = _Confirm(batch, index)
+            for message_id in returnable:
+                channel.message_id_delivery_tag[message_id] = int(message_id)
+        try:
+            if batch.waiting:
+                await batch.done
+        except Exception as exc:
+            if channel.is_closed and not isinstance(exc, _TRANSIENT):
+                # A channel closed without a reason fails its futures with a bare Exception.
+                raise ChannelInvalidStateError(f"{channel!r} closed") from exc
+            raise
+        finally:
+            batch.abandoned = True
+            for message_id in returnable:
+                channel.message_id_delivery_tag.pop(message_id, None)
 
     async def _await_channel(
         self,
