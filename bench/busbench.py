@@ -42,17 +42,24 @@ async def _drain(bus: AmqpBus, queue: str) -> None:
         await subscription.cancel()
 
 
-async def publish_cost(
-    bus: AmqpBus, queue: str, *, per_call: int, count: int, transient: bool
-) -> float:
-    """CPU µs per message, publishing ``count`` messages in calls of ``per_call``."""
-    batch = [Message(DEFAULT_EXCHANGE, queue, BODY, transient=transient)] * per_call
+#: What is published: persistent (confirmed after the broker's fsync, for a durable queue),
+#: transient (confirmed), and events (transient and not mandatory: not confirmed).
+KINDS = {
+    "persistent": Message(DEFAULT_EXCHANGE, QUEUE, BODY),
+    "transient": Message(DEFAULT_EXCHANGE, QUEUE, BODY, transient=True),
+    "event": Message(DEFAULT_EXCHANGE, QUEUE, BODY, transient=True, mandatory=False),
+}
+
+
+async def publish_cost(bus: AmqpBus, message: Message, *, per_call: int, count: int) -> float:
+    """CPU µs per message, publishing ``count`` copies of ``message`` in calls of ``per_call``."""
+    batch = [message] * per_call
     calls = max(1, count // per_call)
     started = time.process_time()
     for _ in range(calls):
         await bus.publish(batch)
     spent = time.process_time() - started
-    await _drain(bus, queue)
+    await _drain(bus, message.routing_key)
     return spent / (calls * per_call) * 1e6
 
 
@@ -110,18 +117,10 @@ async def main() -> None:
         results: dict[str, float] = {}
         n, r = args.count, args.repeat
         for per_call in (1, 16):
-            for transient in (False, True):
-                name = f"publish_{per_call}{'_transient' if transient else ''}_us"
+            for kind, message in KINDS.items():
                 count = n // (4 if per_call == 1 else 1)
-                results[name] = await _best(
-                    functools.partial(
-                        publish_cost,
-                        bus,
-                        QUEUE,
-                        per_call=per_call,
-                        count=count,
-                        transient=transient,
-                    ),
+                results[f"publish_{per_call}_{kind}_us"] = await _best(
+                    functools.partial(publish_cost, bus, message, per_call=per_call, count=count),
                     r,
                 )
         for ack_every in (1, 16):

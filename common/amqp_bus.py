@@ -1,18 +1,28 @@
-"""The AMQP bus: :class:`~common.bus.Bus` over RabbitMQ with aio-pika.
+"""The AMQP bus: :class:`~common.bus.Bus` over RabbitMQ with aio-pika and aiormq.
 
-One robust connection per bus. Publishing uses one channel in confirm mode: a batch is put
-on the wire within a window of ``confirm_window`` unconfirmed messages and the call returns
-when the broker has confirmed all of them. A bounded queue that is full nacks a publish
-(``x-overflow: reject-publish``); the bus then retries that message with backoff until it is
-accepted, so a full queue slows publishers down and never loses a message. Each consumer has
-its own channel, so its prefetch bound and, on cancel, the return of its unacked deliveries
-stay its own. Handlers run one delivery at a time per consumer, as on the embedded bus.
+One robust connection per bus. Publishing uses one channel in confirm mode: a batch goes on
+the wire as one write of up to ``confirm_window`` messages, and the call returns when the
+broker has confirmed all of them. A bounded queue that is full nacks a publish
+(``x-overflow: reject-publish``); the bus then retries the nacked messages with backoff until
+they are accepted, so a full queue slows publishers down and never loses a message. Messages
+both transient and not mandatory (events) go on a second channel without confirms: the call
+returns once they are queued for the wire, and a full queue drops them.
 
-When the connection drops, aio-pika reconnects and restores channels and consumers;
-publishes in flight are retried once the channel is back (a lost confirm may duplicate a
-message: consumers are idempotent by request id) or fail with :class:`BusError` after
-``reconnect_timeout_s``. Deliveries received before the drop are not handed to handlers:
-the broker redelivers them.
+Each consumer has its own channel, so its prefetch bound and, on cancel, the return of its
+unacked deliveries stay its own. Handlers run one delivery at a time per consumer, as on the
+embedded bus. Acks and nacks are written at the end of the event loop's turn, all of that
+turn's in one write, the acks of a settled run of deliveries as one multiple ack.
+
+The hot path is cheap per message: the bus marshals publishes and acks itself
+(:mod:`common.amqp_wire`), keeps one record per published message where aiormq would keep a
+future, and consumes on the aiormq channel directly, without an aio-pika message and task
+per delivery. aio-pika still owns the connection and the channels' lifecycle.
+
+When the connection drops, aio-pika reconnects and reopens the channels, and each consumer
+consumes again; publishes in flight are retried once the channel is back (a lost confirm may
+duplicate a message: consumers are idempotent by request id) or fail with
+:class:`BusError` after ``reconnect_timeout_s``. Deliveries received before the drop are not
+handed to handlers, and their settles are dropped: the broker redelivers them.
 """
 
 from __future__ import annotations
@@ -480,6 +490,9 @@ class AmqpBus(Bus):
         self._reconnect_interval_s = reconnect_interval_s
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        #: For messages sent without a confirm (:attr:`Message.may_be_lost`); opened on first use.
+        self._sender: AbstractRobustChannel | None = None
+        self._sender_opening = asyncio.Lock()
         self._admin: _AdminChannel | None = None
         self._subscriptions: set[_AmqpSubscription] = set()
         self._encoder = PublishEncoder()
@@ -522,7 +535,7 @@ class AmqpBus(Bus):
             await self._admin.close()
         if connection is not None:
             await connection.close()
-        self._publisher = self._admin = None
+        self._publisher = self._sender = self._admin = None
 
     def _require(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel, _AdminChannel]:
         if self._connection is None or self._publisher is None or self._admin is None:
@@ -595,13 +608,44 @@ class AmqpBus(Bus):
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        _, publisher, _ = self._require()
+        connection, publisher, _ = self._require()
+        confirmed = [message for message in messages if not message.may_be_lost]
+        if len(confirmed) < len(messages):
+            # Waiting for the broker's word on a message that may be lost anyway buys nothing.
+            await self._publish_unconfirmed(
+                connection, [message for message in messages if message.may_be_lost]
+            )
         unroutable: set[str] = set()
         window = self._confirm_window
-        for start in range(0, len(messages), window):
-            await self._publish_window(publisher, messages[start : start + window], unroutable)
+        for start in range(0, len(confirmed), window):
+            await self._publish_window(publisher, confirmed[start : start + window], unroutable)
         if unroutable:
             raise UnroutableError(f"unroutable: {', '.join(sorted(unroutable))}")
+
+    async def _publish_unconfirmed(
+        self, connection: AbstractRobustConnection, messages: list[Message]
+    ) -> None:
+        """Queue ``messages`` for the wire on the channel without confirms, once it is up."""
+        async with self._sender_opening:
+            if self._sender is None:
+                self._sender = await connection.channel(publisher_confirms=False)
+        sender = self._sender
+        lost = _Backoff(first=0.05)
+        lost_since: float | None = None
+        while True:
+            try:
+                channel = cast(aiormq.Channel, await sender.get_underlay_channel())
+                if channel.is_closed:
+                    raise ChannelInvalidStateError(f"{channel!r} closed")
+                parts: list[bytes] = []
+                for message in messages:
+                    self._encode(parts, channel, message)
+                await channel.write_queue.put(
+                    ChannelFrame(payload=b"".join(parts), should_close=False)
+                )
+                return
+            except _TRANSIENT as exc:
+                lost_since = await self._await_channel(sender, lost, lost_since, exc)
 
     async def _publish_window(
         self, publisher: AbstractRobustChannel, messages: Sequence[Message], unroutable: set[str]
@@ -638,7 +682,6 @@ class AmqpBus(Bus):
         a returned message to its tag by it."""
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        number, max_body, encode = channel.number, channel.max_content_size, self._encoder.encode
         returnable: list[str] = []
         async with self._publishing:
             first = channel.delivery_tag + 1
@@ -648,18 +691,7 @@ class AmqpBus(Bus):
                 if message.mandatory:
                     message_id = str(tag)
                     returnable.append(message_id)
-                encode(
-                    parts,
-                    number,
-                    max_body,
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    body=message.body,
-                    headers=message.headers,
-                    transient=message.transient,
-                    mandatory=message.mandatory,
-                    message_id=message_id,
-                )
+                self._encode(parts, channel, message, message_id)
             await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
             # In the connection's queue: the broker numbers these messages first, first + 1,
             # ...; register them before anything else runs.
@@ -682,6 +714,26 @@ class AmqpBus(Bus):
             batch.abandoned = True
             for message_id in returnable:
                 channel.message_id_delivery_tag.pop(message_id, None)
+
+    def _encode(
+        self,
+        parts: list[bytes],
+        channel: aiormq.Channel,
+        message: Message,
+        message_id: str | None = None,
+    ) -> None:
+        self._encoder.encode(
+            parts,
+            channel.number,
+            channel.max_content_size,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            body=message.body,
+            headers=message.headers,
+            transient=message.transient,
+            mandatory=message.mandatory,
+            message_id=message_id,
+        )
 
     async def _await_channel(
         self,
