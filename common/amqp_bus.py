@@ -279,8 +279,6 @@ class _Acks:
     async def _write(self, written: ChannelFrame) -> None:
         try:
             await self.channel.write_queue.put(written)
-        except (asyncio.CancelledError, *_TRANSIENT) as exc:
-            _log.info("settles of %s not written (%r); redelivered", self._queue, exc)
         finally:
             self._writing = None
         self.flush()
@@ -288,7 +286,7 @@ class _Acks:
     async def drain(self) -> None:
         """Write what is settled now, and wait until it is in the connection's queue."""
         self.flush()
-        if self._writing is not None:
+        while self._writing is not None:
             await asyncio.shield(self._writing)
 
 
