@@ -329,8 +329,9 @@ class _AmqpDelivery(Delivery):
 
 class _AmqpSubscription(Subscription):
     """A consumer on its own robust channel; one worker runs the handler for each delivery
-    in turn. It consumes on the channel's aiormq channel (no aio-pika message per delivery)
-    and consumes again each time aio-pika reopens the channel after a drop."""
+    in turn. It consumes on the channel's aiormq channel (no aio-pika message or task per
+    delivery), and consumes again when aio-pika has reopened the channel after a drop or
+    when the broker cancelled the consumer."""
 
     def __init__(
         self, bus: AmqpBus, channel: AbstractRobustChannel, queue: str, handler: Handler
@@ -346,6 +347,8 @@ class _AmqpSubscription(Subscription):
         self._cancelled = False
         self._consumer_tag = f"bn-{queue}-{secrets.token_hex(6)}"
         self._acks: _Acks | None = None
+        #: Consuming again after aio-pika reopened the channel or the broker cancelled us.
+        self._resuming: asyncio.Task[None] | None = None
         self._worker = asyncio.create_task(self._run(), name=f"consume:{queue}")
 
     async def start(self) -> None:
@@ -365,17 +368,42 @@ class _AmqpSubscription(Subscription):
         channel.on_consumer_cancel_callbacks.add(self._on_broker_cancel)
         await channel.basic_consume(self._queue, receive, consumer_tag=self._consumer_tag)
 
-    async def _on_reopen(self, _channel: object) -> None:
-        if self._cancelled:
-            return
-        try:
-            await self._consume()
-        except Exception as exc:  # aio-pika swallows it; say so
-            _log.error("could not consume %s again after a reconnect: %r", self._queue, exc)
+    def _on_reopen(self, _channel: object) -> None:
+        self._resume("the channel reopened")
 
     def _on_broker_cancel(self, frame: spec.Basic.Cancel) -> None:
-        if frame.consumer_tag == self._consumer_tag and not self._cancelled:
+        if frame.consumer_tag == self._consumer_tag:
             _log.warning("the broker cancelled the consumer of %s", self._queue)
+            self._resume("the broker cancelled it")
+
+    def _resume(self, why: str) -> None:
+        if self._cancelled:
+            return
+        if self._resuming is not None:
+            self._resuming.cancel()
+        self._resuming = asyncio.create_task(
+            self._consume_again(why), name=f"consume-again:{self._queue}"
+        )
+
+    async def _consume_again(self, why: str) -> None:
+        """Consume again once the queue is there, retrying until then (as aio-pika restores
+        its own consumers): a consume on a missing queue would close the channel, which
+        aio-pika would reopen, which would consume again..."""
+        backoff = _Backoff(first=0.05, cap=self._bus._reconnect_interval_s)
+        while not self._cancelled:
+            try:
+                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                probe = await channel.connection.channel(publisher_confirms=False)
+                try:
+                    await probe.queue_declare(self._queue, passive=True)
+                finally:
+                    with contextlib.suppress(*_TRANSIENT):
+                        await probe.close()
+                await self._consume()
+                return
+            except (*_TRANSIENT, RuntimeError) as exc:
+                _log.warning("could not consume %s again (%s): %r", self._queue, why, exc)
+                await backoff.sleep()
 
     async def _run(self) -> None:
         inbox, wake = self._inbox, self._wake
@@ -400,9 +428,10 @@ class _AmqpSubscription(Subscription):
         self._cancelled = True
         self._bus._subscriptions.discard(self)
         self._channel.reopen_callbacks.discard(self._on_reopen)
-        if self._worker is not asyncio.current_task():
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in (self._resuming, self._worker):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         acks = self._acks
         if acks is not None:
             # Settles first, then the cancel; closing the channel hands the unacked

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
+import aio_pika
 import aiormq
 import pytest
 from aiormq.abc import ChannelFrame
@@ -737,3 +738,22 @@ async def test_bus_survives_a_dropped_connection(amqp_bus: AmqpBus, rabbitmq: Ra
     await asyncio.wait_for(bus.publish([to_queue("t.drop", b"after")]), WAIT_S)
     await inbox.wait_for(2)
     assert inbox.bodies[-1] == b"after"
+
+
+@pytest.mark.rabbitmq
+async def test_a_consumer_the_broker_cancelled_consumes_again(amqp_bus: AmqpBus) -> None:
+    bus = amqp_bus
+    await bus.declare(queue(QueueSpec("t.recreated")))
+    inbox = Inbox()
+    await bus.consume("t.recreated", inbox, prefetch=10)
+
+    connection = await aio_pika.connect(bus.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete("t.recreated")  # the broker cancels the consumer
+    await asyncio.sleep(0.3)  # it tries again, and waits for the queue
+    await bus.declare(queue(QueueSpec("t.recreated")))
+    await bus.publish([to_queue("t.recreated", b"again")])
+
+    await inbox.wait_for(1)
+    assert inbox.bodies == [b"again"]
