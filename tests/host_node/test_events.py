@@ -200,8 +200,11 @@ async def test_a_stuck_subscriber_costs_events_not_transactions(tmp_path: Path) 
     await crypto.stop()
     assert len(replies) == 501 and all(r.approved for r in replies)
     statistics = events.statistics()
-    assert statistics.dropped > 400
-    assert statistics.published <= 5 + 50  # what the stuck queue and one batch took
+    # Events may be lost (transient, not mandatory): the full queue drops them and never holds
+    # the publisher back (common/bus.py), so they are published, and lost there. (Before, the
+    # publisher waited for room, and its buffer dropped the events instead: published <= 55.)
+    assert statistics.published > 5 + 50
+    assert (await stuck.queue_stats("slow.dashboard")).messages == 5
     assert statistics.buffered == 0 and statistics.failed == 0
     assert host.statistics().by_result == {"00": 501}
 
