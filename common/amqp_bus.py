@@ -277,9 +277,13 @@ class _Acks:
             self._writing = asyncio.create_task(self._write(written))
 
     async def _write(self, written: ChannelFrame) -> None:
+        putting = asyncio.ensure_future(self.channel.write_queue.put(written))
+        closing = self.channel.closing  # a connection gone for good never takes it
         try:
-            await self.channel.write_queue.put(written)
+            await asyncio.wait((putting, closing), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            putting.cancel()
+            closing.cancel()  # only this observer of the channel
             self._writing = None
         self.flush()
 

@@ -577,12 +577,28 @@ def test_broker_dead_lettering_reads_like_ours() -> None:
 
 
 class _FakeChannel:
-    """What :class:`_Acks` writes to: a channel number and the connection's write queue."""
+    """What :class:`_Acks` writes to: a channel number, the connection's write queue."""
 
     def __init__(self, *, room: int = 0) -> None:
         self.number = 7
         self.is_closed = False
         self.write_queue: asyncio.Queue[ChannelFrame] = asyncio.Queue(room)
+        self._observers: list[asyncio.Future[None]] = []
+
+    @property
+    def closing(self) -> asyncio.Future[None]:
+        """An observer of the channel's closing."""
+        observer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.is_closed:
+            observer.set_result(None)
+        self._observers.append(observer)
+        return observer
+
+    def close(self) -> None:
+        self.is_closed = True
+        for observer in self._observers:
+            if not observer.done():
+                observer.set_result(None)
 
     def written(self) -> list[tuple[str, int, bool]]:
         """The settles written so far: (method, delivery tag, multiple or requeue)."""
@@ -659,8 +675,22 @@ async def test_settles_on_a_closed_channel_are_dropped() -> None:
     settling = _Acks(cast(aiormq.Channel, channel), "q")
     settling.received(1)
     settling.ack(1)
-    channel.is_closed = True
+    channel.close()
     await asyncio.sleep(0)
+    assert channel.written() == []
+
+
+async def test_a_settle_waiting_for_room_gives_up_when_the_channel_closes() -> None:
+    channel = _FakeChannel(room=1)
+    channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
+    settling = _Acks(cast(aiormq.Channel, channel), "q")
+    settling.received(1)
+    settling.ack(1)
+    await asyncio.sleep(0)  # waits for room that never comes
+
+    channel.close()
+    await asyncio.wait_for(settling.drain(), WAIT_S)
+    assert channel.write_queue.get_nowait().payload == b""
     assert channel.written() == []
 
 
