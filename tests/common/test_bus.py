@@ -21,7 +21,8 @@ from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 
-from common.amqp_bus import AmqpBus, _Acks, delivery_headers, queue_arguments
+from common.amqp_bus import AmqpBus, queue_arguments
+from common.amqp_consumer import Acks, delivery_headers
 from common.bus import Bus, Delivery, Message
 from common.errors import BusClosedError, BusError, UnroutableError
 from common.topology import (
@@ -577,7 +578,7 @@ def test_broker_dead_lettering_reads_like_ours() -> None:
 
 
 class _FakeChannel:
-    """What :class:`_Acks` writes to: a channel number, the connection's write queue."""
+    """What :class:`Acks` writes to: a channel number, the connection's write queue."""
 
     def __init__(self, *, room: int = 0) -> None:
         self.number = 7
@@ -617,7 +618,7 @@ class _FakeChannel:
 
 async def _settled(acks: list[int], nacks: list[int], delivered: int = 6) -> list[Any]:
     channel = _FakeChannel()
-    settling = _Acks(cast(aiormq.Channel, channel), "q")
+    settling = Acks(cast(aiormq.Channel, channel), "q")
     for tag in range(1, delivered + 1):
         settling.received(tag)
     for tag in nacks:
@@ -654,7 +655,7 @@ async def test_nacks_go_before_a_multiple_ack_that_passes_them() -> None:
 async def test_settles_wait_their_turn_behind_a_full_write_queue() -> None:
     channel = _FakeChannel(room=1)
     channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
-    settling = _Acks(cast(aiormq.Channel, channel), "q")
+    settling = Acks(cast(aiormq.Channel, channel), "q")
     for tag in range(1, 5):
         settling.received(tag)
     settling.ack(2)
@@ -672,7 +673,7 @@ async def test_settles_wait_their_turn_behind_a_full_write_queue() -> None:
 
 async def test_settles_on_a_closed_channel_are_dropped() -> None:
     channel = _FakeChannel()
-    settling = _Acks(cast(aiormq.Channel, channel), "q")
+    settling = Acks(cast(aiormq.Channel, channel), "q")
     settling.received(1)
     settling.ack(1)
     channel.close()
@@ -683,7 +684,7 @@ async def test_settles_on_a_closed_channel_are_dropped() -> None:
 async def test_a_settle_waiting_for_room_gives_up_when_the_channel_closes() -> None:
     channel = _FakeChannel(room=1)
     channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
-    settling = _Acks(cast(aiormq.Channel, channel), "q")
+    settling = Acks(cast(aiormq.Channel, channel), "q")
     settling.received(1)
     settling.ack(1)
     await asyncio.sleep(0)  # waits for room that never comes
