@@ -219,7 +219,10 @@ class AmqpSubscription(Subscription):
 
     async def _consume(self) -> None:
         channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-        acks = self._acks = Acks(channel, self._queue)
+        acks = self._acks
+        if acks is None or acks.channel is not channel:
+            # One per channel: its multiple acks must know every delivery of the channel.
+            acks = self._acks = Acks(channel, self._queue)
         inbox, wake = self._inbox, self._wake
 
         async def receive(message: aiormq.abc.DeliveredMessage) -> None:

@@ -22,7 +22,7 @@ from pamqp import commands as spec
 from pamqp import frame as pamqp_frame
 
 from common.amqp_bus import AmqpBus, queue_arguments
-from common.amqp_consumer import Acks, delivery_headers
+from common.amqp_consumer import Acks, AmqpSubscription, delivery_headers
 from common.bus import Bus, Delivery, Message
 from common.errors import BusClosedError, BusError, UnroutableError
 from common.topology import (
@@ -788,3 +788,38 @@ async def test_a_consumer_the_broker_cancelled_consumes_again(amqp_bus: AmqpBus)
 
     await inbox.wait_for(1)
     assert inbox.bodies == [b"again"]
+
+
+@pytest.mark.rabbitmq
+async def test_consuming_again_on_the_same_channel_leaves_held_deliveries_unacked(
+    amqp_bus: AmqpBus,
+) -> None:
+    """After the broker cancelled a consumer, deliveries it handed out before are still on
+    the channel: acks of later ones (a multiple ack) must not settle one still in hand."""
+    bus = amqp_bus
+    await bus.declare(queue(QueueSpec("t.again")))
+    seen: list[bytes] = []
+
+    async def hold_a(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        if delivery.body != b"a":
+            await delivery.ack()
+
+    subscription = cast(AmqpSubscription, await bus.consume("t.again", hold_a, prefetch=10))
+    await bus.publish([to_queue("t.again", b"a"), to_queue("t.again", b"b")])
+    await until(lambda: len(seen) == 2)
+    acks = subscription._acks
+    assert acks is not None
+    channel, tag = acks.channel, subscription._consumer_tag
+    await channel.basic_cancel(tag)  # what the broker may do
+    subscription._on_broker_cancel(spec.Basic.Cancel(consumer_tag=tag))
+    await until(lambda: tag in channel.consumers)  # consuming again, on the same channel
+
+    await bus.publish([to_queue("t.again", b"c"), to_queue("t.again", b"d")])
+    await until(lambda: len(seen) == 4)
+    await subscription.cancel()
+
+    again = Inbox()
+    await bus.consume("t.again", again, prefetch=10)
+    [back] = await again.wait_for(1)
+    assert back.body == b"a"
