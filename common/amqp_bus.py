@@ -1,18 +1,29 @@
-"""The AMQP bus: :class:`~common.bus.Bus` over RabbitMQ with aio-pika.
+"""The AMQP bus: :class:`~common.bus.Bus` over RabbitMQ with aio-pika and aiormq.
 
-One robust connection per bus. Publishing uses one channel in confirm mode: a batch is put
-on the wire within a window of ``confirm_window`` unconfirmed messages and the call returns
-when the broker has confirmed all of them. A bounded queue that is full nacks a publish
-(``x-overflow: reject-publish``); the bus then retries that message with backoff until it is
-accepted, so a full queue slows publishers down and never loses a message. Each consumer has
-its own channel, so its prefetch bound and, on cancel, the return of its unacked deliveries
-stay its own. Handlers run one delivery at a time per consumer, as on the embedded bus.
+One robust connection per bus. Publishing uses one channel in confirm mode: a batch goes on
+the wire as one write of up to ``confirm_window`` messages, and the call returns when the
+broker has confirmed all of them. A bounded queue that is full nacks a publish
+(``x-overflow: reject-publish``); the bus then retries the nacked messages with backoff until
+they are accepted, so a full queue slows publishers down and never loses a message. Messages
+both transient and not mandatory (events) go on a second channel without confirms: the call
+returns once they are queued for the wire, and a full queue drops them.
 
-When the connection drops, aio-pika reconnects and restores channels and consumers;
-publishes in flight are retried once the channel is back (a lost confirm may duplicate a
-message: consumers are idempotent by request id) or fail with :class:`BusError` after
-``reconnect_timeout_s``. Deliveries received before the drop are not handed to handlers:
-the broker redelivers them.
+Each consumer has its own channel, so its prefetch bound and, on cancel, the return of its
+unacked deliveries stay its own. Handlers run one delivery at a time per consumer, as on the
+embedded bus. Acks and nacks are written at the end of the event loop's turn, all of that
+turn's in one write, the acks of a settled run of deliveries as one multiple ack.
+
+The hot path is cheap per message: the bus marshals publishes and acks itself
+(:mod:`common.amqp_wire`), keeps one record per published message where aiormq would keep a
+future, and consumes on the aiormq channel directly (:mod:`common.amqp_consumer`), without
+an aio-pika message and task per delivery. aio-pika still owns the connection and the
+channels' lifecycle.
+
+When the connection drops, aio-pika reconnects and reopens the channels, and each consumer
+consumes again; publishes in flight are retried once the channel is back (a lost confirm may
+duplicate a message: consumers are idempotent by request id) or fail with
+:class:`BusError` after ``reconnect_timeout_s``. Deliveries received before the drop are not
+handed to handlers, and their settles are dropped: the broker redelivers them.
 """
 
 from __future__ import annotations
@@ -22,38 +33,33 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
 import aio_pika
 import aiormq
 import aiormq.abc
-from aio_pika.abc import (
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustChannel,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import ChannelFrame
 from aiormq.exceptions import (
     AMQPError,
     ChannelAccessRefused,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
-    DeliveryError,
     PublishError,
 )
-from pamqp import commands as spec
 from pamqp.common import Arguments
 from yarl import URL
 
-from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
+from common.amqp_consumer import TRANSIENT as _TRANSIENT
+from common.amqp_consumer import AmqpSubscription
+from common.amqp_wire import PublishEncoder
+from common.bus import Bus, Handler, Message, QueueStats, Subscription
 from common.errors import BusClosedError, BusError, UnroutableError
 from common.metrics import RECONNECTS
 from common.topology import (
     DEAD_EXCHANGE,
-    ORIGIN_HEADER,
-    REASON_HEADER,
     Binding,
     ExchangeSpec,
     QueueSpec,
@@ -63,17 +69,6 @@ from common.topology import (
 _log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-
-#: What RabbitMQ's ``x-first-death-reason`` means, in the words the embedded bus uses.
-DEATH_REASONS: Mapping[str, str] = {
-    "delivery_limit": "delivery limit exceeded",
-    "rejected": "rejected by a consumer",
-    "expired": "expired",
-    "maxlen": "queue full",
-}
-
-#: Failures after which the channel or connection comes back by itself.
-_TRANSIENT = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 
 def queue_arguments(spec: QueueSpec) -> Arguments:
@@ -98,17 +93,6 @@ def queue_arguments(spec: QueueSpec) -> Arguments:
     return arguments  # type: ignore[return-value]
 
 
-def delivery_headers(headers: Mapping[str, object], queue: str) -> dict[str, object]:
-    """Headers as a consumer sees them: a message RabbitMQ dead-lettered itself (``x-death``)
-    gets the same reason and origin headers as one moved by :meth:`Bus.dead_letter`."""
-    seen = dict(headers)
-    death = seen.get("x-first-death-reason")
-    if death is not None and REASON_HEADER not in seen:
-        seen[REASON_HEADER] = DEATH_REASONS.get(str(death), str(death))
-        seen[ORIGIN_HEADER] = str(seen.get("x-first-death-queue", queue))
-    return seen
-
-
 def redact_url(url: str) -> str:
     """``url`` without its password, for logs and error messages."""
     parsed = URL(url)
@@ -127,90 +111,72 @@ class _Backoff:
         self.delay = min(self.delay * 2, self.cap)
 
 
-class _AmqpDelivery(Delivery):
-    def __init__(self, message: AbstractIncomingMessage, queue: str) -> None:
-        self.body = message.body
-        self.headers = delivery_headers(message.headers, queue)
-        self.exchange = message.exchange or ""
-        self.routing_key = message.routing_key or ""
-        self.queue = queue
-        self.redelivered = bool(message.redelivered)
-        self._message = message
-        self._settled = False
-
-    async def ack(self) -> None:
-        if self._settle():
-            await self._quietly(self._message.ack())
-
-    async def nack(self, *, requeue: bool = True) -> None:
-        if self._settle():
-            await self._quietly(self._message.nack(requeue=requeue))
-
-    def _settle(self) -> bool:
-        settled, self._settled = self._settled, True
-        return not settled
-
-    async def _quietly(self, settling: Awaitable[None]) -> None:
-        # A delivery from a channel that has since closed is back in its queue already.
-        try:
-            await settling
-        except (ChannelInvalidStateError, AMQPError, ConnectionError) as exc:
-            _log.info(
-                "could not settle a delivery from %s (%s); it is redelivered", self.queue, exc
-            )
+_ACKED, _NACKED, _RETURNED = 1, 2, 3
 
 
-class _AmqpSubscription(Subscription):
-    """A consumer on its own channel; one worker runs the handler for each delivery in turn."""
+class _Batch:
+    """Messages put on the wire together, and what the broker said of each."""
 
-    def __init__(
-        self, bus: AmqpBus, channel: AbstractRobustChannel, queue: str, handler: Handler
-    ) -> None:
-        self._bus = bus
-        self._channel = channel
-        self._queue = queue
-        self._handler = handler
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._cancelled = False
-        self._consumer: tuple[AbstractQueue, str] | None = None
-        self._worker = asyncio.create_task(self._run(), name=f"consume:{queue}")
+    __slots__ = ("abandoned", "done", "messages", "nacked", "outcomes", "waiting")
 
-    async def start(self) -> None:
-        amqp_queue = await self._channel.get_queue(self._queue, ensure=True)
-        self._consumer = (amqp_queue, await amqp_queue.consume(self._receive))
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.outcomes: list[int | None] = [None] * len(messages)
+        self.waiting = len(messages)
+        self.nacked = False
+        self.done: asyncio.Future[None] | None = None
+        #: Given up on (sent, failed or timed out): later verdicts are ignored.
+        self.abandoned = False
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
-        self._inbox.put_nowait(message)
-
-    async def _run(self) -> None:
-        while not self._cancelled:
-            message = await self._inbox.get()
-            try:
-                message.channel  # noqa: B018 - raises when the channel has gone
-            except ChannelInvalidStateError:
-                continue  # the broker already put it back
-            delivery = _AmqpDelivery(message, self._queue)
-            try:
-                await self._handler(delivery)
-            except Exception:
-                _log.exception("consumer of %s failed; message requeued", self._queue)
-                await delivery.nack(requeue=True)
-
-    async def cancel(self) -> None:
-        if self._cancelled:
+    def settle(self, index: int, outcome: int) -> None:
+        if self.abandoned or self.outcomes[index] is not None:
             return
-        self._cancelled = True
-        self._bus._subscriptions.discard(self)
-        if self._worker is not asyncio.current_task():
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-        # Closing the channel hands its unacked deliveries back to the queue.
-        if self._consumer is not None:
-            amqp_queue, consumer_tag = self._consumer
-            with contextlib.suppress(*_TRANSIENT):
-                await amqp_queue.cancel(consumer_tag)
-        with contextlib.suppress(*_TRANSIENT):
-            await self._channel.close()
+        self.outcomes[index] = outcome
+        self.nacked |= outcome == _NACKED
+        self.waiting -= 1
+        if not self.waiting and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def returned(self) -> list[str]:
+        """Labels of the messages the broker returned as unroutable."""
+        return [
+            f"{message.exchange or '(default)'}/{message.routing_key}"
+            for message, outcome in zip(self.messages, self.outcomes, strict=True)
+            if outcome == _RETURNED
+        ]
+
+    def unconfirmed(self) -> list[Message]:
+        """The messages to publish again: nacked, or without a verdict."""
+        return [
+            message
+            for message, outcome in zip(self.messages, self.outcomes, strict=True)
+            if outcome is None or outcome == _NACKED
+        ]
+
+
+class _Confirm:
+    """What aiormq's channel keeps per published message in ``confirmations`` (a future in
+    aiormq's own publish): its reader reports the broker's ack (``set_result``), nack or
+    return (``set_exception``) here, and this passes it on to the message's batch — no
+    future, task or callback per message."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch = batch
+        self._index = index
+
+    def done(self) -> bool:
+        return self._batch.abandoned or self._batch.outcomes[self._index] is not None
+
+    def cancelled(self) -> bool:
+        return self._batch.abandoned
+
+    def set_result(self, _frame: object) -> None:
+        self._batch.settle(self._index, _ACKED)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._batch.settle(self._index, _RETURNED if isinstance(exc, PublishError) else _NACKED)
 
 
 class _AdminChannel:
@@ -287,8 +253,14 @@ class AmqpBus(Bus):
         self._reconnect_interval_s = reconnect_interval_s
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        #: For messages sent without a confirm (:attr:`Message.may_be_lost`); opened on first use.
+        self._sender: AbstractRobustChannel | None = None
+        self._sender_opening = asyncio.Lock()
         self._admin: _AdminChannel | None = None
-        self._subscriptions: set[_AmqpSubscription] = set()
+        self._subscriptions: set[AmqpSubscription] = set()
+        self._encoder = PublishEncoder()
+        #: Held from numbering a batch to queueing it: the broker numbers in write order.
+        self._publishing = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"AmqpBus({redact_url(self.url)!r}, name={self.name!r})"
@@ -326,7 +298,7 @@ class AmqpBus(Bus):
             await self._admin.close()
         if connection is not None:
             await connection.close()
-        self._publisher = self._admin = None
+        self._publisher = self._sender = self._admin = None
 
     def _require(self) -> tuple[AbstractRobustConnection, AbstractRobustChannel, _AdminChannel]:
         if self._connection is None or self._publisher is None or self._admin is None:
@@ -399,59 +371,132 @@ class AmqpBus(Bus):
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        _, publisher, _ = self._require()
-        window = asyncio.Semaphore(self._confirm_window)
-        in_flight: list[asyncio.Task[str | None]] = []
-        try:
-            for message in messages:
-                await window.acquire()
-                task = asyncio.create_task(self._publish_one(publisher, message))
-                task.add_done_callback(lambda _: window.release())
-                in_flight.append(task)
-            outcomes = await asyncio.gather(*in_flight)
-        except BaseException:
-            for task in in_flight:
-                task.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            raise
-        unroutable = sorted({outcome for outcome in outcomes if outcome is not None})
+        connection, publisher, _ = self._require()
+        confirmed = [message for message in messages if not message.may_be_lost]
+        if len(confirmed) < len(messages):
+            # Waiting for the broker's word on a message that may be lost anyway buys nothing.
+            await self._publish_unconfirmed(
+                connection, [message for message in messages if message.may_be_lost]
+            )
+        unroutable: set[str] = set()
+        window = self._confirm_window
+        for start in range(0, len(confirmed), window):
+            await self._publish_window(publisher, confirmed[start : start + window], unroutable)
         if unroutable:
-            raise UnroutableError(f"unroutable: {', '.join(unroutable)}")
+            raise UnroutableError(f"unroutable: {', '.join(sorted(unroutable))}")
 
-    async def _publish_one(self, publisher: AbstractRobustChannel, message: Message) -> str | None:
-        """Publish until confirmed; the label of an unroutable message, else None."""
-        properties = spec.Basic.Properties(
-            delivery_mode=1 if message.transient else 2,
-            headers=dict(message.headers) if message.headers else None,
-        )
-        full = _Backoff()
+    async def _publish_unconfirmed(
+        self, connection: AbstractRobustConnection, messages: list[Message]
+    ) -> None:
+        """Queue ``messages`` for the wire on the channel without confirms, once it is up."""
+        async with self._sender_opening:
+            if self._sender is None:
+                self._sender = await connection.channel(publisher_confirms=False)
+        sender = self._sender
         lost = _Backoff(first=0.05)
         lost_since: float | None = None
         while True:
             try:
-                # The concrete aiormq channel: wait=False does not hold its lock until the
-                # frame is written, the confirm window bounds what is queued instead.
+                channel = cast(aiormq.Channel, await sender.get_underlay_channel())
+                if channel.is_closed:
+                    raise ChannelInvalidStateError(f"{channel!r} closed")
+                parts: list[bytes] = []
+                for message in messages:
+                    self._encode(parts, channel, message)
+                written = ChannelFrame(payload=b"".join(parts), should_close=False)
+                async with asyncio.timeout(self._confirm_timeout_s):  # a writer gone for good
+                    await channel.write_queue.put(written)
+                return
+            except _TRANSIENT as exc:
+                lost_since = await self._await_channel(sender, lost, lost_since, exc)
+
+    async def _publish_window(
+        self, publisher: AbstractRobustChannel, messages: Sequence[Message], unroutable: set[str]
+    ) -> None:
+        """Publish until each message is confirmed (labels of returned ones to
+        ``unroutable``): nacked ones again after a backoff, unconfirmed ones again once the
+        channel is back."""
+        full = _Backoff()
+        lost = _Backoff(first=0.05)
+        lost_since: float | None = None
+        pending = list(messages)
+        while pending:
+            batch = _Batch(pending)
+            try:
                 channel = cast(aiormq.Channel, await publisher.get_underlay_channel())
-                await channel.basic_publish(
-                    message.body,
-                    exchange=message.exchange,
-                    routing_key=message.routing_key,
-                    properties=properties,
-                    mandatory=message.mandatory,
-                    timeout=self._confirm_timeout_s,
-                    wait=False,
-                )
-                return None
-            except PublishError:
-                return f"{message.exchange or '(default)'}/{message.routing_key}"
-            except DeliveryError:
-                await full.sleep()  # nacked: a bounded queue is full; push back, never drop
+                async with asyncio.timeout(self._confirm_timeout_s):
+                    await self._send(channel, batch)
             except ChannelNotFoundEntity as exc:
-                if f"exchange '{message.exchange}'" in str(exc):
-                    raise BusError(f"no exchange {message.exchange!r}") from exc
+                missing = {m.exchange for m in pending if f"exchange '{m.exchange}'" in str(exc)}
+                if missing:
+                    raise BusError(f"no exchange {missing.pop()!r}") from exc
                 lost_since = await self._await_channel(publisher, lost, lost_since, exc)
             except _TRANSIENT as exc:
                 lost_since = await self._await_channel(publisher, lost, lost_since, exc)
+            else:
+                if batch.nacked:
+                    await full.sleep()  # nacked: a bounded queue is full; push back, never drop
+            unroutable.update(batch.returned())
+            pending = batch.unconfirmed()
+
+    async def _send(self, channel: aiormq.Channel, batch: _Batch) -> None:
+        """Put the batch on the wire as one write and wait for the broker's verdict on each
+        message. Mandatory messages carry their delivery tag as message id: aiormq matches
+        a returned message to its tag by it."""
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} closed")
+        returnable: list[str] = []
+        async with self._publishing:
+            first = channel.delivery_tag + 1
+            parts: list[bytes] = []
+            for tag, message in enumerate(batch.messages, first):
+                message_id = None
+                if message.mandatory:
+                    message_id = str(tag)
+                    returnable.append(message_id)
+                self._encode(parts, channel, message, message_id)
+            await channel.write_queue.put(ChannelFrame(payload=b"".join(parts), should_close=False))
+            # In the connection's queue: the broker numbers these messages first, first + 1,
+            # ...; register them before anything else runs.
+            channel.delivery_tag = first + len(batch.messages) - 1
+            batch.done = channel.create_future()  # failed by aiormq when the channel closes
+            confirmations = cast(dict[int, _Confirm], channel.confirmations)
+            for index in range(len(batch.messages)):
+                confirmations[first + index] = _Confirm(batch, index)
+            for message_id in returnable:
+                channel.message_id_delivery_tag[message_id] = int(message_id)
+        try:
+            if batch.waiting:
+                await batch.done
+        except Exception as exc:
+            if channel.is_closed and not isinstance(exc, _TRANSIENT):
+                # A channel closed without a reason fails its futures with a bare Exception.
+                raise ChannelInvalidStateError(f"{channel!r} closed") from exc
+            raise
+        finally:
+            batch.abandoned = True
+            for message_id in returnable:
+                channel.message_id_delivery_tag.pop(message_id, None)
+
+    def _encode(
+        self,
+        parts: list[bytes],
+        channel: aiormq.Channel,
+        message: Message,
+        message_id: str | None = None,
+    ) -> None:
+        self._encoder.encode(
+            parts,
+            channel.number,
+            channel.max_content_size,
+            exchange=message.exchange,
+            routing_key=message.routing_key,
+            body=message.body,
+            headers=message.headers,
+            transient=message.transient,
+            mandatory=message.mandatory,
+            message_id=message_id,
+        )
 
     async def _await_channel(
         self,
@@ -483,10 +528,16 @@ class AmqpBus(Bus):
         await self.queue_stats(queue)  # BusError for a missing queue, before a channel dies
         channel = connection.channel(publisher_confirms=False)
         await channel.initialize()
-        subscription: _AmqpSubscription | None = None
+        subscription: AmqpSubscription | None = None
         try:
             await channel.set_qos(prefetch_count=max(1, prefetch))
-            subscription = _AmqpSubscription(self, channel, queue, handler)
+            subscription = AmqpSubscription(
+                channel,
+                queue,
+                handler,
+                retry_s=self._reconnect_interval_s,
+                on_cancel=self._subscriptions.discard,
+            )
             await subscription.start()
         except BaseException as exc:
             if subscription is not None:

@@ -6,10 +6,14 @@ Semantics both implementations keep:
   :class:`~common.errors.UnroutableError` after the others went out (others are dropped).
 - A ``transient`` message is not written to the broker's disk: its confirm does not wait
   for an fsync, and it does not survive a broker restart.
+- A message both ``transient`` and not ``mandatory`` (an event) may be lost: ``publish``
+  does not wait for its confirm (it returns once the message is on its way), and a full
+  queue drops it rather than hold the publisher back.
 - A consumer gets at most ``prefetch`` unacknowledged deliveries; a delivery not acked when
   its consumer goes away is redelivered with ``redelivered`` set.
 - ``dead_letter`` moves a delivery to ``bn.dead`` with the reason in a header, then acks it.
-- Queues may be bounded; a full queue pushes back on publishers (it never drops).
+- Queues may be bounded; a full queue pushes back on publishers (it drops nothing but the
+  transient messages that are not mandatory).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ class Message:
     """An outgoing message.
 
     ``transient`` suits messages worthless after a restart (PIN commands and answers that
-    have a deadline, events); ``mandatory=False`` suits messages nobody may be listening to.
+    have a deadline, events); ``mandatory=False`` suits messages nobody may be listening to;
+    both, messages that may be lost (events, see :attr:`may_be_lost`).
     """
 
     exchange: str
@@ -35,6 +40,12 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
     transient: bool = False
     mandatory: bool = True
+
+    @property
+    def may_be_lost(self) -> bool:
+        """Transient and not mandatory: ``publish`` does not wait for the broker's word on it,
+        and a full queue drops it."""
+        return self.transient and not self.mandatory
 
 
 class Delivery(abc.ABC):

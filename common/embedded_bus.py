@@ -2,8 +2,9 @@
 
 :class:`EmbeddedBroker` holds exchanges and queues; each :class:`EmbeddedBus` is one node's
 connection to it. Closing a connection (a node going away) returns its unacked deliveries to
-their queues as redelivered. Queues are bounded: a publisher waits for space. A queue with a
-delivery limit dead-letters a message requeued more often than that.
+their queues as redelivered. Queues are bounded: a publisher waits for space, except for a
+message that may be lost, which a full queue drops. A queue with a delivery limit
+dead-letters a message requeued more often than that.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class _Queue:
             await self.space.wait_for(lambda: len(self.ready) < self.limit)
             self.ready.append(envelope)
         self.wake_consumers()
+
+    def offer(self, envelope: _Envelope) -> None:
+        """Append ``envelope`` if there is room, else drop it."""
+        if len(self.ready) < self.limit:
+            self.ready.append(envelope)
+            self.wake_consumers()
 
     async def take(self) -> _Envelope:
         envelope = self.ready.popleft()
@@ -268,7 +275,10 @@ class EmbeddedBus(Bus):
                 envelope = _Envelope(
                     message.exchange, message.routing_key, message.body, dict(message.headers)
                 )
-                await self.broker.queues[name].put(envelope)
+                if message.may_be_lost:
+                    self.broker.queues[name].offer(envelope)
+                else:
+                    await self.broker.queues[name].put(envelope)
         if unroutable:
             raise UnroutableError(f"unroutable: {', '.join(sorted(set(unroutable)))}")
 

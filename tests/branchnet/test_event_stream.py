@@ -115,24 +115,32 @@ async def test_a_whole_simulation_s_event_stream_is_masked(tmp_path: Path) -> No
 
 
 async def _slow_subscriber_run(
-    network: Network, declare: Callable[[], Awaitable[None]], tmp_path: Path
-) -> tuple[list[BranchReport], EventStatistics]:
+    network: Network,
+    declare: Callable[[], Awaitable[None]],
+    stuck_depth: Callable[[], Awaitable[int]],
+    tmp_path: Path,
+) -> tuple[list[BranchReport], EventStatistics, int]:
     async with network:
         await declare()
         reports = await _run(network, 400)
         assert network.host is not None
         statistics = network.host.events.statistics()  # while running, not at shutdown
+        depth = await stuck_depth()
     assert reconcile(tmp_path / STORE, reports).ok
-    return reports, statistics
+    return reports, statistics, depth
 
 
 def _assert_transactions_unaffected(
-    reports: list[BranchReport], statistics: EventStatistics
+    reports: list[BranchReport], statistics: EventStatistics, stuck_depth: int
 ) -> None:
     outcomes = [o for report in reports for o in report.outcomes]
     assert len(outcomes) >= 800
     assert not [o for o in outcomes if o.result == "timeout"]
-    assert statistics.dropped > 0, "the stuck subscriber should have cost events"
+    # Events may be lost (transient, not mandatory): the stuck subscriber's full queue drops
+    # them rather than hold the publisher back (common/bus.py), so they are lost there, not
+    # in the publisher's buffer (statistics.dropped, what this checked when it waited).
+    assert stuck_depth == 20, "the stuck subscriber's queue should have filled up"
+    assert statistics.published > 20 and statistics.failed == 0
 
 
 @pytest.mark.slow
@@ -140,15 +148,20 @@ async def test_a_stuck_subscriber_on_the_embedded_bus_costs_events_not_transacti
     tmp_path: Path,
 ) -> None:
     network = Network(NetworkConfig(tmp_path, BRANCHES, terminals=3, seed=3, events=SMALL_BUFFER))
-    assert network.embedded is not None
+    embedded = network.embedded
+    assert embedded is not None
     # a dashboard that subscribed and stopped reading: its queue fills up and stays full
-    network.embedded.declare(_watch("stuck.dashboard", max_length=20))
+    embedded.declare(_watch("stuck.dashboard", max_length=20))
 
     async def nothing() -> None:
         return None
 
-    reports, statistics = await _slow_subscriber_run(network, nothing, tmp_path)
-    _assert_transactions_unaffected(reports, statistics)
+    async def depth() -> int:
+        async with embedded.connect() as bus:
+            return (await bus.queue_stats("stuck.dashboard")).messages
+
+    reports, statistics, stuck_depth = await _slow_subscriber_run(network, nothing, depth, tmp_path)
+    _assert_transactions_unaffected(reports, statistics, stuck_depth)
 
 
 @pytest.mark.slow
@@ -171,10 +184,15 @@ async def test_a_stuck_subscriber_on_rabbitmq_costs_events_not_transactions(
             await stuck.connect()
             await stuck.declare(_watch("stuck.dashboard", max_length=20))
 
+        async def depth() -> int:
+            return (await stuck.queue_stats("stuck.dashboard")).messages
+
         try:
-            reports, statistics = await _slow_subscriber_run(network, declare, tmp_path)
+            reports, statistics, stuck_depth = await _slow_subscriber_run(
+                network, declare, depth, tmp_path
+            )
         finally:
             await stuck.close()
-        _assert_transactions_unaffected(reports, statistics)
+        _assert_transactions_unaffected(reports, statistics, stuck_depth)
     finally:
         await asyncio.to_thread(rabbitmq.drop_vhost, url)

@@ -12,10 +12,17 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
+import aio_pika
+import aiormq
 import pytest
+from aiormq.abc import ChannelFrame
+from pamqp import commands as spec
+from pamqp import frame as pamqp_frame
 
-from common.amqp_bus import AmqpBus, delivery_headers, queue_arguments
+from common.amqp_bus import AmqpBus, queue_arguments
+from common.amqp_consumer import Acks, AmqpSubscription, delivery_headers
 from common.bus import Bus, Delivery, Message
 from common.errors import BusClosedError, BusError, UnroutableError
 from common.topology import (
@@ -284,6 +291,66 @@ async def test_a_message_not_mandatory_is_dropped_quietly_when_unroutable(
     assert inbox.bodies == [b"transient"]
 
 
+async def test_a_message_that_may_be_lost_is_dropped_by_a_full_queue(
+    bus_factory: BusFactory,
+) -> None:
+    bus = await bus_factory()
+    await bus.declare(queue(QueueSpec("t.lossy", max_length=2)))
+    events = [Message("", "t.lossy", b"%d" % i, transient=True, mandatory=False) for i in range(5)]
+    assert all(event.may_be_lost for event in events)
+
+    await asyncio.wait_for(bus.publish(events), 5)  # not held back by the full queue
+
+    assert await settle_count(bus, "t.lossy", 2) == 2
+    inbox = Inbox()
+    await bus.consume("t.lossy", inbox, prefetch=5)
+    await inbox.wait_for(2)
+    assert await stays(lambda: inbox.bodies == [b"0", b"1"], 0.3)
+
+
+async def test_a_body_larger_than_a_frame_arrives_whole(bus_factory: BusFactory) -> None:
+    bus = await bus_factory()
+    await bus.declare(queue(QueueSpec("t.large")))
+    bodies = [bytes(range(256)) * 1200, b"", b"small"]  # 300 KiB: RabbitMQ's frames are 128
+
+    await bus.publish([to_queue("t.large", body, n=str(i)) for i, body in enumerate(bodies)])
+
+    inbox = Inbox()
+    await bus.consume("t.large", inbox, prefetch=5)
+    await inbox.wait_for(3)
+    assert sorted((int(str(d.headers["n"])), d.body) for d in inbox.deliveries) == list(
+        enumerate(bodies)
+    )
+
+
+async def test_settles_in_one_go_settle_only_their_own_deliveries(
+    bus_factory: BusFactory,
+) -> None:
+    """Deliveries settled together while an earlier one is still in hand: the earlier one
+    stays unacked (acks of a run go as one ack of the highest, which must not cover it), and
+    a nack among them holds."""
+    bus = await bus_factory()
+    await bus.declare(queue(QueueSpec("t.settle")))
+    await bus.publish([to_queue("t.settle", b"%d" % i) for i in range(6)])
+    held = Inbox(ack=False)
+    subscription = await bus.consume("t.settle", held, prefetch=10)
+    deliveries = sorted(await held.wait_for(6), key=lambda d: d.body)
+
+    for delivery in deliveries[1:]:  # in one turn of the event loop
+        if delivery.body == b"3":
+            await delivery.nack(requeue=False)
+        else:
+            await delivery.ack()
+    await subscription.cancel()
+
+    again = Inbox()
+    await bus.consume("t.settle", again, prefetch=10)
+    [back] = await again.wait_for(1)
+    assert (back.body, back.redelivered) == (b"0", True)
+    assert await stays(lambda: len(again.deliveries) == 1, 0.3)
+    assert await waiting(bus, "t.settle") == 0
+
+
 async def test_publishing_to_an_undeclared_exchange_fails(bus_factory: BusFactory) -> None:
     bus = await bus_factory()
     await bus.declare(queue(QueueSpec("t.after")))
@@ -510,6 +577,124 @@ def test_broker_dead_lettering_reads_like_ours() -> None:
     assert ours[REASON_HEADER] == "bad frame"
 
 
+class _FakeChannel:
+    """What :class:`Acks` writes to: a channel number, the connection's write queue."""
+
+    def __init__(self, *, room: int = 0) -> None:
+        self.number = 7
+        self.is_closed = False
+        self.write_queue: asyncio.Queue[ChannelFrame] = asyncio.Queue(room)
+        self._observers: list[asyncio.Future[None]] = []
+
+    @property
+    def closing(self) -> asyncio.Future[None]:
+        """An observer of the channel's closing."""
+        observer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.is_closed:
+            observer.set_result(None)
+        self._observers.append(observer)
+        return observer
+
+    def close(self) -> None:
+        self.is_closed = True
+        for observer in self._observers:
+            if not observer.done():
+                observer.set_result(None)
+
+    def written(self) -> list[tuple[str, int, bool]]:
+        """The settles written so far: (method, delivery tag, multiple or requeue)."""
+        settles = []
+        while not self.write_queue.empty():
+            payload = self.write_queue.get_nowait().payload
+            while payload:
+                used, channel, frame = pamqp_frame.unmarshal(payload)
+                payload = payload[used:]
+                assert channel == self.number
+                assert isinstance(frame, spec.Basic.Ack | spec.Basic.Nack)
+                flag = frame.multiple if isinstance(frame, spec.Basic.Ack) else frame.requeue
+                settles.append((frame.name, frame.delivery_tag, flag))
+        return settles
+
+
+async def _settled(acks: list[int], nacks: list[int], delivered: int = 6) -> list[Any]:
+    channel = _FakeChannel()
+    settling = Acks(cast(aiormq.Channel, channel), "q")
+    for tag in range(1, delivered + 1):
+        settling.received(tag)
+    for tag in nacks:
+        settling.nack(tag, requeue=True)
+    for tag in acks:
+        settling.ack(tag)
+    assert channel.written() == []  # not before the end of the loop's turn
+    await asyncio.sleep(0)
+    return channel.written()
+
+
+async def test_acks_of_a_settled_run_go_as_one_multiple_ack() -> None:
+    assert await _settled([1, 2, 3], []) == [("Basic.Ack", 3, True)]
+    assert await _settled([3, 1, 2], []) == [("Basic.Ack", 3, True)]
+
+
+async def test_acks_after_an_unsettled_delivery_go_one_by_one() -> None:
+    assert await _settled([2, 3, 5], []) == [
+        ("Basic.Ack", 2, False),
+        ("Basic.Ack", 3, False),
+        ("Basic.Ack", 5, False),
+    ]
+    assert await _settled([1, 2, 4, 6], []) == [
+        ("Basic.Ack", 2, True),
+        ("Basic.Ack", 4, False),
+        ("Basic.Ack", 6, False),
+    ]
+
+
+async def test_nacks_go_before_a_multiple_ack_that_passes_them() -> None:
+    assert await _settled([1, 3], [2]) == [("Basic.Nack", 2, True), ("Basic.Ack", 3, True)]
+
+
+async def test_settles_wait_their_turn_behind_a_full_write_queue() -> None:
+    channel = _FakeChannel(room=1)
+    channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
+    settling = Acks(cast(aiormq.Channel, channel), "q")
+    for tag in range(1, 5):
+        settling.received(tag)
+    settling.ack(2)
+    await asyncio.sleep(0)  # finds the queue full: waits
+    settling.ack(1)
+    settling.ack(3)
+    await asyncio.sleep(0)
+    assert channel.write_queue.get_nowait().payload == b""  # room for the waiting write
+
+    await asyncio.sleep(0.01)
+    assert channel.written() == [("Basic.Ack", 2, False)]  # the next waits for room again
+    await settling.drain()
+    assert channel.written() == [("Basic.Ack", 3, True)]
+
+
+async def test_settles_on_a_closed_channel_are_dropped() -> None:
+    channel = _FakeChannel()
+    settling = Acks(cast(aiormq.Channel, channel), "q")
+    settling.received(1)
+    settling.ack(1)
+    channel.close()
+    await asyncio.sleep(0)
+    assert channel.written() == []
+
+
+async def test_a_settle_waiting_for_room_gives_up_when_the_channel_closes() -> None:
+    channel = _FakeChannel(room=1)
+    channel.write_queue.put_nowait(ChannelFrame(payload=b"", should_close=False))
+    settling = Acks(cast(aiormq.Channel, channel), "q")
+    settling.received(1)
+    settling.ack(1)
+    await asyncio.sleep(0)  # waits for room that never comes
+
+    channel.close()
+    await asyncio.wait_for(settling.drain(), WAIT_S)
+    assert channel.write_queue.get_nowait().payload == b""
+    assert channel.written() == []
+
+
 def test_repr_hides_the_password() -> None:
     bus = AmqpBus("amqp://branchnet:s3cret@127.0.0.1:5672/bank")
     assert "s3cret" not in repr(bus)
@@ -584,3 +769,57 @@ async def test_bus_survives_a_dropped_connection(amqp_bus: AmqpBus, rabbitmq: Ra
     await asyncio.wait_for(bus.publish([to_queue("t.drop", b"after")]), WAIT_S)
     await inbox.wait_for(2)
     assert inbox.bodies[-1] == b"after"
+
+
+@pytest.mark.rabbitmq
+async def test_a_consumer_the_broker_cancelled_consumes_again(amqp_bus: AmqpBus) -> None:
+    bus = amqp_bus
+    await bus.declare(queue(QueueSpec("t.recreated")))
+    inbox = Inbox()
+    await bus.consume("t.recreated", inbox, prefetch=10)
+
+    connection = await aio_pika.connect(bus.url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete("t.recreated")  # the broker cancels the consumer
+    await asyncio.sleep(0.3)  # it tries again, and waits for the queue
+    await bus.declare(queue(QueueSpec("t.recreated")))
+    await bus.publish([to_queue("t.recreated", b"again")])
+
+    await inbox.wait_for(1)
+    assert inbox.bodies == [b"again"]
+
+
+@pytest.mark.rabbitmq
+async def test_consuming_again_on_the_same_channel_leaves_held_deliveries_unacked(
+    amqp_bus: AmqpBus,
+) -> None:
+    """After the broker cancelled a consumer, deliveries it handed out before are still on
+    the channel: acks of later ones (a multiple ack) must not settle one still in hand."""
+    bus = amqp_bus
+    await bus.declare(queue(QueueSpec("t.again")))
+    seen: list[bytes] = []
+
+    async def hold_a(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        if delivery.body != b"a":
+            await delivery.ack()
+
+    subscription = cast(AmqpSubscription, await bus.consume("t.again", hold_a, prefetch=10))
+    await bus.publish([to_queue("t.again", b"a"), to_queue("t.again", b"b")])
+    await until(lambda: len(seen) == 2)
+    acks = subscription._acks
+    assert acks is not None
+    channel, tag = acks.channel, subscription._consumer_tag
+    await channel.basic_cancel(tag)  # what the broker may do
+    subscription._on_broker_cancel(spec.Basic.Cancel(consumer_tag=tag))
+    await until(lambda: tag in channel.consumers)  # consuming again, on the same channel
+
+    await bus.publish([to_queue("t.again", b"c"), to_queue("t.again", b"d")])
+    await until(lambda: len(seen) == 4)
+    await subscription.cancel()
+
+    again = Inbox()
+    await bus.consume("t.again", again, prefetch=10)
+    [back] = await again.wait_for(1)
+    assert back.body == b"a"

@@ -203,12 +203,15 @@ async def test_a_stuck_subscriber_costs_events_not_transactions(tmp_path: Path) 
     await crypto.stop()
     assert len(replies) == 501 and all(r.approved for r in replies)
     statistics = events.statistics()
-    # A message carries a batch's events of one key now (it was one event), so the stuck queue
-    # took more events before it filled, and fewer were dropped (over 400 before).
-    assert statistics.messages <= 5  # what the stuck queue took; then the publisher waits
-    assert statistics.dropped > 300
+    # Events may be lost (transient, not mandatory): the full queue drops them and never holds
+    # the publisher back (common/bus.py), so they are published, and lost there. (Before, the
+    # publisher waited for room, and its buffer dropped the events instead.) A message carries
+    # a batch's events of one routing key, so more messages than the queue's 5 went out.
+    assert statistics.messages > 5
+    assert (await stuck.queue_stats("slow.dashboard")).messages == 5
     # each answer raised one event: every event was published or counted as dropped
     assert statistics.published + statistics.dropped == statistics.emitted == 1 + 501 + 1
+    assert statistics.published > 5 + 50
     assert statistics.buffered == 0 and statistics.failed == 0
     assert host.statistics().by_result == {"00": 501}
 
