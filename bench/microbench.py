@@ -13,7 +13,9 @@ Nothing here asserts a time; the figures are for before/after comparisons on one
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -22,12 +24,20 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from branch_node.client import RequestClient
+from branch_node.session import BranchSession
+from branchnet.loadgen import LoadWorkload, PreparedRequest, origin_stamp, prepare
+from branchnet.loadnet import LoadTarget
+from branchnet.loadstats import Recorder
+from branchnet.loadtest import LoadConfig, _Driver, run_open
+from common.bus import Bus, Delivery, Message
 from common.dukpt import KeyDerivation, Ksn, next_counter
+from common.embedded_bus import EmbeddedBroker
 from common.envelope import (
     FrameEvidence,
     SessionKey,
@@ -42,11 +52,13 @@ try:
 except ImportError:  # an older tree, for before/after comparisons
     open_records_and_leaves = None  # type: ignore[assignment]
 from common.frames import FrameKind, build_frame, decode_frame, encode_frame
+from common.logs import configure_logging
 from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
 from common.pinblock import encipher_format4
 from common.replies import Reply, decode_reply, encode_reply
-from common.requests import EncryptedPin, Withdraw, decode_request, encode_request
+from common.requests import Deposit, EncryptedPin, Withdraw, decode_request, encode_request
 from common.results import ResultCode
+from common.topology import CORE, HOST_REQUESTS, REPLIES_EXCHANGE, branch_key, host_topology
 from crypto_node import ibm3624
 from crypto_node.hsm import Hsm
 from crypto_node.keys import CryptoKeys
@@ -54,6 +66,7 @@ from crypto_node.pvk import Pvk
 from crypto_node.service import read_command
 from host_node.batch import Remembered, Settlement
 from host_node.evidence import EntryEvidence, FrameProof
+from host_node.guard import Guard
 from host_node.journal import ChainHead, Origin, head_of, verify_chain
 from host_node.journal import seal as journal_seal
 from host_node.ledger import AccountState, Posting
@@ -148,6 +161,179 @@ def _settlement(entries: int) -> Settlement:
         evidence=tuple(evidence),
         frames={"ab" * 32: FrameProof(b'{"h":1}' * 30, b"\x01" * 32 * entries)},
     )
+
+
+# -- the load generator and request client, against a host that only echoes ------------------
+
+_REPLY_TAIL = (
+    b'","result":"00","reason":"approved","balance":123400,"amount":10000,"available":null,'
+    b'"account":null,"received_at":"%s","processed_at":"%s","journal_seq":42,"rule":null}'
+)
+
+
+class _EchoHost:
+    """Approves every record at once: the host's real guard opens each sealed request frame
+    and seals the reply frame. The CPU it spends (its bus publish and ack included) is kept in
+    ``spent`` so a figure can leave it out; ``delay_s`` holds each answer that long, as a
+    host's round trip does, so the client's frames grow as they would against one."""
+
+    def __init__(self, bus: Bus, guard: Guard, delay_s: float) -> None:
+        self.bus = bus
+        self.guard = guard
+        self.delay_s = delay_s
+        self.spent = 0.0
+        self._sequence = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def on_frame(self, delivery: Delivery) -> None:
+        started = time.process_time()
+        opened = self.guard.open(delivery.body, delivery.routing_key, dt.datetime.now(dt.UTC))
+        if opened.answer is not None:
+            message = opened.answer
+        else:
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            tail = _REPLY_TAIL % (now, now)
+            records = [
+                b'{"request_id":"' + orjson.loads(record)["request_id"].encode() + tail
+                for record in opened.frame.records
+            ]
+            body = self.guard.seal_reply(opened.branch_id, next(self._sequence), records)
+            assert body is not None
+            message = Message(REPLIES_EXCHANGE, branch_key(opened.branch_id), body)
+        await delivery.ack()
+        if self.delay_s and opened.answer is None:
+            task = asyncio.create_task(self._later(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            await self.bus.publish([message])
+        self.spent += time.process_time() - started
+
+    async def _later(self, message: Message) -> None:
+        await asyncio.sleep(self.delay_s)
+        started = time.process_time()
+        await self.bus.publish([message])
+        self.spent += time.process_time() - started
+
+
+class _Quiet:
+    """Stands in for a load target: no host process to read."""
+
+    def host_cpu_s(self) -> None:
+        return None
+
+    def host_rss_mb(self) -> None:
+        return None
+
+
+class _Records:
+    """Stands in for a load workload: ``count`` deposits round the branches, prepared before
+    the clock runs (as ``branchnet loadtest`` prepares its records before its run)."""
+
+    def __init__(self, branch_ids: list[str], count: int) -> None:
+        self._prepared = [
+            prepare(
+                Deposit(
+                    request_id=f"{branch_ids[n % len(branch_ids)]}-01-{n}",
+                    branch_id=branch_ids[n % len(branch_ids)],
+                    teller_id="T0001",
+                    terminal_id="01",
+                    origin_time=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                    account=CARD,
+                    amount=10_000,
+                )
+            )
+            for n in range(1, count + 1)
+        ]
+
+    def build(self, count: int) -> list[PreparedRequest]:
+        taken, self._prepared = self._prepared[:count], self._prepared[count:]
+        return taken
+
+
+async def _client_run(
+    requests: int, branches: int, *, rate: float | None, delay_s: float, window: int
+) -> float:
+    """CPU µs per request of the load generator and its request clients (sealed frames,
+    embedded bus) — the whole process's CPU less what the echo host spent.
+
+    ``rate``: paced by the open-model loop of ``branchnet loadtest`` (its recorder and
+    per-second ticks included); None: handed over in bursts of 64 as fast as they go.
+    """
+    branch_ids = [f"{b:04d}" for b in range(1, branches + 1)]
+    host_identity = Ed25519PrivateKey.generate()
+    identities = {b: Ed25519PrivateKey.generate() for b in branch_ids}
+    guard = Guard(host_identity, {b: k.public_key() for b, k in identities.items()})
+    broker = EmbeddedBroker()
+    host_bus = broker.connect()
+    await host_bus.connect()
+    await host_bus.declare(CORE + host_topology(branch_ids))
+    host = _EchoHost(host_bus, guard, delay_s)
+    await host_bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+    clients: dict[str, RequestClient] = {}
+    for branch in branch_ids:
+        bus = broker.connect()
+        await bus.connect()
+        session = BranchSession(branch, identities[branch], host_identity.public_key())
+        clients[branch] = RequestClient(
+            bus, branch, window=window, retries=0, max_in_flight=100_000, prefetch=64,
+            session=session,
+        )  # fmt: skip
+        await clients[branch].start()
+    while not all(c.session is not None and c.session.ready for c in clients.values()):
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    driver = _Driver(clients, cast(LoadTarget, _Quiet()), None)
+    workload = _Records(branch_ids, requests)
+    host.spent = 0.0
+    started = time.process_time()
+    if rate is None:
+        recorder = _burst_recorder()
+        prepared = workload.build(requests)
+        for index in range(0, requests, 64):
+            stamp = origin_stamp(dt.datetime.now(dt.UTC))
+            for request in prepared[index : index + 64]:
+                driver.send(recorder, request, stamp, driver.loop.time())
+            await asyncio.sleep(0)
+        await driver.drain(30.0)
+        assert recorder.answered == requests, (recorder.answered, requests)
+    else:
+        duration = requests / rate
+        result = await run_open(
+            driver,
+            cast(LoadWorkload, workload),
+            rate=rate,
+            duration_s=duration,
+            warmup_s=0.0,
+            config=LoadConfig(rate=rate, duration_s=duration, warmup_s=0.0),
+        )
+        assert result.recorder.answered == requests, (result.recorder.answered, requests)
+    spent = time.process_time() - started - host.spent
+    for client in clients.values():
+        await client.stop()
+    await host_bus.close()
+    return spent / requests * 1e6
+
+
+def _burst_recorder() -> Recorder:
+    loop = asyncio.get_running_loop()
+    return Recorder(measure_from=loop.time(), wall_offset=time.time() - loop.time())
+
+
+def client_figures(repeat: int) -> dict[str, Callable[[], float]]:
+    """The load generator's and request client's CPU per request (µs), best of ``repeat``."""
+    configure_logging("warning")  # as ``branchnet loadtest`` runs by default
+
+    def best(
+        requests: int, *, rate: float | None, delay_s: float, window: int = 2
+    ) -> Callable[[], float]:
+        run = functools.partial(_client_run, requests, 4, rate=rate, delay_s=delay_s, window=window)
+        return lambda: round(min(asyncio.run(run()) for _ in range(repeat)), 1)
+
+    return {
+        "client_burst/req": best(8192, rate=None, delay_s=0.0),
+        "client_paced_1200/req": best(3600, rate=1200.0, delay_s=0.02),
+    }
 
 
 def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
@@ -265,6 +451,7 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         "replication_encode/entry": frame_of(lambda: encode_batch(settlement)),
         "standby_decode+verify/entry": frame_of(standby_apply),
         "hsm_vp_memory/rec": lambda: hsm_figure(Hsm(keys, persist=False)),
+        **client_figures(repeat),
     }
     with tempfile.TemporaryDirectory() as home:
         figures["hsm_vp_persisted/rec"] = lambda: hsm_figure(
