@@ -11,13 +11,16 @@ omission). Besides end to end, a reply's host timestamps split each latency into
 
 Recording one value in an HDR histogram costs microseconds in Python, too much per reply at
 thousands a second; values are first counted in buckets of 8 significant bits (< 0.8 % error)
-and added to the HDR histograms (1 µs to 10 min, 3 significant digits) once a second.
+and added to the HDR histograms (1 µs to 10 min, 3 significant digits) when those are read.
+Each second's p50 and p99 (the live line) come from that second's buckets directly, with the
+HDR histogram's rounding: the same figures as from a histogram of the second, without a scan
+of its 30,000 counters in Python.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +68,30 @@ class _Tally:
             for histogram in histograms:
                 histogram.record_value(value, count)
         self.counts.clear()
+
+    def move_to(self, other: _Tally) -> None:
+        """Add these counts to ``other``'s and start again."""
+        other.counts.update(self.counts)
+        self.counts.clear()
+
+
+def tally_percentile_ms(tallies: Iterable[_Tally], percentile: float, scale: HdrHistogram) -> float:
+    """The ``percentile`` of the tallied values in ms, as :func:`percentiles_ms` would give it
+    for an HDR histogram of them (``scale`` lends its rounding); 0.0 when there are none."""
+    counts: Counter[int] = Counter()
+    for tally in tallies:
+        counts.update(tally.counts)
+    total = counts.total()
+    if total == 0:
+        return 0.0
+    target = max(1, int(percentile * total / 100 + 0.5))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= target:
+            break
+    highest: int = scale.get_highest_equivalent_value(value)
+    return round(highest / 1000, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +153,14 @@ class Recorder:
         default_factory=lambda: {name: new_histogram() for name in STAGES}
     )
     timeline: list[Tick] = field(default_factory=list)
-    _interval: HdrHistogram = field(default_factory=new_histogram)
+    #: Lends its rounding to the per-second percentiles (holds no values).
+    _scale: HdrHistogram = field(default_factory=new_histogram)
+    #: This second's latencies, warm-up and measured (for its percentiles).
+    _warmup: _Tally = field(default_factory=_Tally)
+    _second: _Tally = field(default_factory=_Tally)
+    #: Measured latencies of the seconds before, and the stages', not yet in the histograms.
     _tallies: dict[str, _Tally] = field(
-        default_factory=lambda: {name: _Tally() for name in ("warmup", "end_to_end", *STAGES)}
+        default_factory=lambda: {name: _Tally() for name in ("end_to_end", *STAGES)}
     )
 
     def on_sent(self, intended: float) -> None:
@@ -144,15 +176,15 @@ class Recorder:
         code = reply.result.value
         if code in SYSTEM_CODES:
             self.errors += 1
-        tallies = self._tallies
         if intended < self.measure_from:
             self.warmup_answered += 1
-            tallies["warmup"].add(now - intended)
+            self._warmup.add(now - intended)
             return
         self.measured_answered += 1
         self.last_answer = now
         self.by_result[code] += 1
-        tallies["end_to_end"].add(now - intended)
+        self._second.add(now - intended)
+        tallies = self._tallies
         offset = self.wall_offset
         received = reply.received_at.timestamp() - offset
         processed = reply.processed_at.timestamp() - offset
@@ -173,28 +205,19 @@ class Recorder:
 
         The second's percentiles cover the warm-up too; the run's histograms do not.
         """
-        self._tallies["end_to_end"].flush(self.end_to_end, self._interval)
-        self._tallies["warmup"].flush(self._interval)
-        for name in STAGES:
-            self._tallies[name].flush(self.stages[name])
-        interval = percentiles_ms(self._interval)
-        self._interval.reset()
-        point = Tick(
-            t,
-            self.sent,
-            self.answered,
-            self.errors,
-            in_flight,
-            interval["p50"],
-            interval["p99"],
-            host_rss_mb,
-        )
+        second = (self._second, self._warmup)
+        p50 = tally_percentile_ms(second, 50.0, self._scale)
+        p99 = tally_percentile_ms(second, 99.0, self._scale)
+        self._second.move_to(self._tallies["end_to_end"])
+        self._warmup.counts.clear()
+        point = Tick(t, self.sent, self.answered, self.errors, in_flight, p50, p99, host_rss_mb)
         self.timeline.append(point)
         return point
 
     def flush(self) -> None:
         """Add every tallied latency to the run's histograms (before reading them)."""
-        self._tallies["warmup"].counts.clear()
+        self._warmup.counts.clear()
+        self._second.move_to(self._tallies["end_to_end"])
         self._tallies["end_to_end"].flush(self.end_to_end)
         for name in STAGES:
             self._tallies[name].flush(self.stages[name])
