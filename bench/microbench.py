@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from branch_node.client import RequestClient
 from branch_node.session import BranchSession
+from branchnet.buses import open_bus
 from branchnet.loadgen import LoadWorkload, PreparedRequest, origin_stamp, prepare
 from branchnet.loadnet import LoadTarget
 from branchnet.loadstats import Recorder
@@ -65,6 +67,7 @@ from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
 from crypto_node.service import read_command
 from host_node.batch import Remembered, Settlement
+from host_node.errors import FrameRefused
 from host_node.evidence import EntryEvidence, FrameProof
 from host_node.guard import Guard
 from host_node.journal import ChainHead, Origin, head_of, verify_chain
@@ -175,7 +178,8 @@ class _EchoHost:
     """Approves every record at once: the host's real guard opens each sealed request frame
     and seals the reply frame. The CPU it spends (its bus publish and ack included) is kept in
     ``spent`` so a figure can leave it out; ``delay_s`` holds each answer that long, as a
-    host's round trip does, so the client's frames grow as they would against one."""
+    host's round trip does, so the client's frames grow as they would against one. A frame
+    the guard refuses (left in a broker's queue by an earlier run) is dropped."""
 
     def __init__(self, bus: Bus, guard: Guard, delay_s: float) -> None:
         self.bus = bus
@@ -186,8 +190,12 @@ class _EchoHost:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def on_frame(self, delivery: Delivery) -> None:
-        started = time.process_time()
-        opened = self.guard.open(delivery.body, delivery.routing_key, dt.datetime.now(dt.UTC))
+        started = time.thread_time()
+        try:
+            opened = self.guard.open(delivery.body, delivery.routing_key, dt.datetime.now(dt.UTC))
+        except FrameRefused:
+            await delivery.ack()
+            return
         if opened.answer is not None:
             message = opened.answer
         else:
@@ -207,13 +215,53 @@ class _EchoHost:
             task.add_done_callback(self._tasks.discard)
         else:
             await self.bus.publish([message])
-        self.spent += time.process_time() - started
+        self.spent += time.thread_time() - started
 
     async def _later(self, message: Message) -> None:
         await asyncio.sleep(self.delay_s)
-        started = time.process_time()
+        started = time.thread_time()
         await self.bus.publish([message])
-        self.spent += time.process_time() - started
+        self.spent += time.thread_time() - started
+
+
+class _EchoThread:
+    """The echo host over RabbitMQ on an event loop of its own thread, so that its CPU (its
+    AMQP connection's included) is not the measuring thread's."""
+
+    def __init__(self, amqp_url: str, guard: Guard, branch_ids: list[str], delay_s: float) -> None:
+        self.spent = 0.0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._main(amqp_url, guard, branch_ids, delay_s),),
+            name="echo-host",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the echo host did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    async def _main(
+        self, amqp_url: str, guard: Guard, branch_ids: list[str], delay_s: float
+    ) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        bus = open_bus(amqp_url, embedded=None, name="bench-echo-host")
+        await bus.connect()
+        await bus.declare(CORE + host_topology(branch_ids))
+        host = _EchoHost(bus, guard, delay_s)
+        await bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+        self._ready.set()
+        await self._stop.wait()
+        await bus.close()
 
 
 class _Quiet:
@@ -252,10 +300,17 @@ class _Records:
 
 
 async def _client_run(
-    requests: int, branches: int, *, rate: float | None, delay_s: float, window: int
+    requests: int,
+    branches: int,
+    *,
+    rate: float | None,
+    delay_s: float,
+    window: int,
+    amqp_url: str | None = None,
 ) -> float:
-    """CPU µs per request of the load generator and its request clients (sealed frames,
-    embedded bus) — the whole process's CPU less what the echo host spent.
+    """CPU µs per request of the load generator and its request clients (sealed frames) —
+    this thread's CPU, less what the echo host spent in it (on the embedded bus; over
+    RabbitMQ, at ``amqp_url``, the echo host has a thread of its own).
 
     ``rate``: paced by the open-model loop of ``branchnet loadtest`` (its recorder and
     per-second ticks included); None: handed over in bursts of 64 as fast as they go.
@@ -265,14 +320,21 @@ async def _client_run(
     identities = {b: Ed25519PrivateKey.generate() for b in branch_ids}
     guard = Guard(host_identity, {b: k.public_key() for b, k in identities.items()})
     broker = EmbeddedBroker()
-    host_bus = broker.connect()
-    await host_bus.connect()
-    await host_bus.declare(CORE + host_topology(branch_ids))
-    host = _EchoHost(host_bus, guard, delay_s)
-    await host_bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+    host: _EchoHost | _EchoThread
+    if amqp_url is None:
+        host_bus = broker.connect()
+        await host_bus.connect()
+        await host_bus.declare(CORE + host_topology(branch_ids))
+        host = _EchoHost(host_bus, guard, delay_s)
+        await host_bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+    else:
+        host = _EchoThread(amqp_url, guard, branch_ids, delay_s)
+        host.start()
     clients: dict[str, RequestClient] = {}
+    buses: list[Bus] = []
     for branch in branch_ids:
-        bus = broker.connect()
+        bus = open_bus(amqp_url, embedded=broker, name=f"bench-branch-{branch}")
+        buses.append(bus)
         await bus.connect()
         session = BranchSession(
             branch, identities[branch], host_identity.public_key(), check_reply_signatures=False
@@ -288,7 +350,7 @@ async def _client_run(
     driver = _Driver(clients, cast(LoadTarget, _Quiet()), None)
     workload = _Records(branch_ids, requests)
     host.spent = 0.0
-    started = time.process_time()
+    started = time.thread_time()
     if rate is None:
         recorder = _burst_recorder()
         prepared = workload.build(requests)
@@ -310,10 +372,15 @@ async def _client_run(
             config=LoadConfig(rate=rate, duration_s=duration, warmup_s=0.0),
         )
         assert result.recorder.answered == requests, (result.recorder.answered, requests)
-    spent = time.process_time() - started - host.spent
+    spent = time.thread_time() - started - (host.spent if amqp_url is None else 0.0)
     for client in clients.values():
         await client.stop()
-    await host_bus.close()
+    for bus in buses:
+        await bus.close()
+    if isinstance(host, _EchoThread):
+        host.stop()
+    else:
+        await host.bus.close()
     return spent / requests * 1e6
 
 
@@ -322,23 +389,34 @@ def _burst_recorder() -> Recorder:
     return Recorder(measure_from=loop.time(), wall_offset=time.time() - loop.time())
 
 
-def client_figures(repeat: int) -> dict[str, Callable[[], float]]:
-    """The load generator's and request client's CPU per request (µs), best of ``repeat``."""
+def client_figures(repeat: int, amqp_url: str | None = None) -> dict[str, Callable[[], float]]:
+    """The load generator's and request client's CPU per request (µs), best of ``repeat``;
+    with ``amqp_url`` also over that RabbitMQ."""
     configure_logging("warning")  # as ``branchnet loadtest`` runs by default
 
     def best(
-        requests: int, *, rate: float | None, delay_s: float, window: int = 2
+        requests: int, *, rate: float | None, delay_s: float, amqp_url: str | None = None
     ) -> Callable[[], float]:
-        run = functools.partial(_client_run, requests, 4, rate=rate, delay_s=delay_s, window=window)
+        run = functools.partial(
+            _client_run, requests, 4, rate=rate, delay_s=delay_s, window=2, amqp_url=amqp_url
+        )
         return lambda: round(min(asyncio.run(run()) for _ in range(repeat)), 1)
 
-    return {
+    figures = {
         "client_burst/req": best(8192, rate=None, delay_s=0.0),
         "client_paced_1200/req": best(3600, rate=1200.0, delay_s=0.02),
     }
+    if amqp_url is not None:
+        figures["client_amqp_burst/req"] = best(8192, rate=None, delay_s=0.0, amqp_url=amqp_url)
+        figures["client_amqp_paced_1200/req"] = best(
+            3600, rate=1200.0, delay_s=0.02, amqp_url=amqp_url
+        )
+    return figures
 
 
-def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
+def run(
+    records: int, repeat: int, pads: int, only: str = "", amqp_url: str | None = None
+) -> dict[str, Any]:
     """Microseconds per operation; ``/rec`` figures are per record of a ``records`` frame."""
     keys = CryptoKeys.generate()
     blocks = _pin_blocks(keys, pads)
@@ -453,7 +531,7 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         "replication_encode/entry": frame_of(lambda: encode_batch(settlement)),
         "standby_decode+verify/entry": frame_of(standby_apply),
         "hsm_vp_memory/rec": lambda: hsm_figure(Hsm(keys, persist=False)),
-        **client_figures(repeat),
+        **client_figures(repeat, amqp_url),
     }
     with tempfile.TemporaryDirectory() as home:
         figures["hsm_vp_persisted/rec"] = lambda: hsm_figure(
@@ -469,8 +547,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="", help="only the figures whose name has this")
     parser.add_argument("--pads", type=int, default=16, help="PIN pads taking turns (HSM)")
+    parser.add_argument(
+        "--amqp-url", help="also measure the load generator's clients over this RabbitMQ"
+    )
     arguments = parser.parse_args()
-    result = run(arguments.records, arguments.repeat, arguments.pads, arguments.only)
+    result = run(
+        arguments.records, arguments.repeat, arguments.pads, arguments.only, arguments.amqp_url
+    )
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))
 

@@ -3,9 +3,10 @@
 Three ways to drive:
 
 - **open model** (:func:`run_open`): request *i* is due at ``start + i / rate`` whatever the
-  system does; latency runs from that intended time, so stalls count in full (no coordinated
-  omission). The first ``warmup_s`` seconds are sent but not measured. Requests the generator
-  could not send before the end (in-flight bound reached) are reported as ``unsent``.
+  system does (:mod:`branchnet.loadpace`); latency runs from that intended time, so stalls
+  count in full (no coordinated omission). The first ``warmup_s`` seconds are sent but not
+  measured. Requests the generator could not send before the end (in-flight bound reached)
+  are reported as ``unsent``.
 - **closed model** (:func:`run_closed`): ``concurrency`` workers, each sending its next
   request when the previous one is answered.
 - **find-max** (:func:`find_max`): short open-model trials, doubling the rate while the p99
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import importlib.metadata
 import math
 import time
@@ -33,6 +35,7 @@ from branch_node import RequestClient, RequestTimeout
 from branch_node.session import BranchSession
 from branchnet.loadgen import LoadMix, LoadWorkload, PreparedRequest, origin_stamp, parse_mix
 from branchnet.loadnet import LoadTarget, TargetConfig
+from branchnet.loadpace import Pacer
 from branchnet.loadstats import Recorder, Tick, by_result_json
 from common.errors import BranchnetError
 from common.replies import Reply
@@ -286,26 +289,18 @@ async def run_open(
         wall_offset=time.time() - loop.time(),
         measure_until=start + warmup_s + duration_s,
     )
+    pacer = Pacer(
+        prepared,
+        functools.partial(driver.send, recorder),
+        lambda: driver.in_flight,
+        rate=rate,
+        start=start,
+        end=end,
+        max_in_flight=config.max_in_flight,
+    )
     ticker = asyncio.create_task(driver.ticker(recorder, start))
-    sent = 0
     try:
-        while sent < total:
-            now = loop.time()
-            if now >= end:
-                break
-            due = min(total, int((now - start) * rate) + 1)
-            if due > sent and driver.in_flight < config.max_in_flight:
-                stamp = _stamp()
-                room = config.max_in_flight - driver.in_flight
-                stop = min(due, sent + room, sent + 2048)  # yield now and then when behind
-                for index in range(sent, stop):
-                    driver.send(recorder, prepared.popleft(), stamp, start + index / rate)
-                sent = stop
-                if sent < due:  # behind: let the clients and their replies run, then go on
-                    await asyncio.sleep(0)
-                    continue
-            wait = start + sent / rate - loop.time()
-            await asyncio.sleep(max(wait, 0.0005) if due <= sent else 0.001)
+        sent = await pacer.run()
         prepared.clear()
         await driver.drain(config.timeout_s + 2.0)
     finally:
