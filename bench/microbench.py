@@ -384,6 +384,21 @@ async def _client_run(
     return spent / requests * 1e6
 
 
+def _remember_at_bound(repeat: int) -> float:
+    """A request client's bookkeeping of answered ids once it remembers as many as it may
+    (every answer then forgets the oldest): µs per answer."""
+    client = RequestClient(EmbeddedBroker().connect(), "0001")
+    ids = (f"0001-01-{n}" for n in itertools.count())
+    for request_id in itertools.islice(ids, 100_000):
+        client._remember(request_id, answered=True)
+
+    def answers() -> None:
+        for request_id in itertools.islice(ids, 1000):
+            client._remember(request_id, answered=True)
+
+    return _best(answers, 1000, repeat)
+
+
 def _burst_recorder() -> Recorder:
     loop = asyncio.get_running_loop()
     return Recorder(measure_from=loop.time(), wall_offset=time.time() - loop.time())
@@ -403,6 +418,7 @@ def client_figures(repeat: int, amqp_url: str | None = None) -> dict[str, Callab
         return lambda: round(min(asyncio.run(run()) for _ in range(repeat)), 1)
 
     figures = {
+        "client_remember_at_bound/req": lambda: _remember_at_bound(repeat),
         "client_burst/req": best(8192, rate=None, delay_s=0.0),
         "client_paced_1200/req": best(3600, rate=1200.0, delay_s=0.02),
     }
