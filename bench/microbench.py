@@ -6,6 +6,12 @@ processes sharing the machine's cores compete for, while an fsync's wait is not)
 of ``--records`` records. Run::
 
     .venv/bin/python bench/microbench.py [--records 64] [--repeat 5] [--pads 16] [--only hsm]
+        [--amqp-url amqp://...]
+
+The ``client_*`` figures are the load generator's side (``branchnet loadtest``'s driver,
+recorder and request clients, sealed frames) per request, against an echo host whose own CPU is
+left out: a burst as fast as it goes, and the open model paced at 1,200/s with replies held
+20 ms; with ``--amqp-url`` over that RabbitMQ too.
 
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
