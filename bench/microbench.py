@@ -6,6 +6,12 @@ processes sharing the machine's cores compete for, while an fsync's wait is not)
 of ``--records`` records. Run::
 
     .venv/bin/python bench/microbench.py [--records 64] [--repeat 5] [--pads 16] [--only hsm]
+        [--amqp-url amqp://...]
+
+The ``client_*`` figures are the load generator's side (``branchnet loadtest``'s driver,
+recorder and request clients, sealed frames) per request, against an echo host whose own CPU is
+left out: a burst as fast as it goes, and the open model paced at 1,200/s with replies held
+20 ms; with ``--amqp-url`` over that RabbitMQ too.
 
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
@@ -13,21 +19,33 @@ Nothing here asserts a time; the figures are for before/after comparisons on one
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from branch_node.client import RequestClient
+from branch_node.session import BranchSession
+from branchnet.buses import open_bus
+from branchnet.loadgen import LoadWorkload, PreparedRequest, origin_stamp, prepare
+from branchnet.loadnet import LoadTarget
+from branchnet.loadstats import Recorder
+from branchnet.loadtest import LoadConfig, _Driver, run_open
+from common.bus import Bus, Delivery, Message
 from common.dukpt import KeyDerivation, Ksn, next_counter
+from common.embedded_bus import EmbeddedBroker
 from common.envelope import (
     FrameEvidence,
     SessionKey,
@@ -42,18 +60,22 @@ try:
 except ImportError:  # an older tree, for before/after comparisons
     open_records_and_leaves = None  # type: ignore[assignment]
 from common.frames import FrameKind, build_frame, decode_frame, encode_frame
+from common.logs import configure_logging
 from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
 from common.pinblock import encipher_format4
 from common.replies import Reply, decode_reply, encode_reply
-from common.requests import EncryptedPin, Withdraw, decode_request, encode_request
+from common.requests import Deposit, EncryptedPin, Withdraw, decode_request, encode_request
 from common.results import ResultCode
+from common.topology import CORE, HOST_REQUESTS, REPLIES_EXCHANGE, branch_key, host_topology
 from crypto_node import ibm3624
 from crypto_node.hsm import Hsm
 from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
 from crypto_node.service import read_command
 from host_node.batch import Remembered, Settlement
+from host_node.errors import FrameRefused
 from host_node.evidence import EntryEvidence, FrameProof
+from host_node.guard import Guard
 from host_node.journal import ChainHead, Origin, head_of
 from host_node.journal import seal as journal_seal
 from host_node.ledger import AccountState, Posting
@@ -150,7 +172,273 @@ def _settlement(entries: int) -> Settlement:
     )
 
 
-def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
+# -- the load generator and request client, against a host that only echoes ------------------
+
+_REPLY_TAIL = (
+    b'","result":"00","reason":"approved","balance":123400,"amount":10000,"available":null,'
+    b'"account":null,"received_at":"%s","processed_at":"%s","journal_seq":42,"rule":null}'
+)
+
+
+class _EchoHost:
+    """Approves every record at once: the host's real guard opens each sealed request frame
+    and seals the reply frame. The CPU it spends (its bus publish and ack included) is kept in
+    ``spent`` so a figure can leave it out; ``delay_s`` holds each answer that long, as a
+    host's round trip does, so the client's frames grow as they would against one. A frame
+    the guard refuses (left in a broker's queue by an earlier run) is dropped."""
+
+    def __init__(self, bus: Bus, guard: Guard, delay_s: float) -> None:
+        self.bus = bus
+        self.guard = guard
+        self.delay_s = delay_s
+        self.spent = 0.0
+        self._sequence = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def on_frame(self, delivery: Delivery) -> None:
+        started = time.thread_time()
+        try:
+            opened = self.guard.open(delivery.body, delivery.routing_key, dt.datetime.now(dt.UTC))
+        except FrameRefused:
+            await delivery.ack()
+            return
+        if opened.answer is not None:
+            message = opened.answer
+        else:
+            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+            tail = _REPLY_TAIL % (now, now)
+            records = [
+                b'{"request_id":"' + orjson.loads(record)["request_id"].encode() + tail
+                for record in opened.frame.records
+            ]
+            body = self.guard.seal_reply(opened.branch_id, next(self._sequence), records)
+            assert body is not None
+            message = Message(REPLIES_EXCHANGE, branch_key(opened.branch_id), body)
+        await delivery.ack()
+        if self.delay_s and opened.answer is None:
+            task = asyncio.create_task(self._later(message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            await self.bus.publish([message])
+        self.spent += time.thread_time() - started
+
+    async def _later(self, message: Message) -> None:
+        await asyncio.sleep(self.delay_s)
+        started = time.thread_time()
+        await self.bus.publish([message])
+        self.spent += time.thread_time() - started
+
+
+class _EchoThread:
+    """The echo host over RabbitMQ on an event loop of its own thread, so that its CPU (its
+    AMQP connection's included) is not the measuring thread's."""
+
+    def __init__(self, amqp_url: str, guard: Guard, branch_ids: list[str], delay_s: float) -> None:
+        self.spent = 0.0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(
+            target=asyncio.run,
+            args=(self._main(amqp_url, guard, branch_ids, delay_s),),
+            name="echo-host",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the echo host did not start")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    async def _main(
+        self, amqp_url: str, guard: Guard, branch_ids: list[str], delay_s: float
+    ) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        bus = open_bus(amqp_url, embedded=None, name="bench-echo-host")
+        await bus.connect()
+        await bus.declare(CORE + host_topology(branch_ids))
+        host = _EchoHost(bus, guard, delay_s)
+        await bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+        self._ready.set()
+        await self._stop.wait()
+        await bus.close()
+
+
+class _Quiet:
+    """Stands in for a load target: no host process to read."""
+
+    def host_cpu_s(self) -> None:
+        return None
+
+    def host_rss_mb(self) -> None:
+        return None
+
+
+class _Records:
+    """Stands in for a load workload: ``count`` deposits round the branches, prepared before
+    the clock runs (as ``branchnet loadtest`` prepares its records before its run)."""
+
+    def __init__(self, branch_ids: list[str], count: int) -> None:
+        self._prepared = [
+            prepare(
+                Deposit(
+                    request_id=f"{branch_ids[n % len(branch_ids)]}-01-{n}",
+                    branch_id=branch_ids[n % len(branch_ids)],
+                    teller_id="T0001",
+                    terminal_id="01",
+                    origin_time=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+                    account=CARD,
+                    amount=10_000,
+                )
+            )
+            for n in range(1, count + 1)
+        ]
+
+    def build(self, count: int) -> list[PreparedRequest]:
+        taken, self._prepared = self._prepared[:count], self._prepared[count:]
+        return taken
+
+
+async def _client_run(
+    requests: int,
+    branches: int,
+    *,
+    rate: float | None,
+    delay_s: float,
+    window: int,
+    amqp_url: str | None = None,
+) -> float:
+    """CPU µs per request of the load generator and its request clients (sealed frames) —
+    this thread's CPU, less what the echo host spent in it (on the embedded bus; over
+    RabbitMQ, at ``amqp_url``, the echo host has a thread of its own).
+
+    ``rate``: paced by the open-model loop of ``branchnet loadtest`` (its recorder and
+    per-second ticks included); None: handed over in bursts of 64 as fast as they go.
+    """
+    branch_ids = [f"{b:04d}" for b in range(1, branches + 1)]
+    host_identity = Ed25519PrivateKey.generate()
+    identities = {b: Ed25519PrivateKey.generate() for b in branch_ids}
+    guard = Guard(host_identity, {b: k.public_key() for b, k in identities.items()})
+    broker = EmbeddedBroker()
+    host: _EchoHost | _EchoThread
+    if amqp_url is None:
+        host_bus = broker.connect()
+        await host_bus.connect()
+        await host_bus.declare(CORE + host_topology(branch_ids))
+        host = _EchoHost(host_bus, guard, delay_s)
+        await host_bus.consume(HOST_REQUESTS, host.on_frame, prefetch=8)
+    else:
+        host = _EchoThread(amqp_url, guard, branch_ids, delay_s)
+        host.start()
+    clients: dict[str, RequestClient] = {}
+    buses: list[Bus] = []
+    for branch in branch_ids:
+        bus = open_bus(amqp_url, embedded=broker, name=f"bench-branch-{branch}")
+        buses.append(bus)
+        await bus.connect()
+        session = BranchSession(
+            branch, identities[branch], host_identity.public_key(), check_reply_signatures=False
+        )
+        clients[branch] = RequestClient(
+            bus, branch, window=window, retries=0, max_in_flight=100_000, prefetch=64,
+            session=session,
+        )  # fmt: skip
+        await clients[branch].start()
+    while not all(c.session is not None and c.session.ready for c in clients.values()):
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.01)
+    driver = _Driver(clients, cast(LoadTarget, _Quiet()), None)
+    workload = _Records(branch_ids, requests)
+    host.spent = 0.0
+    started = time.thread_time()
+    if rate is None:
+        recorder = _burst_recorder()
+        prepared = workload.build(requests)
+        for index in range(0, requests, 64):
+            stamp = origin_stamp(dt.datetime.now(dt.UTC))
+            for request in prepared[index : index + 64]:
+                driver.send(recorder, request, stamp, driver.loop.time())
+            await asyncio.sleep(0)
+        await driver.drain(30.0)
+        assert recorder.answered == requests, (recorder.answered, requests)
+    else:
+        duration = requests / rate
+        result = await run_open(
+            driver,
+            cast(LoadWorkload, workload),
+            rate=rate,
+            duration_s=duration,
+            warmup_s=0.0,
+            config=LoadConfig(rate=rate, duration_s=duration, warmup_s=0.0),
+        )
+        assert result.recorder.answered == requests, (result.recorder.answered, requests)
+    spent = time.thread_time() - started - (host.spent if amqp_url is None else 0.0)
+    for client in clients.values():
+        await client.stop()
+    for bus in buses:
+        await bus.close()
+    if isinstance(host, _EchoThread):
+        host.stop()
+    else:
+        await host.bus.close()
+    return spent / requests * 1e6
+
+
+def _remember_at_bound(repeat: int) -> float:
+    """A request client's bookkeeping of answered ids once it remembers as many as it may
+    (every answer then forgets the oldest): µs per answer."""
+    client = RequestClient(EmbeddedBroker().connect(), "0001")
+    ids = (f"0001-01-{n}" for n in itertools.count())
+    for request_id in itertools.islice(ids, 100_000):
+        client._remember(request_id, answered=True)
+
+    def answers() -> None:
+        for request_id in itertools.islice(ids, 1000):
+            client._remember(request_id, answered=True)
+
+    return _best(answers, 1000, repeat)
+
+
+def _burst_recorder() -> Recorder:
+    loop = asyncio.get_running_loop()
+    return Recorder(measure_from=loop.time(), wall_offset=time.time() - loop.time())
+
+
+def client_figures(repeat: int, amqp_url: str | None = None) -> dict[str, Callable[[], float]]:
+    """The load generator's and request client's CPU per request (µs), best of ``repeat``;
+    with ``amqp_url`` also over that RabbitMQ."""
+    configure_logging("warning")  # as ``branchnet loadtest`` runs by default
+
+    def best(
+        requests: int, *, rate: float | None, delay_s: float, amqp_url: str | None = None
+    ) -> Callable[[], float]:
+        run = functools.partial(
+            _client_run, requests, 4, rate=rate, delay_s=delay_s, window=2, amqp_url=amqp_url
+        )
+        return lambda: round(min(asyncio.run(run()) for _ in range(repeat)), 1)
+
+    figures = {
+        "client_remember_at_bound/req": lambda: _remember_at_bound(repeat),
+        "client_burst/req": best(8192, rate=None, delay_s=0.0),
+        "client_paced_1200/req": best(3600, rate=1200.0, delay_s=0.02),
+    }
+    if amqp_url is not None:
+        figures["client_amqp_burst/req"] = best(8192, rate=None, delay_s=0.0, amqp_url=amqp_url)
+        figures["client_amqp_paced_1200/req"] = best(
+            3600, rate=1200.0, delay_s=0.02, amqp_url=amqp_url
+        )
+    return figures
+
+
+def run(
+    records: int, repeat: int, pads: int, only: str = "", amqp_url: str | None = None
+) -> dict[str, Any]:
     """Microseconds per operation; ``/rec`` figures are per record of a ``records`` frame."""
     keys = CryptoKeys.generate()
     blocks = _pin_blocks(keys, pads)
@@ -265,6 +553,7 @@ def run(records: int, repeat: int, pads: int, only: str = "") -> dict[str, Any]:
         "replication_encode/entry": frame_of(lambda: encode_batch(settlement)),
         "standby_decode+verify/entry": frame_of(standby_apply),
         "hsm_vp_memory/rec": lambda: hsm_figure(Hsm(keys, persist=False)),
+        **client_figures(repeat, amqp_url),
     }
     with tempfile.TemporaryDirectory() as home:
         figures["hsm_vp_persisted/rec"] = lambda: hsm_figure(
@@ -280,8 +569,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--only", default="", help="only the figures whose name has this")
     parser.add_argument("--pads", type=int, default=16, help="PIN pads taking turns (HSM)")
+    parser.add_argument(
+        "--amqp-url", help="also measure the load generator's clients over this RabbitMQ"
+    )
     arguments = parser.parse_args()
-    result = run(arguments.records, arguments.repeat, arguments.pads, arguments.only)
+    result = run(
+        arguments.records, arguments.repeat, arguments.pads, arguments.only, arguments.amqp_url
+    )
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))
 

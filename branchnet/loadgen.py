@@ -120,8 +120,9 @@ class PreparedRequest:
 
 
 def origin_stamp(now: dt.datetime) -> bytes:
-    """An origin time as the record's JSON spells it, closing quote included."""
-    return now.strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode() + b'"'
+    """An origin time (UTC) as the record's JSON spells it, closing quote included."""
+    # isoformat is C all the way, strftime is not: half the cost, once per send
+    return (now.isoformat(timespec="microseconds")[:26] + 'Z"').encode()
 
 
 def prepare(request: RequestBase) -> PreparedRequest:

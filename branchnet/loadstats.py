@@ -11,13 +11,17 @@ omission). Besides end to end, a reply's host timestamps split each latency into
 
 Recording one value in an HDR histogram costs microseconds in Python, too much per reply at
 thousands a second; values are first counted in buckets of 8 significant bits (< 0.8 % error)
-and added to the HDR histograms (1 µs to 10 min, 3 significant digits) once a second.
+and added to the HDR histograms (1 µs to 10 min, 3 significant digits) when those are read.
+Each second's p50 and p99 (the live line) come from that second's buckets directly, with the
+HDR histogram's rounding: the same figures as from a histogram of the second, without a scan
+of its 30,000 counters in Python.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +45,15 @@ def new_histogram() -> HdrHistogram:
 
 
 def _bucket(us: int) -> int:
-    """``us`` rounded down to 8 significant bits, plus half a bucket."""
+    """``us`` within 1 .. ``_MAX_US``, rounded down to 8 significant bits, plus half a bucket.
+
+    Called five times per reply: one call, no helpers.
+    """
+    if us < 256:
+        return us if us > 0 else 1
+    if us > _MAX_US:
+        us = _MAX_US
     shift = us.bit_length() - 8
-    if shift <= 0:
-        return max(1, us)
     return ((us >> shift) << shift) + (1 << (shift - 1))
 
 
@@ -57,14 +66,37 @@ class _Tally:
         self.counts: Counter[int] = Counter()
 
     def add(self, seconds: float) -> None:
-        us = int(seconds * 1_000_000)
-        self.counts[_bucket(min(_MAX_US, us)) if us > 0 else 1] += 1
+        self.counts[_bucket(int(seconds * 1_000_000))] += 1
 
     def flush(self, *histograms: HdrHistogram) -> None:
         for value, count in self.counts.items():
             for histogram in histograms:
                 histogram.record_value(value, count)
         self.counts.clear()
+
+    def move_to(self, other: _Tally) -> None:
+        """Add these counts to ``other``'s and start again."""
+        other.counts.update(self.counts)
+        self.counts.clear()
+
+
+def tally_percentile_ms(tallies: Iterable[_Tally], percentile: float, scale: HdrHistogram) -> float:
+    """The ``percentile`` of the tallied values in ms, as :func:`percentiles_ms` would give it
+    for an HDR histogram of them (``scale`` lends its rounding); 0.0 when there are none."""
+    counts: Counter[int] = Counter()
+    for tally in tallies:
+        counts.update(tally.counts)
+    total = counts.total()
+    if total == 0:
+        return 0.0
+    target = max(1, int(percentile * total / 100 + 0.5))
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= target:
+            break
+    highest: int = scale.get_highest_equivalent_value(value)
+    return round(highest / 1000, 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,9 +158,19 @@ class Recorder:
         default_factory=lambda: {name: new_histogram() for name in STAGES}
     )
     timeline: list[Tick] = field(default_factory=list)
-    _interval: HdrHistogram = field(default_factory=new_histogram)
+    #: Lends its rounding to the per-second percentiles (holds no values).
+    _scale: HdrHistogram = field(default_factory=new_histogram)
+    #: This second's latencies, warm-up and measured (for its percentiles).
+    _warmup: _Tally = field(default_factory=_Tally)
+    _second: _Tally = field(default_factory=_Tally)
+    #: Measured latencies of the seconds before, and the stages', not yet in the histograms.
     _tallies: dict[str, _Tally] = field(
-        default_factory=lambda: {name: _Tally() for name in ("warmup", "end_to_end", *STAGES)}
+        default_factory=lambda: {name: _Tally() for name in ("end_to_end", *STAGES)}
+    )
+    #: This second's measured answers (intended, sent, now, received_at, processed_at), tallied
+    #: at its end: keeping a tuple per reply costs less than five tally calls.
+    _answers: list[tuple[float, float, float, dt.datetime, dt.datetime]] = field(
+        default_factory=list
     )
 
     def on_sent(self, intended: float) -> None:
@@ -144,22 +186,30 @@ class Recorder:
         code = reply.result.value
         if code in SYSTEM_CODES:
             self.errors += 1
-        tallies = self._tallies
         if intended < self.measure_from:
             self.warmup_answered += 1
-            tallies["warmup"].add(now - intended)
+            self._warmup.add(now - intended)
             return
         self.measured_answered += 1
         self.last_answer = now
         self.by_result[code] += 1
-        tallies["end_to_end"].add(now - intended)
-        offset = self.wall_offset
-        received = reply.received_at.timestamp() - offset
-        processed = reply.processed_at.timestamp() - offset
-        tallies["schedule"].add(sent - intended)
-        tallies["to_host"].add(received - sent)
-        tallies["host"].add(processed - received)
-        tallies["from_host"].add(now - processed)
+        self._answers.append((intended, sent, now, reply.received_at, reply.processed_at))
+
+    def _tally_answers(self) -> None:
+        """Tally the answers kept since the last time: end to end and every stage."""
+        offset, bucket = self.wall_offset, _bucket
+        second, tallies = self._second.counts, self._tallies
+        schedule, to_host = tallies["schedule"].counts, tallies["to_host"].counts
+        host, from_host = tallies["host"].counts, tallies["from_host"].counts
+        for intended, sent, now, received_at, processed_at in self._answers:
+            received = received_at.timestamp() - offset
+            processed = processed_at.timestamp() - offset
+            second[bucket(int((now - intended) * 1_000_000))] += 1
+            schedule[bucket(int((sent - intended) * 1_000_000))] += 1
+            to_host[bucket(int((received - sent) * 1_000_000))] += 1
+            host[bucket(int((processed - received) * 1_000_000))] += 1
+            from_host[bucket(int((now - processed) * 1_000_000))] += 1
+        self._answers.clear()
 
     def on_failure(self, intended: float, error: BaseException, *, timeout: bool) -> None:
         self.errors += 1
@@ -173,28 +223,21 @@ class Recorder:
 
         The second's percentiles cover the warm-up too; the run's histograms do not.
         """
-        self._tallies["end_to_end"].flush(self.end_to_end, self._interval)
-        self._tallies["warmup"].flush(self._interval)
-        for name in STAGES:
-            self._tallies[name].flush(self.stages[name])
-        interval = percentiles_ms(self._interval)
-        self._interval.reset()
-        point = Tick(
-            t,
-            self.sent,
-            self.answered,
-            self.errors,
-            in_flight,
-            interval["p50"],
-            interval["p99"],
-            host_rss_mb,
-        )
+        self._tally_answers()
+        second = (self._second, self._warmup)
+        p50 = tally_percentile_ms(second, 50.0, self._scale)
+        p99 = tally_percentile_ms(second, 99.0, self._scale)
+        self._second.move_to(self._tallies["end_to_end"])
+        self._warmup.counts.clear()
+        point = Tick(t, self.sent, self.answered, self.errors, in_flight, p50, p99, host_rss_mb)
         self.timeline.append(point)
         return point
 
     def flush(self) -> None:
         """Add every tallied latency to the run's histograms (before reading them)."""
-        self._tallies["warmup"].counts.clear()
+        self._tally_answers()
+        self._warmup.counts.clear()
+        self._second.move_to(self._tallies["end_to_end"])
         self._tallies["end_to_end"].flush(self.end_to_end)
         for name in STAGES:
             self._tallies[name].flush(self.stages[name])

@@ -58,6 +58,7 @@ class SessionKey:
         return self._cipher
 
 
+_SIGNATURE = {"signature"}
 #: The last header whose signing bytes were computed, and those bytes: opening a frame needs
 #: them twice (signature, then associated data) for the same immutable header object.
 _last_signed: tuple[FrameHeader, bytes] | None = None
@@ -69,8 +70,7 @@ def signing_bytes(header: FrameHeader) -> bytes:
     last = _last_signed
     if last is not None and last[0] is header:
         return last[1]
-    unsigned = header if header.signature is None else header.model_copy(update={"signature": None})
-    signed = unsigned.__pydantic_serializer__.to_json(unsigned, exclude_none=True)
+    signed = header.__pydantic_serializer__.to_json(header, exclude=_SIGNATURE, exclude_none=True)
     _last_signed = (header, signed)
     return signed
 
@@ -108,10 +108,12 @@ def seal(
     frame = build_frame(kind, sender, sequence, records, epoch=session.epoch)
     signed = signing_bytes(frame.header)  # a fresh header has no signature yet
     signature = identity.sign(SIGNATURE_CONTEXT + signed).hex()
-    header = frame.header.model_copy(update={"signature": signature})
+    # The signed header's JSON is the unsigned one with the signature, its last field, added:
+    # what header_json gives for the header with that signature, without a model copy.
+    head = b'%s,"signature":"%s"}' % (signed[:-1], signature.encode())
     nonce = os.urandom(NONCE_BYTES)
     block = session.cipher().encrypt(nonce, b"\n".join(records), signed)
-    return header_json(header) + b"\n" + nonce + block
+    return head + b"\n" + nonce + block
 
 
 @dataclass(frozen=True, slots=True)

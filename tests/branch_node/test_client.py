@@ -16,7 +16,7 @@ from common.bus import Bus, Delivery, Message
 from common.frames import MAX_FRAME_BYTES, FrameKind, build_frame, encode_frame
 from common.ids import card_number, request_id
 from common.replies import Reply, encode_reply
-from common.requests import Deposit, RecordError, Request, decode_request
+from common.requests import Deposit, RecordError, Request, decode_request, encode_request
 from common.results import ResultCode
 from common.topology import (
     CORE,
@@ -378,3 +378,67 @@ async def test_the_same_request_id_twice_in_flight_is_refused(
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert client.statistics().in_flight == 0
+
+
+async def test_post_tells_each_outcome_to_its_callback(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, echo_sequence)
+    await responder.start()
+    client = await make_client(max_batch=16)
+    outcomes: dict[int, Reply | Exception] = {}
+    for n in range(1, 41):
+        client.post(request_id(BRANCH, "01", n), encode_request(deposit(n)), _keep(outcomes, n))
+    with pytest.raises(ValueError, match="already in flight"):
+        client.post(request_id(BRANCH, "01", 40), encode_request(deposit(40)), print)
+    await eventually(lambda: len(outcomes) == 40)
+    assert all(isinstance(o, Reply) and o.balance == n for n, o in outcomes.items())
+    stats = client.statistics()
+    assert stats.answered == 40 and stats.in_flight == 0 and stats.frames_sent < 40
+
+
+async def test_post_tells_a_timeout_and_a_failing_callback_stops_nothing(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, drop_first=True)  # every first copy goes unanswered
+    await responder.start()
+    client = await make_client(timeout_s=0.1, retries=0)
+    outcomes: dict[int, Reply | Exception] = {}
+
+    def broken(_: Reply | Exception) -> None:
+        raise RuntimeError("observer bug")
+
+    client.post(request_id(BRANCH, "01", 1), encode_request(deposit(1)), broken)
+    client.post(request_id(BRANCH, "01", 2), encode_request(deposit(2)), _keep(outcomes, 2))
+    await eventually(lambda: 2 in outcomes)
+    assert isinstance(outcomes[2], RequestTimeout) and outcomes[2].attempts == 1
+    assert client.statistics().timeouts == 2 and client.statistics().in_flight == 0
+    responder.drop_first = False
+    client.post(request_id(BRANCH, "01", 3), encode_request(deposit(3)), _keep(outcomes, 3))
+    await eventually(lambda: 3 in outcomes)
+    assert isinstance(outcomes[3], Reply) and outcomes[3].approved
+
+
+async def test_a_cancelled_send_leaves_its_frame_so_the_window_opens(
+    host_bus: Bus, make_client: ClientFactory
+) -> None:
+    responder = Responder(host_bus, silent=True)
+    await responder.start()
+    client = await make_client(window=1)
+    first = client.send(request_id(BRANCH, "01", 1), encode_request(deposit(1)))
+    await eventually(lambda: len(responder.records) == 1)
+    second = client.send(request_id(BRANCH, "01", 2), encode_request(deposit(2)))
+    await asyncio.sleep(0.05)
+    assert len(responder.records) == 1  # the window is full
+    first.cancel()
+    await eventually(lambda: len(responder.records) == 2)
+    assert client.statistics().in_flight == 1
+    second.cancel()
+    await eventually(lambda: client.statistics().in_flight == 0)
+
+
+def _keep(outcomes: dict[int, Reply | Exception], n: int) -> Callable[[Reply | Exception], None]:
+    def keep(outcome: Reply | Exception) -> None:
+        outcomes[n] = outcome
+
+    return keep

@@ -11,10 +11,12 @@ from common.envelope import (
     FrameEvidence,
     RecordProof,
     SessionKey,
+    header_json,
     open_records,
     prove_record,
     read_sealed,
     seal,
+    signing_bytes,
     verify_header,
     verify_record,
 )
@@ -42,6 +44,18 @@ def test_sealed_frames_open_to_the_same_records(records: list[bytes], sequence: 
     assert verify_header(sealed.header, BRANCH_KEY.public_key())
     assert not verify_header(sealed.header, OTHER_KEY.public_key())
     assert open_records(sealed, SESSION) == tuple(records)
+
+
+@settings(max_examples=30, deadline=None)
+@given(records_strategy, st.integers(min_value=0, max_value=2**40))
+def test_a_sealed_header_is_the_canonical_json_and_signs_the_unsigned_json(
+    records: list[bytes], sequence: int
+) -> None:
+    # seal splices the signature into the signed bytes instead of serialising a signed copy
+    sealed = read_sealed(_sealed(records, sequence))
+    assert sealed.header_bytes == header_json(sealed.header)
+    unsigned = sealed.header.model_copy(update={"signature": None})
+    assert signing_bytes(sealed.header) == header_json(unsigned) == signing_bytes(unsigned)
 
 
 def test_records_are_not_readable_on_the_wire() -> None:
