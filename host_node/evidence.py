@@ -11,6 +11,7 @@ holds a PIN, a PIN block or a full identity number.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +54,14 @@ class FrameProof:
         return [self.leaf(n) for n in range(len(self.leaves) // 32)]
 
 
-def frame_proof(frame: Frame) -> FrameProof:
+def frame_proof(frame: Frame, leaves: Sequence[bytes] | None = None) -> FrameProof:
     """The proof of a (decoded, and where sealed, opened) frame: its header as the sender
-    encoded it, signature included, and its records' Merkle leaves."""
+    encoded it, signature included, and its records' Merkle leaves (``leaves``: already
+    hashed, as an opened sealed frame's evidence holds them)."""
     header = frame.header.__pydantic_serializer__.to_json(frame.header, exclude_none=True)
-    return FrameProof(header, b"".join(leaf_hash(r) for r in frame.records))
+    if leaves is None:
+        leaves = [leaf_hash(r) for r in frame.records]
+    return FrameProof(header, b"".join(leaves))
 
 
 @dataclass(frozen=True, slots=True)

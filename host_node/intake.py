@@ -163,7 +163,8 @@ def unpack_frame(
     """Decode each record of a frame already known to come from ``branch_id``."""
     items: list[Item] = []
     dead: list[DeadRecord] = []
-    proof = frame_proof(frame)
+    # an opened sealed frame's evidence holds the leaf hashes the guard checked
+    proof = frame_proof(frame, evidence.leaves if evidence is not None else None)
     for index, raw in enumerate(frame.records):
         record = decode_request(raw, branch_id=branch_id)
         if isinstance(record, RecordError) and record.request_id is None:
@@ -171,16 +172,6 @@ def unpack_frame(
             continue
         hashed = content_hash(record, raw)
         items.append(
-            Item(
-                branch_id,
-                raw,
-                record,
-                hashed,
-                received_at,
-                unpacked_at,
-                frame=proof,
-                index=index,
-                evidence=evidence,
-            )
+            Item(branch_id, raw, record, hashed, received_at, unpacked_at, proof, index, evidence)
         )
     return Unpacked(branch_id, frame, tuple(items), tuple(dead))

@@ -71,6 +71,10 @@ class DailyUsage:
         """The usage for ``day``: this one, or a fresh one when the day has turned."""
         return self if self.day == day else DailyUsage(day)
 
+    def plus(self, cash_out: int = 0, transferred: int = 0) -> DailyUsage:
+        """This usage with more paid out in cash or transferred (the hot path: no ``replace``)."""
+        return DailyUsage(self.day, self.cash_out + cash_out, self.transferred + transferred)
+
 
 NO_USAGE = DailyUsage()
 
@@ -122,6 +126,27 @@ class AccountState:
             self.held,
             self.usage,
             self.appointments,
+        )
+
+    def with_usage(
+        self, usage: DailyUsage, appointments: tuple[Appointment, ...] | None = None
+    ) -> AccountState:
+        """This account with ``usage`` (and ``appointments``, when given): a withdrawal's or
+        transfer's change (the hot path: no ``replace``)."""
+        return AccountState(
+            self.number,
+            self.branch_id,
+            self.kind,
+            self.opened_at,
+            self.balance,
+            self.status,
+            self.pin,
+            self.pin_tries,
+            self.holder,
+            self.frozen,
+            self.held,
+            usage,
+            self.appointments if appointments is None else appointments,
         )
 
 
