@@ -109,6 +109,8 @@ class Defer:
 
 
 Action = Replay | Echo | Mismatch | Refuse | Run | Defer
+#: Actions answered without a decision (now, from the store, or as an earlier copy).
+_ANSWERED = (Defer, Replay, Echo)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,15 +289,15 @@ def settle(
     remembered: list[Remembered] = []
     evidence: list[EntryEvidence] = []
     frames: dict[str, FrameProof] = {}
+    digests: dict[int, str] = {}  # by id() of the items' frame proofs, all alive meanwhile
     for item, action in zip(items, planned.actions, strict=True):
-        if isinstance(action, Defer):
-            replies.append(None)
-            continue
-        if isinstance(action, Replay):
-            replies.append(action.reply)
-            continue
-        if isinstance(action, Echo):
-            replies.append(replies[action.first])
+        if isinstance(action, _ANSWERED):
+            if isinstance(action, Defer):
+                replies.append(None)
+            elif isinstance(action, Replay):
+                replies.append(action.reply)
+            else:
+                replies.append(replies[action.first])
             continue
         now = clock()
         decision = _applied(item, action, ledger, responses, now, policy)
@@ -316,7 +318,7 @@ def settle(
         )
         head = head_of(entry)
         entries.append(entry)
-        evidence.append(_evidence(item, action, responses, entry, frames))
+        evidence.append(_evidence(item, action, responses, entry, frames, digests))
         reply = _reply(item, decision, ledger, entry)
         replies.append(reply)
         if not isinstance(action, Mismatch):
@@ -339,14 +341,19 @@ def _evidence(
     responses: Mapping[str, PinResponse | None],
     entry: JournalEntry,
     frames: dict[str, FrameProof],
+    digests: dict[int, str],
 ) -> EntryEvidence:
-    """What to keep beside ``entry`` to prove it later (see host_node.evidence)."""
+    """What to keep beside ``entry`` to prove it later (see host_node.evidence); its frame
+    goes into ``frames`` by digest, each frame's digest computed once (``digests``)."""
     command = action.command if isinstance(action, Run) else None
     response = responses.get(command.command_id) if command is not None else None
     digest = None
-    if item.frame is not None:
-        digest = item.frame.digest
-        frames[digest] = item.frame
+    proof = item.frame
+    if proof is not None:
+        digest = digests.get(id(proof))
+        if digest is None:
+            digest = digests[id(proof)] = proof.digest
+            frames[digest] = proof
     return EntryEvidence(
         seq=entry.seq,
         frame_digest=digest,

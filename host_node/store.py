@@ -441,31 +441,33 @@ def _select_in(
 
 
 def _account_from_row(row: Sequence[Any]) -> AccountState:
-    number, branch_id, kind, balance, status, value, method, key_version, tries, opened = row[:10]
-    frozen, held, usage_day, cash_out_today, transferred, appointments = row[10:16]
-    name, id_type, id_number = row[16:19]
-    pin = PinRecord(value, method, key_version) if value is not None else None
-    usage = DailyUsage(
-        dt.date.fromisoformat(usage_day) if usage_day else None, cash_out_today, transferred
-    )
+    (
+        number, branch_id, kind, balance, status, value, method, key_version, tries, opened,
+        frozen, held, usage_day, cash_out_today, transferred, appointments,
+        name, id_type, id_number,
+    ) = row  # fmt: skip
     return AccountState(
-        number=number,
-        branch_id=branch_id,
-        kind=kind,
-        opened_at=dt.datetime.fromisoformat(opened),
-        balance=balance,
-        status=status,
-        pin=pin,
-        pin_tries=tries,
-        holder=Customer(name, id_type, id_number) if id_type is not None else None,
-        frozen=bool(frozen),
-        held=held,
-        usage=usage if usage.day is not None else NO_USAGE,
-        appointments=_appointments_from_json(appointments),
+        number,
+        branch_id,
+        kind,
+        dt.datetime.fromisoformat(opened),
+        balance,
+        status,
+        PinRecord(value, method, key_version) if value is not None else None,
+        tries,
+        Customer(name, id_type, id_number) if id_type is not None else None,
+        bool(frozen),
+        held,
+        DailyUsage(dt.date.fromisoformat(usage_day), cash_out_today, transferred)
+        if usage_day
+        else NO_USAGE,
+        _appointments_from_json(appointments),
     )
 
 
 def _appointments_from_json(text: str) -> tuple[Appointment, ...]:
+    if text == "[]":  # most accounts: no appointment booked
+        return ()
     return tuple(
         Appointment(dt.date.fromisoformat(day), amount, dt.date.fromisoformat(made_on))
         for day, amount, made_on in json.loads(text)
