@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from common.ids import cash_account
 from common.logs import get_logger
 from common.pin_commands import PinCommand, PinResponse
-from common.replies import Reply
+from common.replies import Reply, encode_reply
 from common.requests import RecordError, Request
 from common.results import ResultCode
 from host_node.errors import defect_reason, defect_site
@@ -123,11 +123,17 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class Remembered:
-    """An idempotency row to store."""
+    """An idempotency row to store; ``reply_json`` is ``reply`` encoded once, as :meth:`json`
+    gives it to the store and the standby (empty: encoded when asked)."""
 
     request_id: str
     content_hash: str
     reply: Reply
+    reply_json: str = field(default="", compare=False, repr=False)
+
+    def json(self) -> str:
+        """The reply's wire JSON, as the idempotency table stores it."""
+        return self.reply_json or encode_reply(self.reply).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +141,8 @@ class Settlement:
     """Everything a batch changes, ready to commit in one transaction.
 
     ``replies`` line up with the batch's items; a deferred item's is None. ``evidence`` lines
-    up with ``entries``; ``frames`` are the frames it names, by digest.
+    up with ``entries``; ``frames`` are the frames it names, by digest. ``new_accounts`` are
+    the numbers of the ``accounts`` the store did not hold before (None: not known).
     """
 
     replies: tuple[Reply | None, ...]
@@ -146,6 +153,7 @@ class Settlement:
     head: ChainHead
     evidence: tuple[EntryEvidence, ...] = ()
     frames: Mapping[str, FrameProof] = field(default_factory=dict)
+    new_accounts: frozenset[str] | None = None
 
 
 def accounts_to_load(items: Sequence[Item]) -> set[str]:
@@ -322,16 +330,20 @@ def settle(
         reply = _reply(item, decision, ledger, entry)
         replies.append(reply)
         if not isinstance(action, Mismatch):
-            remembered.append(Remembered(item.request_id, item.content_hash, reply))
+            remembered.append(
+                Remembered(item.request_id, item.content_hash, reply, encode_reply(reply).decode())
+            )
+    touched = tuple(ledger.touched())
     return Settlement(
         tuple(replies),
         tuple(entries),
-        tuple(ledger.touched()),
+        touched,
         customers,
         tuple(remembered),
         head,
         tuple(evidence),
         frames,
+        frozenset(a.number for a in touched if a.number not in snapshot.accounts),
     )
 
 

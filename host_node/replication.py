@@ -30,7 +30,7 @@ from common.events import ReplicationStatus
 from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
 from common.identity import verify
 from common.logs import get_logger
-from common.replies import decode_reply, encode_reply
+from common.replies import decode_reply
 from common.topology import DEFAULT_EXCHANGE, DR_ACKS, DR_EPOCH, DR_REPLICATION
 from host_node.batch import Remembered, Settlement
 from host_node.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
@@ -66,10 +66,7 @@ def encode_batch(settlement: Settlement) -> bytes:
         "customers": {
             number: [c.name, c.id_type, c.id_number] for number, c in settlement.customers.items()
         },
-        "remembered": [
-            [r.request_id, r.content_hash, encode_reply(r.reply).decode()]
-            for r in settlement.remembered
-        ],
+        "remembered": [[r.request_id, r.content_hash, r.json()] for r in settlement.remembered],
         "evidence": [
             [e.seq, e.frame_digest, e.record_index, e.record.decode(), e.pin_outcome, e.documents]
             for e in settlement.evidence
