@@ -246,26 +246,22 @@ class Ledger:
         """
         if balance_sum(decision.postings) != 0:
             raise ValueError("postings of one decision must sum to zero")
+        accounts = self._accounts
         updated: dict[str, AccountState] = {}  # all or nothing: put once every one is made
         for change in decision.changes:
-            current = self._accounts.get(change.number)
+            current = accounts.get(change.number)
             if change.balance != (current.balance if current else 0):
                 raise ValueError("an account change must not alter its balance")
             updated[change.number] = change
-        for posting in decision.postings:
-            number = posting.account
-            account = updated.get(number) or self._accounts.get(number)
-            updated[number] = (account or _new_cash_account(number, at)).credited(posting.amount)
-        for account in updated.values():
-            self._put(account)
+        for number, amount in decision.postings:
+            account = updated.get(number) or accounts.get(number)
+            updated[number] = (account or _new_cash_account(number, at)).credited(amount)
+        accounts.update(updated)
+        self._touched.update(dict.fromkeys(updated))
 
     def touched(self) -> list[AccountState]:
         """Every account created or changed so far, in its current state."""
         return [self._accounts[number] for number in self._touched]
-
-    def _put(self, account: AccountState) -> None:
-        self._accounts[account.number] = account
-        self._touched[account.number] = None
 
 
 def _new_cash_account(number: str, at: dt.datetime) -> AccountState:
