@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from common.ids import cash_account
 from common.logs import get_logger
@@ -39,6 +39,7 @@ from host_node.evidence import (
     pin_outcome,
     redact_record,
 )
+from host_node.immutable import immutable
 from host_node.intake import Item
 from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
 from host_node.ledger import AccountState, Customer, Decision, Ledger, PinMethod, decline
@@ -51,7 +52,7 @@ MISMATCH_REASON = "request id reused with different content"
 _log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Stored:
     """An idempotency row: the fingerprint of a decided request and the reply it got."""
 
@@ -59,7 +60,7 @@ class Stored:
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Snapshot:
     """What the store holds for a batch: stored replies by request id, accounts by number,
     and the staff table (for supervisor authorisations)."""
@@ -69,33 +70,33 @@ class Snapshot:
     staff: Mapping[str, StaffMember] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Replay:
     """A retry of a stored request: answer with its stored reply."""
 
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Echo:
     """A copy of an earlier record of the same batch: answer as that one is answered."""
 
     first: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Mismatch:
     """A known request id with other content: ``94``, journaled, not remembered."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Refuse:
     """A record refused before processing, with the code it is answered with."""
 
     error: RecordError
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Run:
     """A request to decide, with the command the crypto node must answer first."""
 
@@ -103,7 +104,7 @@ class Run:
     command: PinCommand | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Defer:
     """A request held back to the next batch."""
 
@@ -113,7 +114,7 @@ Action = Replay | Echo | Mismatch | Refuse | Run | Defer
 _ANSWERED = (Defer, Replay, Echo)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Plan:
     """Each item's action, in item order, and the PIN commands the batch must send."""
 
@@ -121,7 +122,7 @@ class Plan:
     commands: tuple[PinCommand, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Remembered:
     """An idempotency row to store; ``reply_json`` is ``reply`` encoded once, as :meth:`json`
     gives it to the store and the standby (empty: encoded when asked)."""
@@ -136,7 +137,7 @@ class Remembered:
         return self.reply_json or encode_reply(self.reply).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Settlement:
     """Everything a batch changes, ready to commit in one transaction.
 

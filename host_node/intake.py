@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import orjson
 
@@ -27,10 +26,11 @@ from common.frames import Frame, FrameKind, decode_frame
 from common.requests import KINDS, RecordError, Request, decode_request
 from common.topology import branch_key
 from host_node.evidence import FrameProof, frame_proof
+from host_node.immutable import immutable
 from host_node.journal import Origin, record_hash
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@immutable(eq=False)
 class Item:
     """One request record that names a request id, as the host unpacked it.
 
@@ -90,7 +90,7 @@ class Item:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DeadRecord:
     """A record refused without a usable request id: it goes to ``bn.dead`` with ``reason``."""
 
@@ -98,7 +98,7 @@ class DeadRecord:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Unpacked:
     """A request frame taken apart."""
 

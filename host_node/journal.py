@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 import orjson
@@ -23,13 +23,14 @@ from pydantic import ConfigDict, TypeAdapter
 
 from common.ids import mask_pan
 from common.results import ResultCode
+from host_node.immutable import immutable
 from host_node.ledger import Posting
 
 #: The previous hash of the first entry.
 GENESIS_HASH = "0" * 64
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JournalEntry:
     """One processed request, as evidence.
 
@@ -64,7 +65,7 @@ class JournalEntry:
     body: bytes = field(default=b"", compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ChainHead:
     """Where the chain ends: the last entry's sequence number and hash."""
 
@@ -72,7 +73,11 @@ class ChainHead:
     hash: str = GENESIS_HASH
 
 
-@dataclass(frozen=True, slots=True)
+#: The head of an empty journal.
+GENESIS = ChainHead()
+
+
+@immutable
 class Origin:
     """Who sent a request, when, and how the host handled it in time."""
 
@@ -191,7 +196,7 @@ def head_of(entry: JournalEntry) -> ChainHead:
     return ChainHead(entry.seq, entry.hash)
 
 
-def verify_chain(entries: Iterable[JournalEntry], start: ChainHead = ChainHead()) -> str | None:
+def verify_chain(entries: Iterable[JournalEntry], start: ChainHead = GENESIS) -> str | None:
     """Check that ``entries`` continue the chain at ``start``.
 
     Returns:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal, NamedTuple
 
 from common.ids import cash_account
 from common.results import ResultCode
+from host_node.immutable import immutable
 from host_node.staff import StaffMember
 
 AccountKind = Literal["customer", "cash", "expense"]
@@ -32,7 +33,7 @@ class Posting(NamedTuple):
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PinRecord:
     """The stored transform of a PIN (the "变码"): never the PIN or a PIN block."""
 
@@ -41,7 +42,7 @@ class PinRecord:
     key_version: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Customer:
     """The holder named at account opening; the id number is stored, never logged."""
 
@@ -50,7 +51,7 @@ class Customer:
     id_number: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Appointment:
     """A large cash withdrawal booked ahead (DOMAIN.md): ``amount`` fen on ``date``."""
 
@@ -59,7 +60,7 @@ class Appointment:
     made_on: dt.date
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DailyUsage:
     """What an account paid out in cash and transferred on one bank day."""
 
@@ -79,7 +80,7 @@ class DailyUsage:
 NO_USAGE = DailyUsage()
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AccountState:
     """An account as the host knows it now.
 
@@ -150,7 +151,7 @@ class AccountState:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Decision:
     """What the rules decided for one request.
 

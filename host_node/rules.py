@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from common.id_documents import document_problem, masked_document
@@ -55,6 +55,7 @@ from common.requests import (
 )
 from common.results import ResultCode
 from host_node import large_cash, legal_orders, maker_checker, permissions
+from host_node.immutable import immutable
 from host_node.ledger import (
     AccountState,
     Customer,
@@ -172,7 +173,7 @@ def crypto_refusal(error: HsmError) -> Decision:
     return decline(ResultCode.SYSTEM_ERROR, f"crypto node error {error.value}")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Context:
     now: dt.datetime
     today: dt.date
