@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,6 +23,7 @@ from common.frames import Frame, FrameHeader, FrameKind
 from common.merkle import leaf_hash
 from common.pin_commands import GenerateOffset, HsmError, PinCommand, PinResponse
 from common.requests import OpenAccount, RecordError, Request, Withdraw
+from host_node.immutable import immutable
 from host_node.journal import JournalEntry, record_hash
 
 #: What replaces a PIN block in a kept record.
@@ -36,7 +36,7 @@ _OUTCOMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FrameProof:
     """A request frame's header as received and the Merkle leaves of its records, in order."""
 
@@ -64,7 +64,7 @@ def frame_proof(frame: Frame, leaves: Sequence[bytes] | None = None) -> FramePro
     return FrameProof(header, b"".join(leaves))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EntryEvidence:
     """What the store keeps beside journal entry ``seq``."""
 
