@@ -20,7 +20,6 @@ remembered like any answer, so the rest of its batch is decided and a retry gets
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import field
@@ -159,13 +158,13 @@ class Settlement:
 
 def accounts_to_load(items: Sequence[Item]) -> set[str]:
     """The ledger accounts a batch may read: the accounts named and the branches' cash."""
-    numbers: set[str] = set()
+    numbers = {cash_account(branch_id) for branch_id in {item.branch_id for item in items}}
     for item in items:
-        numbers.add(cash_account(item.branch_id))
         if not isinstance(item.record, RecordError):
-            # a record whose accounts cannot be named (a defect) is refused 96 by plan()
-            with contextlib.suppress(Exception):
+            try:
                 numbers.update(accounts_named(item.record))
+            except Exception:  # a defect: plan() refuses the record 96
+                continue
     return numbers
 
 
