@@ -249,7 +249,8 @@ def decode_request(raw: bytes, *, branch_id: str | None = None) -> Request | Rec
     if len(raw) > MAX_RECORD_BYTES:
         return RecordError(None, ResultCode.FORMAT_ERROR, "record too large")
     try:
-        request = REQUEST_ADAPTER.validate_json(raw, strict=True)
+        # the adapter's validator itself: the adapter's wrapper costs 10% per record
+        request: Request = REQUEST_ADAPTER.validator.validate_json(raw, strict=True)
     except ValidationError as error:
         return _diagnose(raw, branch_id, error)
     fields = request.__dict__  # not getattr: a model's missing attribute is slow to miss

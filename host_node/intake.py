@@ -116,7 +116,8 @@ def content_hash(record: Request | RecordError, raw: bytes) -> str:
     """The idempotency fingerprint of a record (see :class:`Item`)."""
     if isinstance(record, RecordError):
         return hashlib.sha256(b"raw:" + raw).hexdigest()
-    document = record.model_dump(mode="json")
+    # model_dump(mode="json") without its wrapper's keyword handling: once per record
+    document = record.__pydantic_serializer__.to_python(record, mode="json")
     return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
