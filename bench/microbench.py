@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
@@ -560,7 +561,110 @@ def run(
             Hsm(keys, replay_file=Path(home) / "marks.json")
         )
         measured = {name: figure() for name, figure in figures.items() if only in name}
+    if only in "host_batch":
+        measured.update(host_batch(records, repeat))
     return {"records_per_frame": records, "repeat": repeat, "pads": pads, "us_per_op": measured}
+
+
+# -- the host's batch path (unpack, snapshot, plan, settle, commit, answer), no bus ------------
+
+
+def host_batch(records: int, repeat: int, batches: int = 12) -> dict[str, float]:
+    """CPU microseconds per record of the host's batch path, by stage and in total.
+
+    Frames of ``records`` records of the load test's ``simulate`` mix (32 accounts opened
+    first) go through what the host's batch loop does with them between the bus and the reply
+    frames: :func:`~host_node.intake.unpack_frame` (with a sealed frame's evidence),
+    the store's snapshot, :func:`~host_node.batch.plan`, :func:`~host_node.batch.settle`
+    (the crypto node's answers are computed untimed), the store's commit (a real SQLite file,
+    run inline here, in the store's thread in the host) and the answer (reply records
+    encoded, metrics observed). Best of ``repeat`` runs of ``batches`` batches, per stage and
+    per answered record (a record held back to the next batch is dropped, not retried).
+    """
+    # imported here: the figures above do not need a host or a load workload
+    from branchnet.loadgen import LoadWorkload, origin_stamp, parse_mix
+    from crypto_node import Hsm, init_keys, load_crypto_keys
+    from host_node.batch import accounts_to_load, plan, settle
+    from host_node.intake import unpack_frame
+    from host_node.metrics import observe_answers
+    from host_node.staff import default_staff
+    from host_node.store import connect, read_snapshot, read_staff, write_settlement, write_staff
+
+    stages = ("unpack", "snapshot", "plan", "settle", "commit", "answer")
+    with tempfile.TemporaryDirectory() as home:
+        data = Path(home)
+        init_keys(data, ["0001"], 8)
+        workload = LoadWorkload(data, ["0001"], terminals=8, mix=parse_mix("simulate"), seed=3)
+        hsm = Hsm(load_crypto_keys(data), persist=False)
+        connection = connect(data / "ledger.sqlite")
+        write_staff(connection, default_staff(["0001"], terminals=8))
+        staff = read_staff(connection)
+        ids = (f"c-{n}" for n in itertools.count())
+        head = ChainHead()
+        sequence = itertools.count(1)
+
+        def one_batch(raws: list[bytes], spent: dict[str, float]) -> list[Reply | None]:
+            nonlocal head
+            now = dt.datetime.now(dt.UTC)
+            frame = build_frame(FrameKind.REQUEST, "0001", next(sequence), raws)
+            header_bytes = frame.header.model_dump_json(exclude_none=True).encode()
+            evidence = FrameEvidence.of(header_bytes, raws)
+            clock = time.thread_time
+            started = clock()
+            unpacked = unpack_frame(
+                frame, "0001", received_at=now, unpacked_at=now, evidence=evidence
+            )
+            items = list(unpacked.items)
+            lap = clock()
+            spent["unpack"] += lap - started
+            stored = read_snapshot(
+                connection, {item.request_id for item in items}, accounts_to_load(items)
+            )
+            snapshot = dataclasses.replace(stored, staff=staff)
+            started, lap = lap, clock()
+            spent["snapshot"] += lap - started
+            planned = plan(items, snapshot, ids, taken_at=now)
+            started, lap = lap, clock()
+            spent["plan"] += lap - started
+            responses = {r.command_id: r for r in hsm.execute_batch(list(planned.commands))}
+            started = clock()
+            settlement = settle(items, planned, snapshot, responses, head, _utc_now)
+            lap = clock()
+            spent["settle"] += lap - started
+            write_settlement(connection, settlement)
+            head = settlement.head
+            started, lap = lap, clock()
+            spent["commit"] += lap - started
+            answered = [(i, r) for i, r in zip(items, settlement.replies, strict=True) if r]
+            for _, reply in answered:
+                encode_reply(reply)
+            observe_answers(answered, _utc_now())
+            spent["answer"] += clock() - lap
+            return list(settlement.replies)
+
+        openings = workload.openings(4)
+        replies = one_batch([encode_request(r) for r, _ in openings], dict.fromkeys(stages, 0.0))
+        workload.opened(
+            [a for (_, a), r in zip(openings, replies, strict=True) if r and r.approved]
+        )
+        best = dict.fromkeys(stages, float("inf"))
+        for _ in range(repeat):
+            spent = dict.fromkeys(stages, 0.0)
+            done = 0
+            for _ in range(batches):
+                stamp = origin_stamp(dt.datetime.now(dt.UTC))
+                raws = [p.record(stamp) for p in workload.build(records)]
+                done += len(raws) - sum(r is None for r in one_batch(raws, spent))
+            for stage in stages:
+                best[stage] = min(best[stage], spent[stage] / done * 1e6)
+        connection.close()
+    figures = {f"host_batch.{stage}/rec": round(best[stage], 2) for stage in stages}
+    figures["host_batch.total/rec"] = round(sum(best.values()), 2)
+    return figures
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def main() -> None:

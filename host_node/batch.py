@@ -20,15 +20,14 @@ remembered like any answer, so the rest of its batch is decided and a retry gets
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from common.ids import cash_account
 from common.logs import get_logger
 from common.pin_commands import PinCommand, PinResponse
-from common.replies import Reply
+from common.replies import Reply, encode_reply
 from common.requests import RecordError, Request
 from common.results import ResultCode
 from host_node.errors import defect_reason, defect_site
@@ -39,6 +38,7 @@ from host_node.evidence import (
     pin_outcome,
     redact_record,
 )
+from host_node.immutable import immutable
 from host_node.intake import Item
 from host_node.journal import ChainHead, JournalEntry, head_of, seal, subject_of
 from host_node.ledger import AccountState, Customer, Decision, Ledger, PinMethod, decline
@@ -51,7 +51,7 @@ MISMATCH_REASON = "request id reused with different content"
 _log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Stored:
     """An idempotency row: the fingerprint of a decided request and the reply it got."""
 
@@ -59,7 +59,7 @@ class Stored:
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Snapshot:
     """What the store holds for a batch: stored replies by request id, accounts by number,
     and the staff table (for supervisor authorisations)."""
@@ -69,33 +69,33 @@ class Snapshot:
     staff: Mapping[str, StaffMember] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Replay:
     """A retry of a stored request: answer with its stored reply."""
 
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Echo:
     """A copy of an earlier record of the same batch: answer as that one is answered."""
 
     first: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Mismatch:
     """A known request id with other content: ``94``, journaled, not remembered."""
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Refuse:
     """A record refused before processing, with the code it is answered with."""
 
     error: RecordError
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Run:
     """A request to decide, with the command the crypto node must answer first."""
 
@@ -103,15 +103,17 @@ class Run:
     command: PinCommand | None
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Defer:
     """A request held back to the next batch."""
 
 
 Action = Replay | Echo | Mismatch | Refuse | Run | Defer
+#: Actions answered without a decision (now, from the store, or as an earlier copy).
+_ANSWERED = (Defer, Replay, Echo)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Plan:
     """Each item's action, in item order, and the PIN commands the batch must send."""
 
@@ -119,21 +121,28 @@ class Plan:
     commands: tuple[PinCommand, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Remembered:
-    """An idempotency row to store."""
+    """An idempotency row to store; ``reply_json`` is ``reply`` encoded once, as :meth:`json`
+    gives it to the store and the standby (empty: encoded when asked)."""
 
     request_id: str
     content_hash: str
     reply: Reply
+    reply_json: str = field(default="", compare=False, repr=False)
+
+    def json(self) -> str:
+        """The reply's wire JSON, as the idempotency table stores it."""
+        return self.reply_json or encode_reply(self.reply).decode()
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Settlement:
     """Everything a batch changes, ready to commit in one transaction.
 
     ``replies`` line up with the batch's items; a deferred item's is None. ``evidence`` lines
-    up with ``entries``; ``frames`` are the frames it names, by digest.
+    up with ``entries``; ``frames`` are the frames it names, by digest. ``new_accounts`` are
+    the numbers of the ``accounts`` the store did not hold before (None: not known).
     """
 
     replies: tuple[Reply | None, ...]
@@ -144,17 +153,18 @@ class Settlement:
     head: ChainHead
     evidence: tuple[EntryEvidence, ...] = ()
     frames: Mapping[str, FrameProof] = field(default_factory=dict)
+    new_accounts: frozenset[str] | None = None
 
 
 def accounts_to_load(items: Sequence[Item]) -> set[str]:
     """The ledger accounts a batch may read: the accounts named and the branches' cash."""
-    numbers: set[str] = set()
+    numbers = {cash_account(branch_id) for branch_id in {item.branch_id for item in items}}
     for item in items:
-        numbers.add(cash_account(item.branch_id))
         if not isinstance(item.record, RecordError):
-            # a record whose accounts cannot be named (a defect) is refused 96 by plan()
-            with contextlib.suppress(Exception):
+            try:
                 numbers.update(accounts_named(item.record))
+            except Exception:  # a defect: plan() refuses the record 96
+                continue
     return numbers
 
 
@@ -287,15 +297,15 @@ def settle(
     remembered: list[Remembered] = []
     evidence: list[EntryEvidence] = []
     frames: dict[str, FrameProof] = {}
+    digests: dict[int, str] = {}  # by id() of the items' frame proofs, all alive meanwhile
     for item, action in zip(items, planned.actions, strict=True):
-        if isinstance(action, Defer):
-            replies.append(None)
-            continue
-        if isinstance(action, Replay):
-            replies.append(action.reply)
-            continue
-        if isinstance(action, Echo):
-            replies.append(replies[action.first])
+        if isinstance(action, _ANSWERED):
+            if isinstance(action, Defer):
+                replies.append(None)
+            elif isinstance(action, Replay):
+                replies.append(action.reply)
+            else:
+                replies.append(replies[action.first])
             continue
         now = clock()
         decision = _applied(item, action, ledger, responses, now, policy)
@@ -316,20 +326,24 @@ def settle(
         )
         head = head_of(entry)
         entries.append(entry)
-        evidence.append(_evidence(item, action, responses, entry, frames))
+        evidence.append(_evidence(item, action, responses, entry, frames, digests))
         reply = _reply(item, decision, ledger, entry)
         replies.append(reply)
         if not isinstance(action, Mismatch):
-            remembered.append(Remembered(item.request_id, item.content_hash, reply))
+            remembered.append(
+                Remembered(item.request_id, item.content_hash, reply, encode_reply(reply).decode())
+            )
+    touched = tuple(ledger.touched())
     return Settlement(
         tuple(replies),
         tuple(entries),
-        tuple(ledger.touched()),
+        touched,
         customers,
         tuple(remembered),
         head,
         tuple(evidence),
         frames,
+        frozenset(a.number for a in touched if a.number not in snapshot.accounts),
     )
 
 
@@ -339,14 +353,19 @@ def _evidence(
     responses: Mapping[str, PinResponse | None],
     entry: JournalEntry,
     frames: dict[str, FrameProof],
+    digests: dict[int, str],
 ) -> EntryEvidence:
-    """What to keep beside ``entry`` to prove it later (see host_node.evidence)."""
+    """What to keep beside ``entry`` to prove it later (see host_node.evidence); its frame
+    goes into ``frames`` by digest, each frame's digest computed once (``digests``)."""
     command = action.command if isinstance(action, Run) else None
     response = responses.get(command.command_id) if command is not None else None
     digest = None
-    if item.frame is not None:
-        digest = item.frame.digest
-        frames[digest] = item.frame
+    proof = item.frame
+    if proof is not None:
+        digest = digests.get(id(proof))
+        if digest is None:
+            digest = digests[id(proof)] = proof.digest
+            frames[digest] = proof
     return EntryEvidence(
         seq=entry.seq,
         frame_digest=digest,

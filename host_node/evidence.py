@@ -11,7 +11,7 @@ holds a PIN, a PIN block or a full identity number.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -23,6 +23,7 @@ from common.frames import Frame, FrameHeader, FrameKind
 from common.merkle import leaf_hash
 from common.pin_commands import GenerateOffset, HsmError, PinCommand, PinResponse
 from common.requests import OpenAccount, RecordError, Request, Withdraw
+from host_node.immutable import immutable
 from host_node.journal import JournalEntry, record_hash
 
 #: What replaces a PIN block in a kept record.
@@ -35,7 +36,7 @@ _OUTCOMES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class FrameProof:
     """A request frame's header as received and the Merkle leaves of its records, in order."""
 
@@ -53,14 +54,17 @@ class FrameProof:
         return [self.leaf(n) for n in range(len(self.leaves) // 32)]
 
 
-def frame_proof(frame: Frame) -> FrameProof:
+def frame_proof(frame: Frame, leaves: Sequence[bytes] | None = None) -> FrameProof:
     """The proof of a (decoded, and where sealed, opened) frame: its header as the sender
-    encoded it, signature included, and its records' Merkle leaves."""
+    encoded it, signature included, and its records' Merkle leaves (``leaves``: already
+    hashed, as an opened sealed frame's evidence holds them)."""
     header = frame.header.__pydantic_serializer__.to_json(frame.header, exclude_none=True)
-    return FrameProof(header, b"".join(leaf_hash(r) for r in frame.records))
+    if leaves is None:
+        leaves = [leaf_hash(r) for r in frame.records]
+    return FrameProof(header, b"".join(leaves))
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class EntryEvidence:
     """What the store keeps beside journal entry ``seq``."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import orjson
 
@@ -27,10 +26,11 @@ from common.frames import Frame, FrameKind, decode_frame
 from common.requests import KINDS, RecordError, Request, decode_request
 from common.topology import branch_key
 from host_node.evidence import FrameProof, frame_proof
+from host_node.immutable import immutable
 from host_node.journal import Origin, record_hash
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@immutable(eq=False)
 class Item:
     """One request record that names a request id, as the host unpacked it.
 
@@ -90,7 +90,7 @@ class Item:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DeadRecord:
     """A record refused without a usable request id: it goes to ``bn.dead`` with ``reason``."""
 
@@ -98,7 +98,7 @@ class DeadRecord:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Unpacked:
     """A request frame taken apart."""
 
@@ -116,7 +116,8 @@ def content_hash(record: Request | RecordError, raw: bytes) -> str:
     """The idempotency fingerprint of a record (see :class:`Item`)."""
     if isinstance(record, RecordError):
         return hashlib.sha256(b"raw:" + raw).hexdigest()
-    document = record.model_dump(mode="json")
+    # model_dump(mode="json") without its wrapper's keyword handling: once per record
+    document = record.__pydantic_serializer__.to_python(record, mode="json")
     return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -163,7 +164,8 @@ def unpack_frame(
     """Decode each record of a frame already known to come from ``branch_id``."""
     items: list[Item] = []
     dead: list[DeadRecord] = []
-    proof = frame_proof(frame)
+    # an opened sealed frame's evidence holds the leaf hashes the guard checked
+    proof = frame_proof(frame, evidence.leaves if evidence is not None else None)
     for index, raw in enumerate(frame.records):
         record = decode_request(raw, branch_id=branch_id)
         if isinstance(record, RecordError) and record.request_id is None:
@@ -171,16 +173,6 @@ def unpack_frame(
             continue
         hashed = content_hash(record, raw)
         items.append(
-            Item(
-                branch_id,
-                raw,
-                record,
-                hashed,
-                received_at,
-                unpacked_at,
-                frame=proof,
-                index=index,
-                evidence=evidence,
-            )
+            Item(branch_id, raw, record, hashed, received_at, unpacked_at, proof, index, evidence)
         )
     return Unpacked(branch_id, frame, tuple(items), tuple(dead))

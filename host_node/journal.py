@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from typing import Any
 
 import orjson
@@ -23,13 +23,14 @@ from pydantic import ConfigDict, TypeAdapter
 
 from common.ids import mask_pan
 from common.results import ResultCode
+from host_node.immutable import immutable
 from host_node.ledger import Posting
 
 #: The previous hash of the first entry.
 GENESIS_HASH = "0" * 64
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class JournalEntry:
     """One processed request, as evidence.
 
@@ -64,7 +65,7 @@ class JournalEntry:
     body: bytes = field(default=b"", compare=False, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class ChainHead:
     """Where the chain ends: the last entry's sequence number and hash."""
 
@@ -72,7 +73,11 @@ class ChainHead:
     hash: str = GENESIS_HASH
 
 
-@dataclass(frozen=True, slots=True)
+#: The head of an empty journal.
+GENESIS = ChainHead()
+
+
+@immutable
 class Origin:
     """Who sent a request, when, and how the host handled it in time."""
 
@@ -128,28 +133,54 @@ def seal(
     identities: tuple[str, ...] = (),
 ) -> JournalEntry:
     """The entry after ``head`` for one processed request, hash included."""
-    document: dict[str, Any] = {
-        "seq": head.seq + 1,
-        "prev_hash": head.hash,
-        "request_id": origin.request_id,
-        "branch_id": origin.branch_id,
-        "teller_id": origin.teller_id,
-        "terminal_id": origin.terminal_id,
-        "origin_time": origin.origin_time,
-        "received_at": origin.received_at,
-        "unpacked_at": origin.unpacked_at,
-        "processed_at": processed_at,
-        "kind": kind,
-        "subject": subject,
-        "postings": tuple(postings),
-        "result": result,
-        "reason": reason,
-        "record_hash": origin.record_hash,
-        "rule": rule,
-        "identities": identities,
-    }
-    body = _canonical(dict(document))
-    return JournalEntry(**document, hash=body_hash(body), body=body)
+    seq = head.seq + 1
+    postings = tuple(postings)
+    # the canonical body of entry_body(), made directly: every entry is sealed on the hot path
+    body = orjson.dumps(
+        {
+            "seq": seq,
+            "prev_hash": head.hash,
+            "request_id": origin.request_id,
+            "branch_id": origin.branch_id,
+            "teller_id": origin.teller_id,
+            "terminal_id": origin.terminal_id,
+            "origin_time": origin.origin_time,
+            "received_at": origin.received_at,
+            "unpacked_at": origin.unpacked_at,
+            "processed_at": processed_at,
+            "kind": kind,
+            "subject": subject,
+            "postings": [[account, amount] for account, amount in postings],
+            "result": result,
+            "reason": reason,
+            "record_hash": origin.record_hash,
+            "rule": rule,
+            "identities": identities,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return JournalEntry(
+        seq,
+        head.hash,
+        origin.request_id,
+        origin.branch_id,
+        origin.teller_id,
+        origin.terminal_id,
+        origin.origin_time,
+        origin.received_at,
+        origin.unpacked_at,
+        processed_at,
+        kind,
+        subject,
+        postings,
+        result,
+        reason,
+        origin.record_hash,
+        body_hash(body),
+        rule,
+        identities,
+        body,
+    )
 
 
 def decode_entry(body: bytes, hash_: str) -> JournalEntry:
@@ -165,7 +196,7 @@ def head_of(entry: JournalEntry) -> ChainHead:
     return ChainHead(entry.seq, entry.hash)
 
 
-def verify_chain(entries: Iterable[JournalEntry], start: ChainHead = ChainHead()) -> str | None:
+def verify_chain(entries: Iterable[JournalEntry], start: ChainHead = GENESIS) -> str | None:
     """Check that ``entries`` continue the chain at ``start``.
 
     Returns:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal, NamedTuple
 
 from common.ids import cash_account
 from common.results import ResultCode
+from host_node.immutable import immutable
 from host_node.staff import StaffMember
 
 AccountKind = Literal["customer", "cash", "expense"]
@@ -32,7 +33,7 @@ class Posting(NamedTuple):
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class PinRecord:
     """The stored transform of a PIN (the "变码"): never the PIN or a PIN block."""
 
@@ -41,7 +42,7 @@ class PinRecord:
     key_version: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Customer:
     """The holder named at account opening; the id number is stored, never logged."""
 
@@ -50,7 +51,7 @@ class Customer:
     id_number: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class Appointment:
     """A large cash withdrawal booked ahead (DOMAIN.md): ``amount`` fen on ``date``."""
 
@@ -59,7 +60,7 @@ class Appointment:
     made_on: dt.date
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class DailyUsage:
     """What an account paid out in cash and transferred on one bank day."""
 
@@ -71,11 +72,15 @@ class DailyUsage:
         """The usage for ``day``: this one, or a fresh one when the day has turned."""
         return self if self.day == day else DailyUsage(day)
 
+    def plus(self, cash_out: int = 0, transferred: int = 0) -> DailyUsage:
+        """This usage with more paid out in cash or transferred (the hot path: no ``replace``)."""
+        return DailyUsage(self.day, self.cash_out + cash_out, self.transferred + transferred)
+
 
 NO_USAGE = DailyUsage()
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class AccountState:
     """An account as the host knows it now.
 
@@ -124,8 +129,29 @@ class AccountState:
             self.appointments,
         )
 
+    def with_usage(
+        self, usage: DailyUsage, appointments: tuple[Appointment, ...] | None = None
+    ) -> AccountState:
+        """This account with ``usage`` (and ``appointments``, when given): a withdrawal's or
+        transfer's change (the hot path: no ``replace``)."""
+        return AccountState(
+            self.number,
+            self.branch_id,
+            self.kind,
+            self.opened_at,
+            self.balance,
+            self.status,
+            self.pin,
+            self.pin_tries,
+            self.holder,
+            self.frozen,
+            self.held,
+            usage,
+            self.appointments if appointments is None else appointments,
+        )
 
-@dataclass(frozen=True, slots=True)
+
+@immutable
 class Decision:
     """What the rules decided for one request.
 
@@ -221,26 +247,22 @@ class Ledger:
         """
         if balance_sum(decision.postings) != 0:
             raise ValueError("postings of one decision must sum to zero")
+        accounts = self._accounts
         updated: dict[str, AccountState] = {}  # all or nothing: put once every one is made
         for change in decision.changes:
-            current = self._accounts.get(change.number)
+            current = accounts.get(change.number)
             if change.balance != (current.balance if current else 0):
                 raise ValueError("an account change must not alter its balance")
             updated[change.number] = change
-        for posting in decision.postings:
-            number = posting.account
-            account = updated.get(number) or self._accounts.get(number)
-            updated[number] = (account or _new_cash_account(number, at)).credited(posting.amount)
-        for account in updated.values():
-            self._put(account)
+        for number, amount in decision.postings:
+            account = updated.get(number) or accounts.get(number)
+            updated[number] = (account or _new_cash_account(number, at)).credited(amount)
+        accounts.update(updated)
+        self._touched.update(dict.fromkeys(updated))
 
     def touched(self) -> list[AccountState]:
         """Every account created or changed so far, in its current state."""
         return [self._accounts[number] for number in self._touched]
-
-    def _put(self, account: AccountState) -> None:
-        self._accounts[account.number] = account
-        self._touched[account.number] = None
 
 
 def _new_cash_account(number: str, at: dt.datetime) -> AccountState:

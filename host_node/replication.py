@@ -36,7 +36,6 @@ from common.events import ReplicationStatus
 from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
 from common.identity import verify
 from common.logs import get_logger
-from common.replies import encode_reply
 from common.results import ResultCode
 from common.topology import DEFAULT_EXCHANGE, DR_ACKS, DR_EPOCH, DR_REPLICATION
 from host_node.batch import Settlement
@@ -179,7 +178,7 @@ def encode_batch(settlement: Settlement) -> bytes:
         "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
         "accounts": [_shipped_account(a) for a in settlement.accounts],
         "remembered": [
-            (r.request_id, r.content_hash, encode_reply(r.reply).decode(), r.reply.journal_seq)
+            (r.request_id, r.content_hash, r.json(), r.reply.journal_seq)
             for r in settlement.remembered
         ],
         "evidence": [

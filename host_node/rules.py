@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from common.id_documents import document_problem, masked_document
@@ -55,6 +55,7 @@ from common.requests import (
 )
 from common.results import ResultCode
 from host_node import large_cash, legal_orders, maker_checker, permissions
+from host_node.immutable import immutable
 from host_node.ledger import (
     AccountState,
     Customer,
@@ -172,7 +173,7 @@ def crypto_refusal(error: HsmError) -> Decision:
     return decline(ResultCode.SYSTEM_ERROR, f"crypto node error {error.value}")
 
 
-@dataclass(frozen=True, slots=True)
+@immutable
 class _Context:
     now: dt.datetime
     today: dt.date
@@ -208,7 +209,7 @@ def _verify(account: AccountState, pin: PinResponse | None) -> AccountState | De
         return decline(ResultCode.WRONG_PIN, "wrong PIN", counted, rule="pin")
     if pin.error is not HsmError.OK:
         return crypto_refusal(pin.error)
-    return replace(account, pin_tries=0)
+    return account if account.pin_tries == 0 else replace(account, pin_tries=0)
 
 
 def _holder(
@@ -221,7 +222,7 @@ def _holder(
     verified = _verify(account, pin)
     if isinstance(verified, Decision):
         return verified
-    return verified, (() if verified == account else (verified,))
+    return verified, (() if verified is account else (verified,))
 
 
 def _open_account(
@@ -320,21 +321,13 @@ def _withdraw(
         refused = maker_checker.check(request, ledger.staff, exception)
         if refused is not None:
             return replace(refused, changes=verified, identities=checked)
+    usage = account.usage.on(context.today)
     refusal = _within_funds(account, request.amount, verified) or _over_limit(
-        account.usage.on(context.today).cash_out,
-        request.amount,
-        policy.daily_cash_out_limit,
-        "cash out",
-        verified,
+        usage.cash_out, request.amount, policy.daily_cash_out_limit, "cash out", verified
     )
     if refusal is not None:
         return replace(refusal, identities=checked)
-    usage = account.usage.on(context.today)
-    changed = replace(
-        account,
-        usage=replace(usage, cash_out=usage.cash_out + request.amount),
-        appointments=remaining,
-    )
+    changed = account.with_usage(usage.plus(cash_out=request.amount), remaining)
     large = request.amount >= policy.appointment_from
     rule = large_cash.IDENTITY_RULE if checked else ""
     return Decision(
@@ -380,7 +373,7 @@ def _transfer(
     )
     if refusal is not None:
         return refusal
-    changed = replace(account, usage=replace(usage, transferred=usage.transferred + request.amount))
+    changed = account.with_usage(usage.plus(transferred=request.amount))
     return Decision(
         ResultCode.APPROVED,
         APPROVED,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from common.replies import decode_reply, encode_reply
+from common.replies import decode_reply
 from host_node.batch import Settlement, Snapshot, Stored
 from host_node.checkpoint import Checkpoint, encode_checkpoint
 from host_node.config import Synchronous
@@ -153,6 +153,15 @@ ON CONFLICT (number) DO UPDATE SET
     frozen = excluded.frozen, held = excluded.held, usage_day = excluded.usage_day,
     cash_out_today = excluded.cash_out_today, transferred_today = excluded.transferred_today,
     appointments = excluded.appointments
+"""
+
+
+#: The columns of :data:`_UPSERT_ACCOUNT`'s update, for an account known to be stored.
+_UPDATE_ACCOUNT = """
+UPDATE accounts SET balance = ?, status = ?, has_pin = ?, pin_value = ?, pin_method = ?,
+    pin_key_version = ?, pin_tries = ?, frozen = ?, held = ?, usage_day = ?,
+    cash_out_today = ?, transferred_today = ?, appointments = ?
+WHERE number = ?
 """
 
 
@@ -338,10 +347,7 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             "ON CONFLICT (id_type, id_number) DO NOTHING",
             [(c.name, c.id_type, c.id_number, now) for c in customers.values()],
         )
-        connection.executemany(
-            _UPSERT_ACCOUNT,
-            [_account_row(a) for a in settlement.accounts],
-        )
+        _write_accounts(connection, settlement.accounts, settlement.new_accounts)
         _write_entries(connection, settlement.entries)
         connection.executemany(
             "INSERT INTO frames (digest, header, leaves) VALUES (?, ?, ?) "
@@ -370,7 +376,7 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
             "INSERT INTO idempotency (request_id, content_hash, reply, journal_seq) "
             "VALUES (?, ?, ?, ?)",
             [
-                (r.request_id, r.content_hash, encode_reply(r.reply).decode(), r.reply.journal_seq)
+                (r.request_id, r.content_hash, r.json(), r.reply.journal_seq)
                 for r in settlement.remembered
             ],
         )
@@ -420,6 +426,22 @@ def close_books(
     return entries, tier_changes
 
 
+def _write_accounts(
+    connection: sqlite3.Connection,
+    accounts: Sequence[AccountState],
+    new: Collection[str] | None,
+) -> None:
+    """Insert the ``new`` accounts and update the others (None: upsert every one)."""
+    if new is None:
+        connection.executemany(_UPSERT_ACCOUNT, [_account_row(a) for a in accounts])
+        return
+    # an update of a known account skips the upsert's insert attempt and customer lookup
+    connection.executemany(
+        _UPDATE_ACCOUNT, [_account_update(a) for a in accounts if a.number not in new]
+    )
+    connection.executemany(_UPSERT_ACCOUNT, [_account_row(a) for a in accounts if a.number in new])
+
+
 def _write_entries(connection: sqlite3.Connection, entries: Sequence[JournalEntry]) -> None:
     connection.executemany(
         "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
@@ -444,51 +466,71 @@ def _select_in(
 
 
 def _account_from_row(row: Sequence[Any]) -> AccountState:
-    number, branch_id, kind, balance, status, value, method, key_version, tries, opened = row[:10]
-    frozen, held, usage_day, cash_out_today, transferred, appointments = row[10:16]
-    name, id_type, id_number = row[16:19]
-    pin = PinRecord(value, method, key_version) if value is not None else None
-    usage = DailyUsage(
-        dt.date.fromisoformat(usage_day) if usage_day else None, cash_out_today, transferred
-    )
+    (
+        number, branch_id, kind, balance, status, value, method, key_version, tries, opened,
+        frozen, held, usage_day, cash_out_today, transferred, appointments,
+        name, id_type, id_number,
+    ) = row  # fmt: skip
     return AccountState(
-        number=number,
-        branch_id=branch_id,
-        kind=kind,
-        opened_at=dt.datetime.fromisoformat(opened),
-        balance=balance,
-        status=status,
-        pin=pin,
-        pin_tries=tries,
-        holder=Customer(name, id_type, id_number) if id_type is not None else None,
-        frozen=bool(frozen),
-        held=held,
-        usage=usage if usage.day is not None else NO_USAGE,
-        appointments=_appointments_from_json(appointments),
+        number,
+        branch_id,
+        kind,
+        dt.datetime.fromisoformat(opened),
+        balance,
+        status,
+        PinRecord(value, method, key_version) if value is not None else None,
+        tries,
+        Customer(name, id_type, id_number) if id_type is not None else None,
+        bool(frozen),
+        held,
+        DailyUsage(dt.date.fromisoformat(usage_day), cash_out_today, transferred)
+        if usage_day
+        else NO_USAGE,
+        _appointments_from_json(appointments),
     )
 
 
 def _appointments_from_json(text: str) -> tuple[Appointment, ...]:
+    if text == "[]":  # most accounts: no appointment booked
+        return ()
     return tuple(
         Appointment(dt.date.fromisoformat(day), amount, dt.date.fromisoformat(made_on))
         for day, amount, made_on in json.loads(text)
     )
 
 
-def _appointments_json(appointments: Iterable[Appointment]) -> str:
+def _appointments_json(appointments: Sequence[Appointment]) -> str:
+    if not appointments:  # most accounts: what json.dumps([]) gives, without the call
+        return "[]"
     return json.dumps([[a.date.isoformat(), a.amount, a.made_on.isoformat()] for a in appointments])
 
 
 def _account_row(account: AccountState) -> tuple[Any, ...]:
-    pin = account.pin
+    """The parameters of :data:`_UPSERT_ACCOUNT` for ``account``."""
     customer = account.holder
-    usage = account.usage
+    state = _account_state(account)
     return (
         account.number,
         customer.id_type if customer else None,
         customer.id_number if customer else None,
         account.branch_id,
         account.kind,
+        *state[:7],
+        account.opened_at.isoformat(),
+        *state[7:],
+    )
+
+
+def _account_update(account: AccountState) -> tuple[Any, ...]:
+    """The parameters of :data:`_UPDATE_ACCOUNT` for ``account``."""
+    return (*_account_state(account), account.number)
+
+
+def _account_state(account: AccountState) -> tuple[Any, ...]:
+    """The columns a batch may change, in :data:`_UPDATE_ACCOUNT`'s order."""
+    pin = account.pin
+    usage = account.usage
+    return (
         account.balance,
         account.status,
         int(pin is not None),
@@ -496,7 +538,6 @@ def _account_row(account: AccountState) -> tuple[Any, ...]:
         pin.method if pin else None,
         pin.key_version if pin else None,
         account.pin_tries,
-        account.opened_at.isoformat(),
         int(account.frozen),
         account.held,
         usage.day.isoformat() if usage.day else None,

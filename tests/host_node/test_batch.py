@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from common.pin_commands import ChangePinCommand, PinCommand, VerifyPin
+from common.replies import encode_reply
 from common.requests import Request, Transfer
 from common.results import ResultCode
-from host_node.batch import Defer, Echo, Mismatch, Replay, Run, Snapshot, plan
+from host_node.batch import Defer, Echo, Mismatch, Remembered, Replay, Run, Snapshot, plan, settle
+from host_node.journal import ChainHead
 from host_node.ledger import Decision, Posting
 from host_node.rules import _RULES, _transfer, pin_command
 from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, item_of
@@ -275,3 +277,16 @@ def test_a_rule_that_raises_declines_its_record_96_and_the_batch_goes_on(
     assert replies[1].reason == "unexpected: ValueError"
     assert (bank.balance(A), bank.balance(B)) == (10_000 + 10 - 300, 500 + 300)
     assert sum(account.balance for account in bank.accounts.values()) == 0  # money conserved
+
+
+def test_a_remembered_reply_is_encoded_once_as_the_store_and_standby_keep_it() -> None:
+    teller = Teller()
+    items = [item_of(teller.open_account(A, deposit=100)), item_of(teller.deposit(A, 5))]
+    snapshot = Snapshot({}, {}, STAFF)
+    planned = plan(items, snapshot, command_ids())
+    settled = settle(items, planned, snapshot, {}, ChainHead(), lambda: T0)
+    wire = [encode_reply(r).decode() for r in settled.replies if r is not None]
+    assert [row.reply_json for row in settled.remembered] == wire
+    row = settled.remembered[1]
+    bare = Remembered(row.request_id, row.content_hash, row.reply)  # as decoded on a standby
+    assert bare.json() == row.json() == wire[1] and bare == row

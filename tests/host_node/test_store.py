@@ -14,7 +14,7 @@ from host_node.errors import StoreError
 from host_node.journal import ChainHead
 from host_node.staff import StaffMember
 from host_node.store import Store, connect, ledger_path, read_staff
-from tests.host_node.fakes import STAFF, Teller, account_no, item_of, now, run_batch
+from tests.host_node.fakes import STAFF, Teller, account_no, fake_hsm, item_of, now, run_batch
 
 A, B = account_no(1), account_no(2)
 
@@ -141,3 +141,47 @@ def test_a_store_made_before_staff_keys_gains_the_column(tmp_path: Path) -> None
         }
     finally:
         connection.close()
+
+
+async def test_known_accounts_updated_or_every_account_upserted_store_alike(
+    tmp_path: Path,
+) -> None:
+    """The primary names the accounts new to the store and updates the others in place; a
+    settlement that does not say (the standby's, decoded) upserts each: the rows agree."""
+    stores = [Store(tmp_path / name / "ledger.sqlite") for name in ("named", "unnamed")]
+    teller = Teller()
+    batches = [
+        [teller.open_account(A, deposit=2_000, pin=teller.pin("1234"))],
+        [
+            teller.deposit(A, 500),
+            teller.withdraw(A, 300, teller.pin("1234")),
+            teller.open_account(B, deposit=900),
+            teller.transfer(A, B, 100, teller.pin("1234")),
+        ],
+    ]
+    for store in stores:
+        await store.open()
+    try:
+        for records in batches:
+            items = [item_of(r) for r in records]
+            snapshot = replace(
+                await stores[0].snapshot({i.request_id for i in items}, accounts_to_load(items)),
+                staff=STAFF,
+            )
+            planned = plan(items, snapshot, iter(f"c{n}" for n in range(99)))
+            responses = {c.command_id: fake_hsm(c) for c in planned.commands}
+            settlement = settle(items, planned, snapshot, responses, stores[0].head, now)
+            assert all(r is not None and r.approved for r in settlement.replies)
+            assert settlement.new_accounts == {
+                a.number for a in settlement.accounts if a.number not in snapshot.accounts
+            }
+            await stores[0].commit(settlement)
+            await stores[1].commit(replace(settlement, new_accounts=None))
+        assert settlement.new_accounts == {B}
+        rows = [
+            s._open().execute("SELECT * FROM accounts ORDER BY number").fetchall() for s in stores
+        ]
+        assert rows[0] == rows[1] and len(rows[0]) == 3
+    finally:
+        for store in stores:
+            await store.close()
