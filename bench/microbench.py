@@ -30,7 +30,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -45,7 +45,6 @@ from branchnet.loadnet import LoadTarget
 from branchnet.loadstats import Recorder
 from branchnet.loadtest import LoadConfig, _Driver, run_open
 from common.bus import Bus, Delivery, Message
-from common.dukpt import KeyDerivation, Ksn, next_counter
 from common.embedded_bus import EmbeddedBroker
 from common.envelope import (
     FrameEvidence,
@@ -63,12 +62,12 @@ except ImportError:  # an older tree, for before/after comparisons
 from common.frames import FrameKind, build_frame, decode_frame, encode_frame
 from common.logs import configure_logging
 from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
-from common.pinblock import encipher_format4
 from common.replies import Reply, decode_reply, encode_reply
 from common.requests import Deposit, EncryptedPin, Withdraw, decode_request, encode_request
 from common.results import ResultCode
 from common.topology import CORE, HOST_REQUESTS, REPLIES_EXCHANGE, branch_key, host_topology
 from crypto_node import ibm3624
+from crypto_node.bench import CARD, PIN, pin_blocks
 from crypto_node.hsm import Hsm
 from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
@@ -82,9 +81,6 @@ from host_node.journal import seal as journal_seal
 from host_node.ledger import AccountState, Posting
 from host_node.replication import decode_batch, encode_batch, verify_batch
 
-CARD = "6200010100000018"
-PIN = "123456"
-
 
 def _best(run: Callable[[], object], per: int, repeat: int, minimum: float = 0.2) -> float:
     """Microseconds per item: the best of ``repeat`` timed loops of at least ``minimum`` s."""
@@ -96,20 +92,6 @@ def _best(run: Callable[[], object], per: int, repeat: int, minimum: float = 0.2
             loops += 1
         best = min(best, elapsed / (loops * per) * 1e6)
     return round(best, 2)
-
-
-def _pin_blocks(keys: CryptoKeys, pads: int) -> Iterator[EncryptedPin]:
-    """PIN blocks as ``pads`` PIN pads of branch 0001 make them, taking turns."""
-    derivations = []
-    for number in range(1, pads + 1):
-        initial_key_id, initial_key = keys.pinpad_key("0001", f"{number:02d}")
-        derivations.append(KeyDerivation(initial_key, initial_key_id))
-    counters = [0] * pads
-    for pad in itertools.cycle(range(pads)):
-        counters[pad] = counter = next_counter(counters[pad])
-        block = encipher_format4(derivations[pad].pin_key(counter), PIN, CARD)
-        ksn = Ksn(keys.initial_key_id("0001", f"{pad + 1:02d}"), counter)
-        yield EncryptedPin(pin_block=block.hex().upper(), ksn=str(ksn))
 
 
 def _withdraw(n: int, pin: EncryptedPin) -> Withdraw:
@@ -442,7 +424,7 @@ def run(
 ) -> dict[str, Any]:
     """Microseconds per operation; ``/rec`` figures are per record of a ``records`` frame."""
     keys = CryptoKeys.generate()
-    blocks = _pin_blocks(keys, pads)
+    blocks = pin_blocks(keys, pads)
     requests = [_withdraw(n, next(blocks)) for n in range(records)]
     wire = [encode_request(r) for r in requests]
     now = dt.datetime.now(dt.UTC)

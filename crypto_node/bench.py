@@ -44,7 +44,7 @@ def run_bench(seconds: float, *, batch: int = BATCH, pads: int = PADS) -> dict[s
     offset = ibm3624.generate_offset(
         Pvk(keys.pvk), keys.decimalization_table, ibm3624.validation_data(CARD), PIN
     )
-    blocks = _pin_blocks(keys, pads)
+    blocks = pin_blocks(keys, pads)
     ids = itertools.count()
     verified = failures = 0
     spent = cpu_spent = 0.0
@@ -76,7 +76,7 @@ def run_bench(seconds: float, *, batch: int = BATCH, pads: int = PADS) -> dict[s
     }
 
 
-def _pin_blocks(keys: CryptoKeys, pads: int) -> Iterator[EncryptedPin]:
+def pin_blocks(keys: CryptoKeys, pads: int) -> Iterator[EncryptedPin]:
     """PIN blocks as ``pads`` PIN pads of branch 0001 make them, taking turns.
 
     (The branch's PinPad does the same; a node never imports another node.)
