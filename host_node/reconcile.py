@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from common.results import ResultCode
+from host_node.errors import StoreError
 from host_node.journal import JournalEntry, verify_chain
 from host_node.ledger import CASH_PREFIX, is_cash_account
 from host_node.store import connect_read_only, journal_entries
@@ -79,11 +80,14 @@ def journal_length(path: Path) -> int:
     """How many entries the journal at ``path`` holds (a cheap sign of progress).
 
     Raises:
-        StoreError: there is no readable store at ``path``.
+        StoreError: there is no readable store at ``path`` (also one whose host is still
+            creating it: the file is there, its tables not yet).
     """
     connection = connect_read_only(path)
     try:
         (count,) = connection.execute("SELECT count(*) FROM journal").fetchone()
+    except sqlite3.Error as error:
+        raise StoreError(f"cannot read the journal at {path}: {error}") from None
     finally:
         connection.close()
     return int(count)

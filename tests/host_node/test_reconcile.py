@@ -106,3 +106,11 @@ def test_a_removed_posting_is_found(ledger: Path) -> None:
 def test_no_store_no_reconciliation(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no store"):
         check_store(tmp_path / "missing.sqlite")
+
+
+def test_a_store_without_its_tables_yet_is_not_readable(tmp_path: Path) -> None:
+    # what a reader sees while a host is creating its store: the file, no tables yet
+    path = tmp_path / "ledger.sqlite"
+    sqlite3.connect(path).close()
+    with pytest.raises(StoreError, match="cannot read the journal"):
+        journal_length(path)
