@@ -48,7 +48,8 @@ async def test_the_dashboard_follows_a_network_over_mqtt(
     run = asyncio.create_task(simulate(config))
     seen: dict[str, Any] = {}
     try:
-        async with aiohttp.ClientSession() as http, asyncio.timeout(60):
+        # the simulation runs up to 60 s after its start-up: wait for all of it, and then some
+        async with aiohttp.ClientSession() as http, asyncio.timeout(120):
             while not (_notable(seen) and _requests(seen) > 0):
                 await asyncio.sleep(0.5)
                 try:
