@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Mapping
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -36,13 +39,25 @@ class Reply(BaseModel):
     def approved(self) -> bool:
         return self.result is ResultCode.APPROVED
 
+    @functools.cached_property
+    def wire(self) -> bytes:
+        """The reply's wire bytes, encoded once: the host needs them twice (its idempotency
+        row and the reply frame). Kept beside the fields, out of equality and serialisation."""
+        return self.__pydantic_serializer__.to_json(self)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, without the original's :attr:`wire` bytes (they would be stale)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("wire", None)
+        return copied
+
 
 REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 
 
 def encode_reply(reply: Reply) -> bytes:
-    """Serialise a reply record to its wire bytes."""
-    return reply.__pydantic_serializer__.to_json(reply)
+    """Serialise a reply record to its wire bytes (once per reply: :attr:`Reply.wire`)."""
+    return reply.wire
 
 
 def decode_reply(raw: bytes) -> Reply:
