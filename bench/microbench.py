@@ -6,12 +6,17 @@ processes sharing the machine's cores compete for, while an fsync's wait is not)
 of ``--records`` records. Run::
 
     .venv/bin/python bench/microbench.py [--records 64] [--repeat 5] [--pads 16] [--only hsm]
-        [--amqp-url amqp://...]
+        [--amqp-url amqp://...] [--frame-records 4]
 
 The ``client_*`` figures are the load generator's side (``branchnet loadtest``'s driver,
 recorder and request clients, sealed frames) per request, against an echo host whose own CPU is
 left out: a burst as fast as it goes, and the open model paced at 1,200/s with replies held
 20 ms; with ``--amqp-url`` over that RabbitMQ too.
+
+The ``host_batch.*`` figures are the host's batch path (unpack to answer) per record of a
+``--records`` frame; the ``host_frame.*`` ones what the host does with a sealed frame of
+``--frame-records`` (4, as the load test's branches send them) outside its batch core: open,
+unpack, replies encoded and sealed, events, log calls.
 
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
