@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -39,25 +38,28 @@ class Reply(BaseModel):
     def approved(self) -> bool:
         return self.result is ResultCode.APPROVED
 
-    @functools.cached_property
-    def wire(self) -> bytes:
-        """The reply's wire bytes, encoded once: the host needs them twice (its idempotency
-        row and the reply frame). Kept beside the fields, out of equality and serialisation."""
-        return self.__pydantic_serializer__.to_json(self)
-
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """A copy, without the original's :attr:`wire` bytes (they would be stale)."""
+        """A copy, without the original's encoded bytes (:func:`encode_reply`: stale)."""
         copied = super().model_copy(update=update, deep=deep)
-        copied.__dict__.pop("wire", None)
+        copied.__dict__.pop(_WIRE, None)
         return copied
 
 
 REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 
 
+#: Where a reply keeps its wire bytes, beside its fields (out of equality and serialisation).
+_WIRE = "_wire"
+
+
 def encode_reply(reply: Reply) -> bytes:
-    """Serialise a reply record to its wire bytes (once per reply: :attr:`Reply.wire`)."""
-    return reply.wire
+    """Serialise a reply record to its wire bytes, once per reply: the host needs them twice
+    (its idempotency row, then the reply frame)."""
+    fields = reply.__dict__
+    wire: bytes | None = fields.get(_WIRE)
+    if wire is None:
+        wire = fields[_WIRE] = reply.__pydantic_serializer__.to_json(reply)
+    return wire
 
 
 def decode_reply(raw: bytes) -> Reply:
