@@ -6,12 +6,17 @@ processes sharing the machine's cores compete for, while an fsync's wait is not)
 of ``--records`` records. Run::
 
     .venv/bin/python bench/microbench.py [--records 64] [--repeat 5] [--pads 16] [--only hsm]
-        [--amqp-url amqp://...]
+        [--amqp-url amqp://...] [--frame-records 4]
 
 The ``client_*`` figures are the load generator's side (``branchnet loadtest``'s driver,
 recorder and request clients, sealed frames) per request, against an echo host whose own CPU is
 left out: a burst as fast as it goes, and the open model paced at 1,200/s with replies held
 20 ms; with ``--amqp-url`` over that RabbitMQ too.
+
+The ``host_batch.*`` figures are the host's batch path (unpack to answer) per record of a
+``--records`` frame; the ``host_frame.*`` ones what the host does with a sealed frame of
+``--frame-records`` (4, as the load test's branches send them) outside its batch core: open,
+unpack, replies encoded and sealed, events, log calls.
 
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
@@ -60,7 +65,7 @@ try:
 except ImportError:  # an older tree, for before/after comparisons
     open_records_and_leaves = None  # type: ignore[assignment]
 from common.frames import FrameKind, build_frame, decode_frame, encode_frame
-from common.logs import configure_logging
+from common.logs import configure_logging, get_logger
 from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, VerifyPin
 from common.replies import Reply, decode_reply, encode_reply
 from common.requests import Deposit, EncryptedPin, Withdraw, decode_request, encode_request
@@ -420,7 +425,12 @@ def client_figures(repeat: int, amqp_url: str | None = None) -> dict[str, Callab
 
 
 def run(
-    records: int, repeat: int, pads: int, only: str = "", amqp_url: str | None = None
+    records: int,
+    repeat: int,
+    pads: int,
+    only: str = "",
+    amqp_url: str | None = None,
+    frame_records: int = 4,
 ) -> dict[str, Any]:
     """Microseconds per operation; ``/rec`` figures are per record of a ``records`` frame."""
     keys = CryptoKeys.generate()
@@ -545,7 +555,15 @@ def run(
         measured = {name: figure() for name, figure in figures.items() if only in name}
     if only in "host_batch":
         measured.update(host_batch(records, repeat))
-    return {"records_per_frame": records, "repeat": repeat, "pads": pads, "us_per_op": measured}
+    if only in "host_frame":
+        measured.update(host_frame(frame_records, repeat))
+    return {
+        "records_per_frame": records,
+        "host_frame_records": frame_records,
+        "repeat": repeat,
+        "pads": pads,
+        "us_per_op": measured,
+    }
 
 
 # -- the host's batch path (unpack, snapshot, plan, settle, commit, answer), no bus ------------
@@ -645,6 +663,112 @@ def host_batch(records: int, repeat: int, batches: int = 12) -> dict[str, float]
     return figures
 
 
+# -- the host's path around the batch loop: a frame in, its replies and events out -----------
+
+
+def host_frame(records: int, repeat: int, frames: int = 64) -> dict[str, float]:
+    """CPU microseconds per record of what the host does with a sealed request frame outside
+    its batch loop's decide/commit core, by stage and in total (frames of ``records`` records
+    of the load test's ``simulate`` mix, as the load test's branches send them: a few each).
+
+    ``open``: :meth:`~host_node.guard.Guard.open` (header, signature, replay window,
+    decryption, Merkle root); ``unpack``: :func:`~host_node.intake.unpack_frame`; ``remember``:
+    each reply encoded for its idempotency row and the record kept as evidence
+    (:func:`~host_node.evidence.redact_record`), as :func:`~host_node.batch.settle` does;
+    ``answer``: the replies encoded for the reply frame, sealed by
+    :meth:`~host_node.guard.Guard.seal_reply`; ``events``: the event publisher's accounting and
+    messages for the answers; ``log``: the two filtered-out (info) log calls a frame makes at
+    the default level (warning).
+    """
+    from branchnet.loadgen import LoadWorkload, origin_stamp, parse_mix
+    from crypto_node import init_keys
+    from host_node.events import EventPublisher, _Answers
+    from host_node.evidence import redact_record
+    from host_node.intake import unpack_frame
+
+    configure_logging("warning")
+    log = get_logger("bench.host_frame")
+    stages = ("open", "unpack", "remember", "answer", "events", "log")
+    identity = Ed25519PrivateKey.generate()
+    host = Ed25519PrivateKey.generate()
+    guard = Guard(host, {"0001": identity.public_key()})
+    branch = BranchSession("0001", identity, host.public_key())
+    now = dt.datetime.now(dt.UTC)
+    opened = guard.open(branch.hello(0, now), branch_key("0001"), now)
+    assert opened.answer is not None
+    branch.accept(branch.open(opened.answer.body))
+    with tempfile.TemporaryDirectory() as home:
+        init_keys(Path(home), ["0001"], 8)
+        workload = LoadWorkload(
+            Path(home), ["0001"], terminals=8, mix=parse_mix("simulate"), seed=3
+        )
+        workload.opened([account for _, account in workload.openings(4)])
+        stamp = origin_stamp(now)
+        bodies = [
+            branch.seal(n, [p.record(stamp) for p in workload.build(records)])
+            for n in range(1, frames + 1)
+        ]
+    publisher = EventPublisher(EmbeddedBroker().connect())
+    clock = time.thread_time
+    best = dict.fromkeys(stages, float("inf"))
+    for _ in range(repeat):
+        spent = dict.fromkeys(stages, 0.0)
+        done = 0
+        for sequence, body in enumerate(bodies, 1):
+            at = dt.datetime.now(dt.UTC)
+            started = clock()
+            opened = guard.open(body, branch_key("0001"), at)
+            lap = clock()
+            spent["open"] += lap - started
+            unpacked = unpack_frame(
+                opened.frame, "0001", received_at=at, unpacked_at=at, evidence=opened.evidence
+            )
+            started, lap = lap, clock()
+            spent["unpack"] += lap - started
+            replies = [
+                Reply(
+                    request_id=item.request_id,
+                    result=ResultCode.APPROVED,
+                    reason="approved",
+                    balance=123_400,
+                    amount=10_000,
+                    received_at=at,
+                    processed_at=at,
+                    journal_seq=sequence,
+                )
+                for item in unpacked.items
+            ]
+            started = clock()
+            rows = [  # as host_node.batch.settle keeps them
+                Remembered(item.request_id, item.content_hash, reply, encode_reply(reply).decode())
+                for item, reply in zip(unpacked.items, replies, strict=True)
+            ]
+            kept = [redact_record(item.raw) for item in unpacked.items]
+            lap = clock()
+            spent["remember"] += lap - started
+            wire = [encode_reply(row.reply) for row in rows]  # as the service's reply frames
+            assert guard.seal_reply("0001", sequence, wire) is not None
+            started, lap = lap, clock()
+            spent["answer"] += lap - started
+            answered = list(zip(unpacked.items, replies, strict=True))
+            publisher._account(answered, at)
+            entry = publisher._buffer.popleft()
+            publisher._buffered = 0
+            assert isinstance(entry, _Answers) and publisher._messages(entry)
+            started, lap = lap, clock()
+            spent["events"] += lap - started
+            log.info("request frame handled", branch="0001", frame_sequence=sequence, records=4)
+            log.debug("pin commands sent", commands=len(kept))
+            spent["log"] += clock() - lap
+            guard.forget("0001", opened.frame.header.sequence)
+            done += len(unpacked.items)
+        for stage in stages:
+            best[stage] = min(best[stage], spent[stage] / done * 1e6)
+    figures = {f"host_frame.{stage}/rec": round(best[stage], 2) for stage in stages}
+    figures["host_frame.total/rec"] = round(sum(best.values()), 2)
+    return figures
+
+
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -658,9 +782,17 @@ def main() -> None:
     parser.add_argument(
         "--amqp-url", help="also measure the load generator's clients over this RabbitMQ"
     )
+    parser.add_argument(
+        "--frame-records", type=int, default=4, help="records per frame of the host_frame figures"
+    )
     arguments = parser.parse_args()
     result = run(
-        arguments.records, arguments.repeat, arguments.pads, arguments.only, arguments.amqp_url
+        arguments.records,
+        arguments.repeat,
+        arguments.pads,
+        arguments.only,
+        arguments.amqp_url,
+        arguments.frame_records,
     )
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))

@@ -93,6 +93,22 @@ def verify_header(header: FrameHeader, public_key: Ed25519PublicKey) -> bool:
 
 
 def header_json(header: FrameHeader) -> bytes:
+    """The header's JSON as a frame carries it (signature included where it has one).
+
+    For the header whose :func:`signing_bytes` were the last computed (a frame being opened:
+    the guard's checks, then its evidence), those bytes with the signature added, as
+    :func:`seal` writes them, instead of serialising the header again.
+    """
+    signature = header.signature
+    last = _last_signed
+    if (
+        last is not None
+        and last[0] is header
+        and signature is not None
+        and signature.isascii()
+        and signature.isalnum()  # JSON-escapes to itself
+    ):
+        return b'%s,"signature":"%s"}' % (last[1][:-1], signature.encode())
     return header.__pydantic_serializer__.to_json(header, exclude_none=True)
 
 

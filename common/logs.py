@@ -16,6 +16,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from structlog._config import _CONFIG as _STRUCTLOG  # what structlog.configure() sets
 
 from common.masking import mask_value
 
@@ -95,6 +96,67 @@ def configure_logging(level: str = "warning", *, json: bool = True) -> None:
     root.setLevel(numeric)
 
 
+class _Logger:
+    """A named structlog logger that assembles its bound logger once per configuration.
+
+    structlog's lazy proxy assembles a new bound logger on every call (a few microseconds,
+    even for a call its level filters out), and its ``cache_logger_on_first_use`` would keep
+    one assembled under an older configuration (before :func:`configure_logging`, or under a
+    test's ``capture_logs``). This one keeps its logger while structlog's configuration
+    holds the same level filter, logger factory and processor list, and assembles it anew
+    when any of them is replaced (``capture_logs`` changes that list in place).
+    """
+
+    __slots__ = ("_bound", "_context", "_factory", "_processors", "_proxy", "_wrapper")
+
+    def __init__(self, name: str) -> None:
+        self._proxy: Any = structlog.get_logger(name)
+        self._bound: Any = None
+        self._wrapper: object = None
+        self._factory: object = None
+        self._processors: object = None
+        self._context: object = None
+
+    def _logger(self) -> Any:
+        config = _STRUCTLOG
+        bound = self._bound
+        if (
+            bound is None
+            or self._wrapper is not config.default_wrapper_class
+            or self._factory is not config.logger_factory
+            or self._processors is not config.default_processors
+            or self._context is not config.default_context_class
+        ):
+            self._wrapper, self._factory = config.default_wrapper_class, config.logger_factory
+            self._processors = config.default_processors
+            self._context = config.default_context_class
+            bound = self._bound = self._proxy.bind()
+        return bound
+
+    # the usual calls spelt out: reaching them through __getattr__ costs most of the saving
+    def debug(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().debug(event, *args, **values)
+
+    def info(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().info(event, *args, **values)
+
+    def warning(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().warning(event, *args, **values)
+
+    def error(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().error(event, *args, **values)
+
+    def exception(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().exception(event, *args, **values)
+
+    def critical(self, event: str, *args: Any, **values: Any) -> Any:
+        return self._logger().critical(event, *args, **values)
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else a bound logger has (``bind``, ``log``, the async calls...)."""
+        return getattr(self._logger(), name)
+
+
 def get_logger(name: str) -> Any:
-    """A structlog logger bound to ``name``."""
-    return structlog.get_logger(name)
+    """A structlog logger bound to ``name`` (see :class:`_Logger`)."""
+    return _Logger(name)

@@ -8,27 +8,48 @@ from collections.abc import Sequence
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
+# Each prefix absorbed once: copying a hash state costs less than starting a new hash (and
+# than prepending the prefix to the bytes), a quarter of a leaf's or a node's hashing.
+_LEAF_STATE = hashlib.sha256(_LEAF)
+_NODE_STATE = hashlib.sha256(_NODE)
 
 
 def leaf_hash(record: bytes) -> bytes:
     """The hash of one record as a leaf."""
-    return hashlib.sha256(_LEAF + record).digest()
+    hashed = _LEAF_STATE.copy()
+    hashed.update(record)
+    return hashed.digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(_NODE + left + right).digest()
+    hashed = _NODE_STATE.copy()
+    hashed.update(left)
+    hashed.update(right)
+    return hashed.digest()
+
+
+def _level_up(level: Sequence[bytes]) -> list[bytes]:
+    """The level above ``level``: each pair hashed (inline: a call per node costs a sixth of
+    its hashing), an odd node at the end carried up unchanged."""
+    paired = []
+    nodes = iter(level)
+    for left, right in zip(nodes, nodes, strict=False):
+        hashed = _NODE_STATE.copy()
+        hashed.update(left)
+        hashed.update(right)
+        paired.append(hashed.digest())
+    if len(level) % 2:
+        paired.append(level[-1])
+    return paired
 
 
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """The root over leaf hashes; an odd node at the end of a level is carried up unchanged."""
     if not leaves:
         return hashlib.sha256(b"").digest()
-    level = list(leaves)
+    level = leaves
     while len(level) > 1:
-        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
+        level = _level_up(level)
     return level[0]
 
 
@@ -37,15 +58,12 @@ def merkle_path(leaves: Sequence[bytes], index: int) -> list[tuple[str, bytes]]:
     if not 0 <= index < len(leaves):
         raise IndexError("leaf index out of range")
     path: list[tuple[str, bytes]] = []
-    level = list(leaves)
+    level = leaves
     while len(level) > 1:
         sibling = index ^ 1
         if sibling < len(level):
             path.append(("L" if sibling < index else "R", level[sibling]))
-        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
+        level = _level_up(level)
         index //= 2
     return path
 

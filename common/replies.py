@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
@@ -36,13 +38,28 @@ class Reply(BaseModel):
     def approved(self) -> bool:
         return self.result is ResultCode.APPROVED
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, without the original's encoded bytes (:func:`encode_reply`: stale)."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop(_WIRE, None)
+        return copied
+
 
 REPLY_ADAPTER: TypeAdapter[Reply] = TypeAdapter(Reply)
 
 
+#: Where a reply keeps its wire bytes, beside its fields (out of equality and serialisation).
+_WIRE = "_wire"
+
+
 def encode_reply(reply: Reply) -> bytes:
-    """Serialise a reply record to its wire bytes."""
-    return reply.__pydantic_serializer__.to_json(reply)
+    """Serialise a reply record to its wire bytes, once per reply: the host needs them twice
+    (its idempotency row, then the reply frame)."""
+    fields = reply.__dict__
+    wire: bytes | None = fields.get(_WIRE)
+    if wire is None:
+        wire = fields[_WIRE] = reply.__pydantic_serializer__.to_json(reply)
+    return wire
 
 
 def decode_reply(raw: bytes) -> Reply:

@@ -18,7 +18,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from common.envelope import RecordProof, verify_record
+from common.envelope import RecordProof, header_json, verify_record
 from common.frames import Frame, FrameHeader, FrameKind
 from common.merkle import leaf_hash
 from common.pin_commands import GenerateOffset, HsmError, PinCommand, PinResponse
@@ -58,7 +58,7 @@ def frame_proof(frame: Frame, leaves: Sequence[bytes] | None = None) -> FramePro
     """The proof of a (decoded, and where sealed, opened) frame: its header as the sender
     encoded it, signature included, and its records' Merkle leaves (``leaves``: already
     hashed, as an opened sealed frame's evidence holds them)."""
-    header = frame.header.__pydantic_serializer__.to_json(frame.header, exclude_none=True)
+    header = header_json(frame.header)
     if leaves is None:
         leaves = [leaf_hash(r) for r in frame.records]
     return FrameProof(header, b"".join(leaves))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Collection
+from dataclasses import field
 
 import orjson
 
@@ -50,6 +51,18 @@ class Item:
     index: int | None = None
     #: The opened sealed frame's evidence (None: a plain frame); ``index`` is the record's.
     evidence: FrameEvidence | None = None
+    #: The record's request id (an item always names one).
+    request_id: str = field(init=False)
+    #: The request's kind; for a refused record, the kind it claimed if that is one.
+    kind: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # kept, not properties: the batch reads each several times per record
+        record = self.record
+        assert record.request_id is not None, "items always name a request id"
+        object.__setattr__(self, "request_id", record.request_id)
+        kind = record.kind if not isinstance(record, RecordError) else _claimed_kind(self.raw)
+        object.__setattr__(self, "kind", kind)
 
     def proof(self) -> RecordProof | None:
         """Evidence that the branch signed this record: verify it with
@@ -57,23 +70,6 @@ class Item:
         if self.evidence is None or self.index is None:
             return None
         return self.evidence.proof(self.index)
-
-    @property
-    def request_id(self) -> str:
-        request_id = self.record.request_id
-        assert request_id is not None, "items always name a request id"
-        return request_id
-
-    @property
-    def kind(self) -> str:
-        """The request's kind; for a refused record, the kind it claimed if that is one."""
-        if not isinstance(self.record, RecordError):
-            return self.record.kind
-        try:
-            claimed = orjson.loads(self.raw).get("kind")
-        except (orjson.JSONDecodeError, AttributeError):
-            return "unknown"
-        return claimed if claimed in KINDS else "unknown"
 
     def origin(self) -> Origin:
         """Who originated the record and when the host received and unpacked it."""
@@ -88,6 +84,15 @@ class Item:
             unpacked_at=self.unpacked_at,
             record_hash=record_hash(self.raw),
         )
+
+
+def _claimed_kind(raw: bytes) -> str:
+    """The kind a refused record claims, if it is one."""
+    try:
+        claimed = orjson.loads(raw).get("kind")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "unknown"
+    return claimed if claimed in KINDS else "unknown"
 
 
 @immutable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -30,12 +31,18 @@ def observe_answers(answered: Sequence[tuple[Item, Reply]], at: dt.datetime) -> 
     for item, reply in answered:
         counts[(item.kind, reply.result.value)] += 1
         frames[(item.received_at, item.unpacked_at)] += 1
-    queue_wait = STAGE_SECONDS.labels("queue_wait")
+    queue_wait = _stage("queue_wait")
     for (received_at, unpacked_at), records in frames.items():
         observe_many(REQUEST_SECONDS, max(0.0, (at - received_at).total_seconds()), records)
         queue_wait.observe(max(0.0, (unpacked_at - received_at).total_seconds()))
     for (kind, result), count in counts.items():
-        REQUESTS.labels(kind, result).inc(count)
+        _requests(kind, result).inc(count)
+
+
+# A labelled child looked up once (labels() costs more than the inc or observe it is for);
+# kinds and result codes are a small closed set.
+_requests = functools.cache(REQUESTS.labels)
+_stage = functools.cache(STAGE_SECONDS.labels)
 
 
 def observe_many(histogram: Histogram, amount: float, count: int) -> None:

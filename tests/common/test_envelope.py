@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import string
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -127,3 +128,20 @@ def test_a_proof_with_a_forged_header_fails() -> None:
     forged = proof.header.replace('"sequence":1', '"sequence":9')
     assert forged != proof.header
     assert not verify_record(b"b", RecordProof(forged, 1, proof.path), BRANCH_KEY.public_key())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.text(string.printable, max_size=140) | st.from_regex(r"\A[0-9a-fA-F]{128}\Z"), st.booleans()
+)
+def test_a_headers_json_is_its_serialisation_whatever_its_signature(
+    signature: str, signed_first: bool
+) -> None:
+    # header_json reuses the signing bytes just computed; any signature must come out as the
+    # header's own serialisation (the evidence kept per frame is these bytes)
+    header = read_sealed(_sealed([b'{"r":1}'], 5)).header.model_copy(
+        update={"signature": signature}
+    )
+    if signed_first:
+        signing_bytes(header)
+    assert header_json(header) == header.__pydantic_serializer__.to_json(header, exclude_none=True)

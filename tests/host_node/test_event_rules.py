@@ -84,3 +84,21 @@ def test_every_kind_an_answer_raises_is_a_valid_event_written_as_its_model_write
     (large,) = [e for e in raised if isinstance(e, LargeCash)]
     assert large.account == A[:6] + "******" + A[-4:] and large.amount_fen == yuan(60_000)
     assert large.third_party and large.identity_shown
+
+
+def _bands(request: Request, reply: Reply) -> list[AmountBand]:
+    return [e.amount_band for e in _checked(request, reply) if isinstance(e, TransactionOutcome)]
+
+
+def test_an_amount_comes_from_the_request_else_from_the_reply() -> None:
+    teller = Teller()
+    deposit, balance = teller.deposit(A, yuan(5_000)), teller.balance(A, fake_pin("123456"))
+    paid = _reply(balance, ResultCode.APPROVED).model_copy(update={"amount": yuan(20)})
+    assert _bands(deposit, _reply(deposit, ResultCode.APPROVED)) == [AmountBand.UNDER_10K]
+    assert _bands(balance, paid) == [AmountBand.UNDER_1K]
+    assert _bands(balance, _reply(balance, ResultCode.APPROVED)) == [AmountBand.NONE]
+    refused = item_of(b'{"request_id":"0001-01-9","kind":"deposit","amount":"x"}')
+    outcome, decline = events_for(
+        refused, _reply(deposit, ResultCode.FORMAT_ERROR), node="host", latency_s=0.0, at=AT
+    )
+    assert outcome["amount_band"] is AmountBand.NONE and decline["type"] is EventType.DECLINE

@@ -24,6 +24,10 @@ def unpacked(body: bytes, routing_key: str = "branch.0001") -> Unpacked:
     return unpack(body, routing_key, BRANCHES, received_at=T0, unpacked_at=T0)
 
 
+def request_id_of(raw: bytes) -> str:
+    return str(orjson.loads(raw)["request_id"])
+
+
 def test_good_and_bad_records_are_sorted() -> None:
     teller = Teller()
     good = encode_request(teller.deposit(A, 100))
@@ -34,6 +38,10 @@ def test_good_and_bad_records_are_sorted() -> None:
     assert [item.raw for item in result.items] == [good, no_kind]
     refused = result.items[1].record
     assert isinstance(refused, RecordError) and refused.code is ResultCode.INVALID_TRANSACTION
+    assert [(i.request_id, i.kind) for i in result.items] == [
+        (request_id_of(good), "deposit"),
+        ("0001-01-0000000009", "unknown"),
+    ]
     assert [d.raw for d in result.dead] == [b"not json", other_branch]
     assert result.dead[0].reason == "30 record is not valid JSON"
     assert result.dead[1].reason == "30 record names another branch"
@@ -74,3 +82,10 @@ def test_a_refused_record_keeps_what_it_claimed() -> None:
     origin = item.origin()
     assert (origin.terminal_id, origin.teller_id, origin.origin_time) == ("03", None, None)
     assert origin.request_id == document["request_id"]
+
+
+def test_a_refused_record_keeps_the_kind_it_claims_when_it_is_one() -> None:
+    claimed = orjson.dumps({"request_id": "0001-01-7", "kind": "withdraw", "amount": "x"})
+    (item,) = unpacked(frame_bytes([claimed])).items
+    assert isinstance(item.record, RecordError)
+    assert (item.request_id, item.kind) == ("0001-01-7", "withdraw")
