@@ -10,7 +10,10 @@ For each batch size, ``--rounds`` batches go one after the other (more for small
 least ``--commands`` commands a run, as ``/proc`` counts CPU in 10 ms ticks). Prints one
 JSON object: per batch size the round trip's wall time (p50/p90 ms, for each of ``--repeat``
 runs: a shared machine makes them noisy) and the crypto process's CPU µs per command (``/proc``;
-the best run). Run::
+the best run). ``in_process`` has the same figures without the broker's noise: CPU µs per
+command of the crypto service's frame handler and of ``PinClient.execute`` (the host's
+side), over buses that hand frames straight over (``time.process_time``, best of
+``--repeat``). Run::
 
     .venv/bin/python bench/pinpath.py [--sizes 1,4,16,64] [--rounds 60] [--repeat 3]
 
@@ -30,19 +33,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import crypto_node.service
 from branchnet.buses import open_bus
 from branchnet.loadnet import cpu_s
-from common.bus import Bus
+from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.dukpt import KeyDerivation, Ksn, next_counter
-from common.pin_commands import HsmError, VerifyPin
+from common.frames import FrameKind, build_frame, encode_frame
+from common.logs import configure_logging
+from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, PinResponse, VerifyPin
 from common.pinblock import encipher_format4
 from common.requests import EncryptedPin
-from common.topology import CORE, CRYPTO_COMMANDS
-from crypto_node import ibm3624, init_keys, load_crypto_keys, replay_marks_path
+from common.topology import CORE, CRYPTO_COMMANDS, HOST_CRYPTO_REPLIES, REPLY_TO_HEADER
+from crypto_node import CryptoService, Hsm, ibm3624, init_keys, load_crypto_keys, replay_marks_path
 from crypto_node.keys import CryptoKeys
 from crypto_node.pvk import Pvk
 from crypto_node.replay import ReplayGuard, ReplayMarks
@@ -78,6 +84,153 @@ class Pads:
             key = self.derivations[pad].pin_key(counter)
             block = encipher_format4(key, PIN, CARD).hex().upper()
             yield EncryptedPin(pin_block=block, ksn=str(Ksn(self.ids[pad], counter)))
+
+
+class _Handed(Delivery):
+    def __init__(self, body: bytes, headers: Mapping[str, object]) -> None:
+        self.body, self.headers = body, headers
+        self.exchange, self.routing_key, self.queue, self.redelivered = "", "", "", False
+
+    async def ack(self) -> None:
+        pass
+
+    async def nack(self, *, requeue: bool = True) -> None:
+        raise AssertionError("nacked")
+
+
+class _Subscription(Subscription):
+    async def cancel(self) -> None:
+        pass
+
+
+class HandingBus(Bus):
+    """A bus that hands each published message to ``on_publish`` (no broker, no copies)."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.on_publish: Callable[[Message], Any] | None = None
+
+    async def connect(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def declare(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            if self.on_publish is not None:
+                self.on_publish(message)
+
+    async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> Subscription:
+        self.handlers[queue] = handler
+        return _Subscription()
+
+    async def queue_stats(self, queue: str) -> QueueStats:
+        return QueueStats(queue, 0, 1)
+
+
+def _commands(
+    ids: Iterator[str], blocks: Iterator[EncryptedPin], value: str, size: int
+) -> list[VerifyPin]:
+    commands = []
+    for _ in range(size):
+        command_id = next(ids)
+        commands.append(
+            VerifyPin(
+                command_id=command_id,
+                pan=CARD,
+                pin=next(blocks),
+                verification_value=value,
+                binding=f"0001-{command_id}",
+            )
+        )
+    return commands
+
+
+async def in_process(
+    data_dir: Path, pads: Pads, value: str, sizes: list[int], commands: int, repeat: int
+) -> dict[str, Any]:
+    """CPU µs per command: the crypto service's handler, and ``PinClient.execute``."""
+    keys = load_crypto_keys(data_dir)
+    commands = max(commands, 2000)
+    bus = HandingBus()
+    hsm = Hsm(keys, replay_file=data_dir / "in-process" / "marks.json")
+    # As `branchnet crypto` runs it (a version before INLINE_COMMANDS ran every batch in a thread).
+    inline = getattr(crypto_node.service, "INLINE_COMMANDS", None)
+    service = CryptoService(bus, hsm, **({} if inline is None else {"inline_commands": inline}))
+    await service.start()
+    handle = bus.handlers[CRYPTO_COMMANDS]
+    headers = {REPLY_TO_HEADER: HOST_CRYPTO_REPLIES}
+    blocks, ids = pads.blocks(), (f"p{n}" for n in itertools.count())
+    # The host's side: answered at once with canned responses, as the crypto node would.
+    client_bus = HandingBus()
+    client = PinClient(client_bus, timeout_s=10.0)
+    await client.start()
+    answer = client_bus.handlers[HOST_CRYPTO_REPLIES]
+    sequence = itertools.count()
+    answering: set[asyncio.Future[None]] = set()
+
+    def respond(message: Message) -> None:
+        frame_records = message.body.split(b"\n")[1:]
+        records = [
+            PIN_RESPONSE_ADAPTER.dump_json(
+                PinResponse(command_id=orjson_id(record), error=HsmError.OK)
+            )
+            for record in frame_records
+        ]
+        reply = build_frame(FrameKind.PIN_RESPONSE, "crypto", next(sequence), records)
+        task = asyncio.ensure_future(answer(_Handed(encode_frame(reply), {})))
+        answering.add(task)
+        task.add_done_callback(answering.discard)
+
+    client_bus.on_publish = respond
+    figures: dict[str, Any] = {}
+    try:
+        for size in sizes:
+            frames = max(1, commands // size)
+            service_cpu, client_cpu = [], []
+            for _ in range(repeat):
+                batches = [_commands(ids, blocks, value, size) for _ in range(frames)]
+                bodies = [
+                    encode_frame(
+                        build_frame(
+                            FrameKind.PIN_COMMAND,
+                            "host",
+                            n,
+                            [c.__pydantic_serializer__.to_json(c) for c in batch],
+                        )
+                    )
+                    for n, batch in enumerate(batches)
+                ]
+                started = time.process_time()
+                for body in bodies:
+                    await handle(_Handed(body, headers))
+                service_cpu.append((time.process_time() - started) / (frames * size) * 1e6)
+                client_ids = client.command_ids()
+                batches = [
+                    [c.model_copy(update={"command_id": next(client_ids)}) for c in batch]
+                    for batch in batches
+                ]
+                started = time.process_time()
+                for batch in batches:
+                    await client.execute(batch)
+                client_cpu.append((time.process_time() - started) / (frames * size) * 1e6)
+            figures[str(size)] = {
+                "crypto_service_cpu_us_per_command": round(min(service_cpu), 1),
+                "pin_client_cpu_us_per_command": round(min(client_cpu), 1),
+            }
+    finally:
+        await client.stop()
+        await service.stop()
+    return figures
+
+
+def orjson_id(record: bytes) -> str:
+    """A command record's id (the bench's ids never need escaping)."""
+    return record.split(b'"command_id":"', 1)[1].split(b'"', 1)[0].decode()
 
 
 async def _wait_for_consumer(bus: Bus, node: subprocess.Popen[bytes]) -> None:
@@ -120,21 +273,15 @@ def _percentile(times: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000, 2)
 
 
-async def run(args: argparse.Namespace, data_dir: Path, amqp_url: str) -> dict[str, Any]:
-    branches = [f"{n:04d}" for n in range(1, -(-args.pads // TERMINALS) + 1)]
-    init_keys(data_dir, branches, TERMINALS)
-    keys = load_crypto_keys(data_dir)
-    pads = Pads(keys, branches, args.pads, args.history)
-    pads.seed(replay_marks_path(data_dir), args.history)
-    marks_bytes = replay_marks_path(data_dir).stat().st_size
-    value = ibm3624.generate_offset(
-        Pvk(keys.pvk), keys.decimalization_table, ibm3624.validation_data(CARD), PIN
-    )
+async def round_trips(
+    args: argparse.Namespace, data_dir: Path, amqp_url: str, pads: Pads, value: str
+) -> dict[str, Any]:
+    """Per batch size: wall p50/p90/mean of each run, crypto and client CPU per command."""
     env = dict(os.environ)
     env.update(
         BRANCHNET_AMQP_URL=amqp_url,
         BRANCHNET_DATA_DIR=str(data_dir),
-        BRANCHNET_LOG_LEVEL="warning",
+        BRANCHNET_LOG_LEVEL=os.environ.get("BRANCHNET_LOG_LEVEL", "warning"),
     )
     log = (data_dir / "crypto.log").open("ab")
     node = subprocess.Popen(
@@ -192,19 +339,40 @@ async def run(args: argparse.Namespace, data_dir: Path, amqp_url: str) -> dict[s
             node.kill()
             node.wait()
         log.close()
-    return {
+    return results
+
+
+async def run(args: argparse.Namespace, data_dir: Path, amqp_url: str | None) -> dict[str, Any]:
+    branches = [f"{n:04d}" for n in range(1, -(-args.pads // TERMINALS) + 1)]
+    init_keys(data_dir, branches, TERMINALS)
+    keys = load_crypto_keys(data_dir)
+    pads = Pads(keys, branches, args.pads, args.history)
+    pads.seed(replay_marks_path(data_dir), args.history)
+    pads.seed(data_dir / "in-process" / "marks.json", args.history)
+    value = ibm3624.generate_offset(
+        Pvk(keys.pvk), keys.decimalization_table, ibm3624.validation_data(CARD), PIN
+    )
+    report: dict[str, Any] = {
         "rounds": args.rounds,
         "repeat": args.repeat,
         "pads": len(pads.ids),
         "history": args.history,
-        "marks_file_bytes_at_start": marks_bytes,
-        "batch_sizes": results,
+        "marks_file_bytes_at_start": replay_marks_path(data_dir).stat().st_size,
     }
+    if amqp_url is not None:
+        report["round_trips"] = await round_trips(args, data_dir, amqp_url, pads, value)
+    report["in_process"] = await in_process(
+        data_dir, pads, value, args.sizes, args.commands, args.repeat
+    )
+    return report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=None, help="a RabbitMQ (default: a private one)")
+    parser.add_argument(
+        "--in-process-only", action="store_true", help="no broker: the in_process figures only"
+    )
     parser.add_argument("--sizes", default="1,4,16,64", help="commands per batch (1,4,16,64)")
     parser.add_argument("--rounds", type=int, default=60, help="batches per run (60)")
     parser.add_argument("--commands", type=int, default=600, help="least per run (600)")
@@ -213,11 +381,12 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=64, help="counters used per pad (64)")
     args = parser.parse_args()
     args.sizes = [int(size) for size in args.sizes.split(",")]
+    configure_logging("warning")  # as the crypto node runs
     data_dir = Path(tempfile.mkdtemp(prefix="branchnet-pinpath-"))
     broker_dir: Path | None = None
     try:
         amqp_url = args.url
-        if amqp_url is None:
+        if amqp_url is None and not args.in_process_only:
             from branchnet.broker import ensure_rabbitmq_installed, start_broker
 
             ensure_rabbitmq_installed()
@@ -231,7 +400,8 @@ def main() -> None:
 
             stop_broker(broker_dir)
             shutil.rmtree(broker_dir, ignore_errors=True)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if not os.environ.get("PINPATH_KEEP"):
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
