@@ -377,7 +377,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=60, help="batches per run (60)")
     parser.add_argument("--commands", type=int, default=600, help="least per run (600)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per batch size (3)")
-    parser.add_argument("--pads", type=int, default=320, help="PIN pads taking turns (320)")
+    parser.add_argument("--pads", type=int, default=64, help="PIN pads taking turns (64)")
     parser.add_argument("--history", type=int, default=64, help="counters used per pad (64)")
     args = parser.parse_args()
     args.sizes = [int(size) for size in args.sizes.split(",")]
