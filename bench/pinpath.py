@@ -12,11 +12,13 @@ JSON object: per batch size the round trip's wall time (p50/p90 ms, for each of 
 runs: a shared machine makes them noisy) and the crypto process's CPU µs per command (``/proc``;
 the best run). ``in_process`` has the same figures without the broker's noise: CPU µs per
 command of the crypto service's frame handler and of ``PinClient.execute`` (the host's
-side), over buses that hand frames straight over (``time.process_time``, best of
-``--repeat``). Run::
+side, with the making of canned answers), over buses that hand frames straight over
+(``time.process_time``, best of ``--repeat``). ``PINPATH_KEEP=1`` keeps the data directory
+(the node's log, at ``BRANCHNET_LOG_LEVEL``). Run::
 
     .venv/bin/python bench/pinpath.py [--sizes 1,4,16,64] [--rounds 60] [--repeat 3]
 
+To compare two versions, alternate short runs of each against one broker (``--url``).
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
 

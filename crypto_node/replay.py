@@ -142,7 +142,7 @@ class ReplayGuard:
         return mark.high, mark.seen, mark.uses
 
     def take_changed(self) -> dict[bytes, list[int]]:
-        """The counters recorded since the last call, by pad (what a save must rewrite)."""
+        """The counters recorded since the last call, by pad (what a save must append)."""
         changed, self._changed = self._changed, {}
         return changed
 

@@ -3,9 +3,9 @@
 Consumes ``crypto.commands``. Each message is a frame of kind ``pin_command`` whose records are
 :data:`~common.pin_commands.PinCommand` JSON. The batch runs on the HSM in a worker thread
 (one, so commands keep their order against the replay marks) — or, with ``inline_commands``,
-a batch that small on the event loop: its crypto and its one KSN log append cost less than
-the two thread wake-ups of the hand-off (frames are served one at a time either way, so
-nothing waits behind it but the next frame). The answer is one
+a batch that small on the event loop (its crypto and its one KSN log append cost less than
+the hand-off's two thread wake-ups; frames are served one at a time either way). The
+answer is one
 ``pin_response`` frame, published to the default exchange with the command message's
 ``reply_to`` header as routing key (``host.crypto-replies`` by default); then the command
 message is acked.
