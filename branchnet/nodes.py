@@ -18,7 +18,7 @@ from common.errors import BusError
 from common.logs import get_logger
 from common.settings import load_settings
 from common.topology import HOST_REQUESTS
-from crypto_node import CryptoService, Hsm, load_crypto_keys
+from crypto_node import INLINE_COMMANDS, CryptoService, Hsm, load_crypto_keys
 from crypto_node.lmk import Lmk
 from host_node import HostConfig, HostService
 from host_node.events import host_events
@@ -140,7 +140,11 @@ async def serve_standby(
 
 async def serve_crypto(amqp_url: str, data_dir: Path, lmk: Lmk | None = None) -> None:
     keys = load_crypto_keys(data_dir, lmk)
-    await _serve("crypto", amqp_url, lambda bus: CryptoService(bus, Hsm(keys)))
+    await _serve(
+        "crypto",
+        amqp_url,
+        lambda bus: CryptoService(bus, Hsm(keys), inline_commands=INLINE_COMMANDS),
+    )
 
 
 async def wait_for_host(bus: Bus, timeout_s: float = 120.0) -> None:

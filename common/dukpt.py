@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -191,7 +192,7 @@ class HostDerivation:
     def __init__(self, bdk: bytes, pads_cached: int = 1024) -> None:
         _check_key(bdk, "BDK")
         self._bdk = bdk
-        self._pads: dict[bytes, KeyDerivation] = {}
+        self._pads: OrderedDict[bytes, KeyDerivation] = OrderedDict()
         self._pads_cached = pads_cached
         self._lock = threading.Lock()
 
@@ -200,13 +201,16 @@ class HostDerivation:
 
     def pad(self, initial_key_id: bytes) -> KeyDerivation:
         """The derivation of the pad with ``initial_key_id``."""
+        pads = self._pads
         with self._lock:
-            derivation = self._pads.pop(initial_key_id, None)
-            if derivation is None:
-                derivation = KeyDerivation(initial_key(self._bdk, initial_key_id), initial_key_id)
-                if len(self._pads) >= self._pads_cached:
-                    del self._pads[next(iter(self._pads))]  # the least recently used
-            self._pads[initial_key_id] = derivation  # most recently used last
+            derivation = pads.get(initial_key_id)
+            if derivation is not None:
+                pads.move_to_end(initial_key_id)  # most recently used last
+                return derivation
+            derivation = KeyDerivation(initial_key(self._bdk, initial_key_id), initial_key_id)
+            if len(pads) >= self._pads_cached:
+                pads.popitem(last=False)  # the least recently used
+            pads[initial_key_id] = derivation
             return derivation
 
     def pin_key(self, ksn: Ksn) -> bytes:

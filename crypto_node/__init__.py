@@ -15,10 +15,11 @@ from crypto_node.hsm import Hsm, replay_marks_path
 from crypto_node.kat import run_kat
 from crypto_node.keys import CryptoKeys, init_keys, issue_pinpads, load_crypto_keys, rotate_keys
 from crypto_node.lmk import Component, Lmk
-from crypto_node.service import CryptoService
+from crypto_node.service import INLINE_COMMANDS, CryptoService
 from crypto_node.tr31 import KeyBlockHeader
 
 __all__ = [
+    "INLINE_COMMANDS",
     "Component",
     "CryptoKeys",
     "CryptoNodeError",

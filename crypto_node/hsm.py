@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
@@ -67,8 +68,8 @@ from crypto_node.tr31 import KeyBlockHeader
 
 _log = get_logger(__name__)
 
-#: Key blocks opened from commands, kept (bounded) so a host sending the same block each time
-#: pays for its CMACs once.
+#: Key blocks opened from commands, kept (bounded, least recently used dropped) so a host
+#: sending the same block each time pays for its CMACs once.
 _BLOCK_CACHE = 256
 _PVK_USAGE = {"ibm3624": "V1", "visa_pvv": "V2"}
 #: (source format, destination format) pairs a translation may make (ISO 9564-1 / Visa).
@@ -98,7 +99,7 @@ class Hsm:
         self._keys = keys
         self._derivations: dict[bytes, HostDerivation] = {}
         self._pvks: dict[tuple[str, str, Action], Pvk] = {}
-        self._blocks: dict[str, StoredKey] = {}
+        self._blocks: OrderedDict[str, StoredKey] = OrderedDict()
         if replay_file is None and keys.home is not None:
             replay_file = replay_marks_path(keys.home)
         self._marks = ReplayMarks(replay_file) if persist and replay_file is not None else None
@@ -305,11 +306,13 @@ class Hsm:
         if not ref.startswith("D") or len(ref) < 16:
             raise UnknownKeyError("the HSM holds no key of that name")
         stored = self._blocks.get(ref)
-        if stored is None:
-            stored = open_block(self._keys.lmk.key, ref, "given")
-            if len(self._blocks) >= _BLOCK_CACHE:
-                del self._blocks[next(iter(self._blocks))]
-            self._blocks[ref] = stored
+        if stored is not None:
+            self._blocks.move_to_end(ref)
+            return stored
+        stored = open_block(self._keys.lmk.key, ref, "given")
+        if len(self._blocks) >= _BLOCK_CACHE:
+            self._blocks.popitem(last=False)  # the least recently used
+        self._blocks[ref] = stored
         return stored
 
     def _generate_key(self, command: PinCommand) -> PinResponse:

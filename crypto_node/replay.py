@@ -13,9 +13,12 @@ the binding, the block's role in the command and the PIN block (a keyed hash: th
 itself is never kept); a later use of the counter is accepted only with the same fingerprint.
 Any other use of a seen counter is a replay.
 
-:class:`ReplayMarks` persists the guard (``data_dir/crypto/ksn-marks.json``, written
-atomically after each batch that used a KSN) so a restarted crypto node still refuses replays
-and still recognises retransmissions.
+:class:`ReplayMarks` persists the guard so a restarted crypto node still refuses replays and
+still recognises retransmissions: each batch that used a KSN appends the counters it recorded
+to a log (``data_dir/crypto/ksn-marks.log``, one checksummed line, ``fdatasync``-ed before the
+batch is answered), and now and then the whole guard is written atomically as a snapshot
+(``ksn-marks.json``) and the log emptied. Loading replays the log over the snapshot.
+A batch costs one small append, however many pads and fingerprints the guard holds.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.dukpt import Ksn
+from common.dukpt import DukptError, Ksn
 from common.errors import ConfigError
 
 WINDOW = 64
@@ -37,6 +41,9 @@ _MASK = (1 << WINDOW) - 1
 _PERSON = b"branchnet-ksn"
 #: A pad's fingerprint table is pruned to its window when it reaches this size.
 _PRUNE_AT = 2 * WINDOW
+LOG_FORMAT = b"branchnet-ksn-log/1\n"
+#: The log is folded into a new snapshot once it is this long and longer than the snapshot.
+COMPACT_AT_BYTES = 1 << 20
 
 
 def fingerprint(binding: str, role: str, ksn: Ksn, pin_block: str) -> bytes:
@@ -105,8 +112,8 @@ class ReplayGuard:
                 mark.uses = {c: f for c, f in mark.uses.items() if c > floor}
         else:
             age = mark.high - counter
-            if mark.seen >> age & 1:
-                return  # a retransmission: already recorded
+            if age >= WINDOW or mark.seen >> age & 1:
+                return  # a retransmission, or too old to tell (refused anyway): nothing new
             mark.seen |= 1 << age
         if fingerprint is not None:
             mark.uses[counter] = fingerprint
@@ -135,41 +142,84 @@ class ReplayGuard:
         return mark.high, mark.seen, mark.uses
 
     def take_changed(self) -> dict[bytes, list[int]]:
-        """The counters recorded since the last call, by pad (what a save must rewrite)."""
+        """The counters recorded since the last call, by pad (what a save must append)."""
         changed, self._changed = self._changed, {}
         return changed
 
 
 class ReplayMarks:
-    """The file a :class:`ReplayGuard` is kept in."""
+    """The files a :class:`ReplayGuard` is kept in: a snapshot and the log of what came since.
 
-    def __init__(self, path: Path) -> None:
+    Log line: ``PAD:COUNTER[:FINGERPRINT],...`` (hex) and a CRC-32 of it. A last line cut
+    short or failing its check is a save that never returned (its batch was not answered):
+    it is dropped, and the next save starts afresh with a snapshot. A damaged line before
+    the last one stops the node.
+    """
+
+    def __init__(self, path: Path, *, compact_at_bytes: int = COMPACT_AT_BYTES) -> None:
         self.path = path
-        # Each pad's encoded entry, kept so a save re-encodes only the pads a batch used.
-        self._owner: ReplayGuard | None = None
-        self._entries: dict[bytes, bytes] = {}
-        self._uses_text: dict[bytes, dict[int, bytes]] = {}  # pad -> counter -> JSON member
-        self._order: list[bytes] = []  # the pads, sorted
+        self.log_path = path.with_suffix(".log")
+        self._compact_at = compact_at_bytes
+        self._owner: ReplayGuard | None = None  # the guard the log continues
+        self._log_bytes = 0
+        self._snapshot_bytes = 0
+        self.snapshots = 0  # written by this instance
+        self.appends = 0
 
     def __repr__(self) -> str:
         return f"ReplayMarks({str(self.path)!r})"
 
     def load(self) -> ReplayGuard:
-        """The guard saved in the file, or an empty one when there is no file yet.
+        """The guard saved in the files, or an empty one when there are none yet.
 
-        A file of the first format (no fingerprints) still loads: its counters are refused
-        to every transaction.
+        A snapshot of the first format (no fingerprints) still loads: its counters are
+        refused to every transaction.
 
         Raises:
-            ConfigError: the file is unreadable or malformed (refusing to start is safer than
+            ConfigError: a file is unreadable or malformed (refusing to start is safer than
                 forgetting which counters were used).
         """
+        guard, self._snapshot_bytes = self._load_snapshot()
+        log = self._read(self.log_path)
+        intact = True
+        if log is not None:
+            intact = self._replay_log(guard, log)
+        guard.take_changed()
+        guard.dirty = False
+        # A snapshot (and an empty log) is written first when either file is missing, or
+        # the log's tail is torn: appends go only after whole lines of a log that exists.
+        self._owner = guard if intact and log is not None and self._snapshot_bytes else None
+        self._log_bytes = len(log) if log is not None else 0
+        return guard
+
+    def save(self, guard: ReplayGuard) -> None:
+        """Make what ``guard`` recorded since the last save durable, then mark it clean.
+
+        One ``fdatasync``-ed append to the log; a whole snapshot instead for a guard this
+        instance did not load or save last, or once the log is long. After a failure, the
+        next save writes a snapshot (a half-written line must not be followed by others).
+        """
+        changed = guard.take_changed()
         try:
-            document = json.loads(self.path.read_bytes())
-        except FileNotFoundError:
-            return ReplayGuard()
-        except OSError as error:
-            raise ConfigError(f"cannot read {self.path}: {error.strerror}") from None
+            if self._owner is not guard or self._log_bytes > max(
+                self._compact_at, self._snapshot_bytes
+            ):
+                self._snapshot(guard)
+            elif changed:
+                self._append(self._line(guard, changed))
+        except OSError:
+            self._owner = None
+            raise
+        guard.dirty = False
+
+    # -- snapshot -----------------------------------------------------------------------------
+
+    def _load_snapshot(self) -> tuple[ReplayGuard, int]:
+        text = self._read(self.path)
+        if text is None:
+            return ReplayGuard(), 0
+        try:
+            document = json.loads(text)
         except ValueError:
             raise ConfigError(f"{self.path} is not JSON") from None
         try:
@@ -184,45 +234,111 @@ class ReplayMarks:
                     uses[key] = {int(c): bytes.fromhex(f) for c, f in entry[2].items()}
         except (KeyError, TypeError, ValueError, AttributeError, IndexError):
             raise ConfigError(f"{self.path} is malformed") from None
-        return ReplayGuard(marks, uses)
+        return ReplayGuard(marks, uses), len(text)
 
-    def save(self, guard: ReplayGuard) -> None:
-        """Write the guard atomically and durably, then mark it clean.
-
-        Only the pads recorded since the last save of this guard are encoded again, and of
-        those only the new fingerprints; the file is the same as a whole encoding would be.
-        """
-        changed = guard.take_changed()
-        if self._owner is not guard:
-            self._owner, self._entries, self._uses_text = guard, {}, {}
-            changed = {pad: list(uses) for pad, uses in guard.uses().items()}
-            changed.update({pad: [] for pad in guard.snapshot() if pad not in changed})
-        for pad, counters in changed.items():
-            self._entries[pad] = self._entry(guard, pad, counters)
-        if len(self._order) != len(self._entries):
-            self._order = sorted(self._entries)
-        pads = b",".join(map(self._entries.__getitem__, self._order))
-        document = b'{"format":"' + MARKS_FORMAT.encode() + b'","pads":{' + pads + b"}}"
+    def _snapshot(self, guard: ReplayGuard) -> None:
+        """Write the whole guard atomically and durably, then start an empty log after it."""
+        document = encode_snapshot(guard)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "wb") as file:
-            file.write(document)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
-        guard.dirty = False
+        _write_durably(self.path, document)
+        # A crash before the log is emptied replays lines the snapshot holds: harmless.
+        _write_durably(self.log_path, LOG_FORMAT)
+        self._owner, self._snapshot_bytes, self._log_bytes = guard, len(document), 0
+        self.snapshots += 1
 
-    def _entry(self, guard: ReplayGuard, pad: bytes, counters: list[int]) -> bytes:
-        """A pad's ``"PAD":[high,"seen",{"counter":"fingerprint",...}]`` JSON member."""
-        high, seen, uses = guard.mark_of(pad)
-        floor = high - WINDOW
-        texts = self._uses_text.setdefault(pad, {})
-        for counter in counters:
-            use = uses.get(counter)
-            if use is not None:
-                texts[counter] = b'"%d":"%s"' % (counter, use.hex().encode())
-        window = sorted(c for c in texts if c > floor)
-        if len(texts) > len(window) + WINDOW:  # forget old fingerprints now and then
-            self._uses_text[pad] = {c: texts[c] for c in window}
-        fingerprints = b",".join(map(texts.__getitem__, window))
-        return b'"%s":[%d,"%x",{%s}]' % (pad.hex().upper().encode(), high, seen, fingerprints)
+    # -- log ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _line(guard: ReplayGuard, changed: dict[bytes, list[int]]) -> bytes:
+        records = []
+        for pad, counters in changed.items():
+            uses = guard.mark_of(pad)[2]
+            name = pad.hex()
+            for counter in counters:
+                use = uses.get(counter)
+                tail = b"" if use is None else b":" + use.hex().encode()
+                records.append(b"%s:%x%s" % (name.encode(), counter, tail))
+        payload = b",".join(records)
+        return b"%s %08x\n" % (payload, zlib.crc32(payload))
+
+    def _append(self, line: bytes) -> None:
+        log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(log, view) :]
+            os.fdatasync(log)
+        finally:
+            os.close(log)
+        self._log_bytes += len(line)
+        self.appends += 1
+
+    def _replay_log(self, guard: ReplayGuard, log: bytes) -> bool:
+        """Record the log's lines in ``guard``; False when its last line was torn."""
+        if not log.startswith(LOG_FORMAT):
+            if LOG_FORMAT.startswith(log.rstrip(b"\0")):
+                return False  # torn while being created
+            raise ConfigError(f"{self.log_path} is not {LOG_FORMAT.decode().strip()}")
+        *lines, tail = log[len(LOG_FORMAT) :].split(b"\n")  # tail: after the last newline
+        for number, line in enumerate(lines):
+            records = _parse_line(line)
+            if records is None:
+                if any(rest.strip(b"\0") for rest in (*lines[number + 1 :], tail)):
+                    raise ConfigError(f"{self.log_path} is damaged (line {number + 2})")
+                return False
+            for ksn, use in records:
+                guard.record(ksn, use)
+        return not tail  # anything after the last newline (even zeros) is a torn save
+
+    def _read(self, path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+
+
+def _parse_line(line: bytes) -> list[tuple[Ksn, bytes | None]] | None:
+    """A log line's records, or None when it is not a whole, intact line."""
+    payload, _, check = line.rpartition(b" ")
+    try:
+        if len(check) != 8 or int(check, 16) != zlib.crc32(payload):
+            return None
+        records = []
+        for record in payload.split(b","):
+            pad, counter, *use = record.split(b":")
+            fingerprint = bytes.fromhex(use[0].decode()) if use else None
+            if len(use) > 1 or (fingerprint is not None and len(fingerprint) != FINGERPRINT_BYTES):
+                return None
+            records.append((Ksn(bytes.fromhex(pad.decode()), int(counter, 16)), fingerprint))
+    except (ValueError, UnicodeDecodeError, DukptError):
+        return None
+    return records
+
+
+def encode_snapshot(guard: ReplayGuard) -> bytes:
+    """The snapshot document of ``guard``: its pads sorted, each with its window's fingerprints."""
+    uses = guard.uses()
+    entries = []
+    for pad, (high, seen) in sorted(guard.snapshot().items()):
+        fingerprints = ",".join(
+            f'"{counter}":"{use.hex()}"' for counter, use in sorted(uses.get(pad, {}).items())
+        )
+        entries.append(f'"{pad.hex().upper()}":[{high},"{seen:x}",{{{fingerprints}}}]')
+    return f'{{"format":"{MARKS_FORMAT}","pads":{{{",".join(entries)}}}}}'.encode()
+
+
+def _write_durably(path: Path, content: bytes) -> None:
+    """Replace ``path`` with ``content`` atomically; both file and directory entry synced."""
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as file:
+        file.write(content)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

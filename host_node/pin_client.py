@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from pydantic import ValidationError
 
@@ -36,6 +36,23 @@ SENDER = "host"
 _log = get_logger(__name__)
 
 
+class _Awaiting:
+    """One batch's answers as they come; ``done`` resolves when the last one is in."""
+
+    __slots__ = ("answers", "done", "left")
+
+    def __init__(self, command_ids: Iterable[str], done: asyncio.Future[None]) -> None:
+        self.answers: dict[str, PinResponse | None] = dict.fromkeys(command_ids)
+        self.left = len(self.answers)
+        self.done = done
+
+    def answer(self, response: PinResponse) -> None:
+        self.answers[response.command_id] = response
+        self.left -= 1
+        if not self.left and not self.done.done():
+            self.done.set_result(None)
+
+
 class PinClient:
     """Sends PIN commands in frames and awaits their answers together."""
 
@@ -43,7 +60,7 @@ class PinClient:
         self.bus = bus
         self.timeout_s = timeout_s
         self.prefetch = prefetch
-        self._waiting: dict[str, asyncio.Future[PinResponse]] = {}
+        self._waiting: dict[str, _Awaiting] = {}  # by command id, until answered
         self._sequence = itertools.count(1)
         self._subscription: Subscription | None = None
         self.late = 0
@@ -67,8 +84,9 @@ class PinClient:
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
-        for future in self._waiting.values():
-            future.cancel()
+        for awaiting in self._waiting.values():
+            if not awaiting.done.done():
+                awaiting.done.set_result(None)  # its batch returns now, unanswered ones None
         self._waiting.clear()
 
     async def execute(self, commands: Sequence[PinCommand]) -> dict[str, PinResponse | None]:
@@ -79,25 +97,28 @@ class PinClient:
         """
         if not commands:
             return {}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
-        futures = {command.command_id: loop.create_future() for command in commands}
-        self._waiting.update(futures)
+        awaiting = _Awaiting(
+            (command.command_id for command in commands),
+            asyncio.get_running_loop().create_future(),
+        )
+        waiting = self._waiting
+        for command_id in awaiting.answers:
+            waiting[command_id] = awaiting
+        sent = False
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(self.timeout_s):
                 await self.bus.publish(self._frames(commands))
-            await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
+                sent = True
+                await awaiting.done
         except TimeoutError:
-            _log.warning("pin commands not sent in time", commands=len(commands))
+            if not sent:
+                _log.warning("pin commands not sent in time", commands=len(commands))
         except BusError as error:
             _log.warning("pin commands not sent", commands=len(commands), error=str(error))
         finally:
-            for command_id in futures:
-                self._waiting.pop(command_id, None)
-        return {
-            command_id: future.result() if future.done() and not future.cancelled() else None
-            for command_id, future in futures.items()
-        }
+            for command_id in awaiting.answers:
+                waiting.pop(command_id, None)
+        return awaiting.answers
 
     def _frames(self, commands: Sequence[PinCommand]) -> list[Message]:
         records = [command.__pydantic_serializer__.to_json(command) for command in commands]
@@ -133,11 +154,11 @@ class PinClient:
             except ValidationError:
                 unreadable += 1
                 continue
-            future = self._waiting.get(response.command_id)
-            if future is None or future.done():
-                self.late += 1
+            awaiting = self._waiting.pop(response.command_id, None)
+            if awaiting is None:
+                self.late += 1  # its batch gave up on it, or answered twice
             else:
-                future.set_result(response)
+                awaiting.answer(response)
         if unreadable:
             _log.warning("pin responses unreadable", records=unreadable)
         await delivery.ack()

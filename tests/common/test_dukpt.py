@@ -148,3 +148,17 @@ def test_reprs_hold_no_key_material() -> None:
     for text in (repr(host), repr(pad), repr(Ksn(X9_INITIAL_KEY_ID, 1))):
         assert X9_BDK.hex() not in text.lower()
         assert initial_key.hex() not in text.lower()
+
+
+def test_the_host_keeps_the_most_recently_used_pads() -> None:
+    host = HostDerivation(bytes(16), pads_cached=2)
+    first, second, third = (bytes([n]) * 8 for n in (1, 2, 3))
+    kept = host.pad(first)
+    host.pad(second)
+    assert host.pad(first) is kept  # used again: now the most recent
+    dropped = host.pad(second)
+    host.pad(first)
+    host.pad(third)  # drops the least recently used: the second
+    assert host.pad(first) is kept and host.pad(second) is not dropped
+    assert repr(host) == "HostDerivation(pads=2)"
+    assert host.pin_key(Ksn(second, 1)) == dukpt.pin_key(bytes(16), Ksn(second, 1))

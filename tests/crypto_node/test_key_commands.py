@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import crypto_node.hsm
 from branch_node.pinpad import PinPad
 from common.pin_commands import (
     ChangePinCommand,
@@ -30,7 +31,7 @@ from common.pinblock import (
 )
 from crypto_node import CryptoKeys, Hsm, init_keys, load_crypto_keys
 from crypto_node.kcv import tdes_kcv
-from crypto_node.keyring import KeyRing, seal
+from crypto_node.keyring import KeyRing, open_block, seal
 from crypto_node.keys import rotate_keys
 from crypto_node.tr31 import KeyBlockHeader, unwrap, wrap
 
@@ -267,6 +268,30 @@ def test_generate_key_gives_a_block_under_the_lmk_with_its_kcv(keys: CryptoKeys,
     assert check.kcv == response.kcv
     bad = GenerateKey(command_id="gk", usage="P0", algorithm="T", mode_of_use="B", length=32)
     assert hsm.execute(bad).error is HsmError.FORMAT_ERROR
+
+
+def test_the_key_blocks_used_most_recently_stay_opened(
+    hsm: Hsm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = []
+    for n in range(3):
+        generate = GenerateKey(command_id=f"g{n}", usage="P0", algorithm="T", mode_of_use="B")
+        block = hsm.execute(generate).key_block
+        assert block is not None
+        blocks.append(block)
+    opened: list[str] = []
+    real_open = open_block
+
+    def counting_open(key: bytes, block: str, source: Any) -> Any:
+        opened.append(block)
+        return real_open(key, block, source)
+
+    monkeypatch.setattr(crypto_node.hsm, "open_block", counting_open)
+    monkeypatch.setattr(crypto_node.hsm, "_BLOCK_CACHE", 2)
+    first, second, third = blocks
+    for block in (first, second, first, third, first):  # the third drops the second, not the first
+        assert hsm.execute(KeyCheck(command_id="kc", key=block)).error is HsmError.OK
+    assert opened == [first, second, third]
 
 
 def test_export_then_import_under_a_kek_keeps_the_key_and_its_header(

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -20,6 +21,7 @@ from common.pin_commands import (
     GenerateOffset,
     HsmError,
     KeyCheck,
+    PinCommand,
     PinResponse,
     TranslatePin,
     VerifyPin,
@@ -36,7 +38,7 @@ from common.topology import (
     QueueSpec,
     Topology,
 )
-from crypto_node import CryptoKeys, CryptoService, Hsm
+from crypto_node import INLINE_COMMANDS, CryptoKeys, CryptoService, Hsm
 from crypto_node.service import RECORD_HEADER
 
 PAN = "6200010100000018"
@@ -53,6 +55,7 @@ class Node:
     service: CryptoService
     replies: asyncio.Queue[Delivery]
     dead: asyncio.Queue[Delivery]
+    hsm_threads: list[str]  # the thread each batch ran on
 
     async def send(self, body: bytes, headers: dict[str, str] | None = None) -> None:
         message_headers = {REPLY_TO_HEADER: HOST_CRYPTO_REPLIES} if headers is None else headers
@@ -78,18 +81,31 @@ async def _collect(bus: Bus, queue_name: str) -> asyncio.Queue[Delivery]:
     return queue
 
 
-@pytest.fixture
-async def node() -> AsyncIterator[Node]:
+class _ThreadNoting(Hsm):
+    """An HSM that notes the thread each batch ran on."""
+
+    threads: list[str]
+
+    def execute_batch(self, commands: Sequence[PinCommand]) -> list[PinResponse]:
+        self.threads.append(threading.current_thread().name)
+        return super().execute_batch(commands)
+
+
+@pytest.fixture(params=[0, INLINE_COMMANDS], ids=["thread", "inline"])
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[Node]:
     broker = EmbeddedBroker()
     crypto_bus, host = broker.connect(), broker.connect()
     await crypto_bus.connect()
     await host.connect()
     keys = CryptoKeys.generate()
-    service = CryptoService(crypto_bus, Hsm(keys, persist=False))
+    hsm = _ThreadNoting(keys, persist=False)
+    hsm.threads = []
+    service = CryptoService(crypto_bus, hsm, inline_commands=request.param)
     await service.start()
     replies = await _collect(host, HOST_CRYPTO_REPLIES)
     dead = await _collect(host, DEAD_QUEUE)
-    yield Node(broker, host, keys, PinPad(*keys.pinpad_key("0001", "01")), service, replies, dead)
+    pad = PinPad(*keys.pinpad_key("0001", "01"))
+    yield Node(broker, host, keys, pad, service, replies, dead, hsm.threads)
     await service.stop()
     await host.close()
     await crypto_bus.close()
@@ -131,6 +147,42 @@ async def test_a_command_frame_gets_one_response_frame(node: Node) -> None:
     stats = await node.host.queue_stats(CRYPTO_COMMANDS)
     assert stats.messages == 0  # acked
     assert node.service.frames_handled == 2
+
+
+@pytest.mark.parametrize("node", [INLINE_COMMANDS], indirect=True, ids=["inline"])
+async def test_small_batches_run_on_the_event_loop_when_asked(node: Node) -> None:
+    value = await _enroll(node)
+    for size in (INLINE_COMMANDS, INLINE_COMMANDS + 1):
+        ids = [f"{size}-{n}" for n in range(size)]
+        await node.send_records([_verify_record(node, i, PIN, value) for i in ids])
+        assert [(r.command_id, r.error) for r in await node.reply()] == [
+            (i, HsmError.OK) for i in ids
+        ]
+    # the enrolment and the batch of INLINE_COMMANDS on the loop, the larger in the HSM thread
+    loop_thread = threading.current_thread().name
+    assert node.hsm_threads[:2] == [loop_thread] * 2 and node.hsm_threads[2].startswith("hsm")
+
+
+@pytest.mark.parametrize("node", [0], indirect=True, ids=["thread"])
+async def test_batches_run_in_the_hsm_thread_unless_inline_is_asked(node: Node) -> None:
+    value = await _enroll(node)
+    await node.send_records([_verify_record(node, "v", PIN, value)])
+    assert [r.error for r in await node.reply()] == [HsmError.OK]
+    assert len(node.hsm_threads) == 2 and all(n.startswith("hsm") for n in node.hsm_threads)
+
+
+async def test_a_batch_the_hsm_fails_is_answered_99(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(hsm: Hsm, commands: Sequence[PinCommand]) -> list[PinResponse]:
+        raise RuntimeError("HSM fault")
+
+    monkeypatch.setattr(Hsm, "execute_batch", fail)
+    await node.send_records([_encode(Echo(command_id="e1")), _encode(Echo(command_id="e2"))])
+    assert [(r.command_id, r.error) for r in await node.reply()] == [
+        ("e1", HsmError.INTERNAL_ERROR),
+        ("e2", HsmError.INTERNAL_ERROR),
+    ]
 
 
 async def test_a_replayed_block_in_a_later_frame_is_refused(node: Node) -> None:

@@ -7,7 +7,8 @@ import pytest
 
 from common.bus import Bus, Delivery, Message
 from common.embedded_bus import EmbeddedBroker
-from common.pin_commands import HsmError, VerifyPin
+from common.frames import FrameKind, build_frame, encode_frame
+from common.pin_commands import PIN_RESPONSE_ADAPTER, HsmError, PinResponse, VerifyPin
 from common.topology import (
     CORE,
     CRYPTO_COMMANDS,
@@ -128,3 +129,47 @@ async def test_commands_that_cannot_be_sent_get_none_by_the_deadline(
         assert await asyncio.wait_for(client.execute([verify("b", "1234")]), 60) == {"b": None}
     finally:
         await client.stop()
+
+
+async def _answer_frame(crypto: Bus, *responses: PinResponse) -> None:
+    records = [PIN_RESPONSE_ADAPTER.dump_json(response) for response in responses]
+    frame = build_frame(FrameKind.PIN_RESPONSE, "crypto", 1, records)
+    await crypto.publish([Message("", HOST_CRYPTO_REPLIES, encode_frame(frame))])
+
+
+async def test_answers_count_off_as_they_come_and_the_last_one_ends_the_wait(
+    buses: tuple[Bus, Bus],
+) -> None:
+    host, crypto = buses
+    client = PinClient(host, timeout_s=30.0)  # only the answers can end the wait in time
+    await client.start()
+    try:
+        batch = asyncio.create_task(client.execute([verify("a", "1"), verify("b", "2")]))
+        while client.pending < 2:
+            await asyncio.sleep(0.005)
+        await _answer_frame(crypto, PinResponse(command_id="b", error=HsmError.OK))
+        while client.pending > 1:
+            await asyncio.sleep(0.005)
+        assert not batch.done()  # "a" is still unanswered
+        twice = PinResponse(command_id="b", error=HsmError.REPLAY)
+        await _answer_frame(crypto, twice, PinResponse(command_id="a", error=HsmError.OK))
+        answers = await asyncio.wait_for(batch, 5)
+        assert {i: a and a.error for i, a in answers.items()} == {
+            "a": HsmError.OK,
+            "b": HsmError.OK,  # the first answer stands; the second is late
+        }
+        assert client.late == 1 and client.pending == 0
+    finally:
+        await client.stop()
+
+
+async def test_stopping_ends_a_waiting_batch_with_none_for_the_unanswered(
+    buses: tuple[Bus, Bus],
+) -> None:
+    client = PinClient(buses[0], timeout_s=30.0)
+    await client.start()
+    batch = asyncio.create_task(client.execute([verify("a", "1")]))
+    while not client.pending:
+        await asyncio.sleep(0.005)
+    await client.stop()
+    assert await asyncio.wait_for(batch, 5) == {"a": None}
