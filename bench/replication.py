@@ -11,6 +11,14 @@ them). Prints one JSON object: process CPU microseconds per entry, the best of `
 
     .venv/bin/python bench/replication.py [--entries 50] [--batches 40] [--repeat 5]
 
+``--rabbitmq`` also measures the sync round trip on a private RabbitMQ node with a real
+standby process (``branchnet host --role standby``, its store fsynced as in production): a
+:class:`~host_node.replication.Replicator` ships ``--rounds`` batches at ``--rate`` batches
+a second as the host does (``ship`` after the commit, ``held`` before the replies, the next
+batch shipped while one is held) and reports, per batch, the ``ship`` time and the round
+trip from ``ship`` to ``held`` returning (p50, p90, max in ms), and the CPU per entry of
+this process (the primary's side), of the standby process and of the broker.
+
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
 
@@ -23,6 +31,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -209,11 +220,15 @@ async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[floa
     replicator = Replicator(
         bus, key, key.public_key(), mode="async", standby_lost="async", timeout_s=1.0
     )
+    flush = getattr(replicator, "_flush", None)  # absent before ship stopped waiting
     await replicator.ship(batches[0])
     started = time.process_time()
     for settlement in batches[1:]:
         await replicator.ship(settlement)
+        if flush is not None:
+            await flush()  # one frame a batch, as when each is shipped before the next comes
     spent = time.process_time() - started
+    await replicator.stop()
     return spent, [m.body for m in bus.published]
 
 
@@ -266,15 +281,144 @@ async def run(entries: int, count: int, repeat: int) -> dict[str, Any]:
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(ordered[len(ordered) // 2] * 1e3, 2),
+        "p90": round(ordered[int(len(ordered) * 0.9)] * 1e3, 2),
+        "max": round(ordered[-1] * 1e3, 2),
+    }
+
+
+async def _until_consumed(bus: Bus, queue: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (await bus.queue_stats(queue)).consumers == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody consumes {queue}")
+        await asyncio.sleep(0.1)
+
+
+async def _round_trips(
+    amqp_url: str,
+    key: Ed25519PrivateKey,
+    batches: list[Settlement],
+    rate: float,
+    pids: list[int],
+) -> tuple[list[float], list[float], list[float]]:
+    """Ship ``batches`` paced at ``rate`` a second and wait for each as the host does: the
+    ``ship`` times, the ship-to-held round trips, and the CPU seconds of this process and of
+    ``pids`` over the paced batches (the first, seed batch and the start-up left out)."""
+    from common.amqp_bus import AmqpBus
+    from common.topology import CORE, DR_REPLICATION
+
+    bus = AmqpBus(amqp_url, name="bench-primary")
+    await bus.connect()
+    await bus.declare(CORE)
+    await _until_consumed(bus, DR_REPLICATION)
+    replicator = Replicator(
+        bus, key, key.public_key(), mode="sync", standby_lost="stop", timeout_s=10.0
+    )
+    await replicator.start(ChainHead())
+    ships: list[float] = []
+    trips: list[float] = []
+
+    async def held(seq: int, started: float) -> None:
+        await replicator.held(seq)
+        trips.append(time.perf_counter() - started)
+
+    await replicator.ship(batches[0])
+    await replicator.held(batches[0].head.seq)
+    answering: asyncio.Task[None] | None = None
+    cpu = [time.process_time(), *(_cpu_s(pid) for pid in pids)]
+    next_at = time.perf_counter()
+    for settlement in batches[1:]:
+        next_at += 1 / rate
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        started = time.perf_counter()
+        await replicator.ship(settlement)
+        ships.append(time.perf_counter() - started)
+        if answering is not None:
+            await answering  # the host answers its batches in order
+        answering = asyncio.create_task(held(settlement.head.seq, started))
+    if answering is not None:
+        await answering
+    cpu = [
+        spent - before
+        for spent, before in zip([time.process_time(), *map(_cpu_s, pids)], cpu, strict=True)
+    ]
+    await replicator.stop()
+    await bus.close()
+    return ships, trips, cpu
+
+
+async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
+    from branchnet.broker import start_broker, stop_broker
+
+    batches = _batches(count, entries)
+    base_dir = Path(tempfile.mkdtemp(prefix="branchnet-bench-replication-"))
+    base_dir.chmod(0o755)  # the node runs as user rabbitmq
+    try:
+        node = start_broker(base_dir)
+        standby: subprocess.Popen[bytes] | None = None
+        try:
+            home = base_dir / "nodes"
+            key = ensure_identity(home / "primary", SIGNER)
+            shutil.copytree(identity_dir(home / "primary"), identity_dir(home / "standby"))
+            standby = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "branchnet.cli", "host", "--role", "standby"),
+                    *("--data-dir", str(home / "standby"), "--amqp-url", node.amqp_url),
+                    *("--branches", "1"),
+                ],
+                env={**os.environ, "BRANCHNET_LOG_LEVEL": "warning"},
+                stdout=subprocess.DEVNULL,
+            )
+            broker_pid = int(node.pid_file.read_text().strip())
+            ships, trips, (primary_cpu, standby_cpu, broker_cpu) = await _round_trips(
+                node.amqp_url, key, batches, rate, [standby.pid, broker_pid]
+            )
+        finally:
+            if standby is not None:
+                standby.send_signal(signal.SIGTERM)
+                standby.wait(30)
+            stop_broker(base_dir)
+    finally:
+        shutil.rmtree(base_dir, ignore_errors=True)
+    total = entries * count
+    return {
+        "rate_batches_per_s": rate,
+        "ship_ms": _percentiles(ships),
+        "ship_to_held_ms": _percentiles(trips),
+        "cpu_us_per_entry": {
+            "primary": round(primary_cpu / total * 1e6, 2),
+            "standby": round(standby_cpu / total * 1e6, 2),
+            "broker": round(broker_cpu / total * 1e6, 2),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--accounts", type=int, default=256, help="customer accounts touched")
+    parser.add_argument("--rabbitmq", action="store_true", help="also the round trip (above)")
+    parser.add_argument("--rounds", type=int, default=400, help="batches of the round trip")
+    parser.add_argument("--rate", type=float, default=40.0, help="batches a second shipped")
     arguments = parser.parse_args()
     _ACCOUNTS[0] = arguments.accounts
     result = asyncio.run(run(arguments.entries, arguments.batches, arguments.repeat))
+    if arguments.rabbitmq:
+        result["rabbitmq"] = asyncio.run(
+            _rabbitmq(arguments.entries, arguments.rounds, arguments.rate)
+        )
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))
 

@@ -409,8 +409,9 @@ class Replicator:
         self._sequence = 0
         self._acked = asyncio.Condition()
         self._subscription: Subscription | None = None
-        #: Records queued for the sender, oldest first; notified when the sender takes some.
-        self._outbox: list[bytes] = []
+        #: Records queued for the sender, oldest first, each with whether it is a checkpoint;
+        #: ``_room`` is notified when the sender takes some.
+        self._outbox: list[tuple[bytes, bool]] = []
         self._room = asyncio.Condition()
         self._sender: asyncio.Task[None] | None = None
         #: True from a failed publish until one succeeds; after ``stop``, a failure gives up.
@@ -458,21 +459,21 @@ class Replicator:
     async def ship(self, settlement: Settlement) -> None:
         """Queue a committed batch for the standby (see the class doc)."""
         if settlement.entries:
-            await self._queue(encode_batch(settlement))
+            await self._queue(encode_batch(settlement), checkpoint=False)
             self.shipped = settlement.head.seq
 
     async def ship_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Queue a signed checkpoint after the batches it covers; after :meth:`stop`,
         publish it before returning."""
-        await self._queue(encode_checkpoint_record(checkpoint))
+        await self._queue(encode_checkpoint_record(checkpoint), checkpoint=True)
         if self._closing:
             await self._flush()
 
-    async def _queue(self, record: bytes) -> None:
+    async def _queue(self, record: bytes, *, checkpoint: bool) -> None:
         if len(self._outbox) >= OUTBOX_RECORDS:
             async with self._room:
                 await self._room.wait_for(lambda: len(self._outbox) < OUTBOX_RECORDS)
-        self._outbox.append(record)
+        self._outbox.append((record, checkpoint))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_queued(), name="replication-sender")
 
@@ -480,23 +481,25 @@ class Replicator:
         if self._sender is not None:
             await asyncio.shield(self._sender)
 
-    def _take_frame(self) -> list[bytes]:
-        """The oldest queued records that fit one frame (at least one)."""
+    def _take_frame(self) -> list[tuple[bytes, bool]]:
+        """The oldest queued records that fit one frame (at least one). A checkpoint only
+        leads a frame: the standby stores one once the entries it covers are written, and it
+        writes a frame's batches after checking the whole frame."""
         size, count = 0, 0
-        for record in self._outbox[:MAX_RECORDS]:
+        for record, checkpoint in self._outbox[:MAX_RECORDS]:
             size += len(record)
-            if count and size > _FRAME_BUDGET:
+            if count and (size > _FRAME_BUDGET or checkpoint):
                 break
             count += 1
-        records, self._outbox = self._outbox[:count], self._outbox[count:]
-        return records
+        taken, self._outbox = self._outbox[:count], self._outbox[count:]
+        return taken
 
     async def _send_queued(self) -> None:
         """Publish the queued records, frame after frame, until none is left; a frame the
         bus fails to publish goes back to the front and is retried (not after ``stop``)."""
         pause = _RETRY_S[0]
         while self._outbox:
-            records = self._take_frame()
+            taken = self._take_frame()
             async with self._room:
                 self._room.notify_all()
             self._sequence += 1
@@ -505,13 +508,13 @@ class Replicator:
                 FrameKind.JOURNAL,
                 PRIMARY_SENDER,
                 self._sequence,
-                records,
+                [record for record, _ in taken],
                 epoch=self.epoch,
             )
             try:
                 await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_REPLICATION, body)])
             except BaseException as error:
-                self._outbox[:0] = records
+                self._outbox[:0] = taken
                 if not isinstance(error, Exception):
                     raise  # cancelled: the records stay queued
                 if not self.failing:

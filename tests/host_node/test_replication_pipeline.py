@@ -18,11 +18,12 @@ from common.frames import Frame, FrameKind, decode_frame
 from common.topology import DEAD_EXCHANGE, DR_ACKS, DR_REPLICATION, REASON_HEADER
 from host_node import replication
 from host_node.batch import Settlement
+from host_node.checkpoint import sign_checkpoint
 from host_node.journal import ChainHead
 from host_node.replication import Replicator, encode_batch, signed_frame
 from host_node.standby import StandbyService
 from host_node.store import Store
-from tests.host_node.fakes import Teller
+from tests.host_node.fakes import Teller, now
 from tests.host_node.test_replication import (
     A,
     Handed,
@@ -106,6 +107,29 @@ async def test_ship_returns_before_the_confirm_and_batches_queued_meanwhile_shar
     await replica._drain()
     assert replica.store.head == primary.head
     assert tables(replica.store.path) == tables(primary.path)
+
+
+async def test_a_checkpoint_leads_its_frame_so_the_standby_stores_it(
+    primary: Store, replica: StandbyService
+) -> None:
+    settlements = await batches(primary, 3)
+    bus = GatedBus(held_key=DR_REPLICATION)
+    sender = replicator(bus, replica.key)
+    await sender.start(ChainHead())
+    await sender.ship(settlements[0])
+    await until(lambda: len(bus.frames()) == 1)
+    await sender.ship(settlements[1])
+    hashes = [e.hash for s in settlements[:2] for e in s.entries]
+    checkpoint = sign_checkpoint(replica.key, hashes, first_seq=1, epoch=0, signed_at=now())
+    await sender.ship_checkpoint(checkpoint)
+    await sender.ship(settlements[2])
+    bus.gate.set()
+    await sender.stop()
+    assert [len(frame) for frame in bus.frames()] == [1, 1, 2]  # not after the batch
+    for message in bus.published:
+        await replica._on_frame(Handed(message.body))
+    await replica._drain()
+    assert replica.store.head == primary.head and replica.signed_to == checkpoint.seq
 
 
 async def test_a_frame_the_bus_fails_to_publish_is_retried_before_later_batches(
