@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.identity import ensure_identity, identity_dir
-from common.replies import Reply
+from common.replies import Reply, encode_reply
 from common.results import ResultCode
 from host_node.batch import Remembered, Settlement
 from host_node.checkpoint import SIGNER
@@ -163,7 +163,7 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
             processed_at=now,
             journal_seq=entry.seq,
         )
-        remembered.append(Remembered(request_id, content, reply))
+        remembered.append(Remembered(request_id, content, reply, encode_reply(reply).decode()))
         record = orjson.dumps(
             {
                 "kind": kind,
