@@ -5,11 +5,12 @@ beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` fra
 header the host signs with its identity key. A batch goes as the rows the primary's commit
 wrote: each entry as the canonical body its hash covers (not encoded again), the rest as
 stored. The standby hashes each body once, checks the links, writes the rows and acks its
-applied position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
-holds it (RPO 0); in ``async`` mode at once, reporting the lag. When the standby does not ack
-within ``standby_timeout_s`` in sync mode, the primary either stops answering
-(``standby_lost="stop"``: the batch's frames go back and are retried) or degrades to async
-with an alert, returning to sync when the standby catches up.
+applied position on ``dr.acks``. Shipping does not wait for the broker (see
+:class:`Replicator`): in ``sync`` mode the primary answers a batch only once the standby
+holds it (RPO 0), which its signed ack says; in ``async`` mode at once, reporting the lag.
+When the standby does not ack within ``standby_timeout_s`` in sync mode, the primary either
+stops answering (``standby_lost="stop"``: the batch's frames go back and are retried) or
+degrades to async with an alert, returning to sync when the standby catches up.
 
 The epoch fence: a promoted standby announces its epoch on ``dr.epoch``; a host starting as
 primary reads every announcement and refuses to run when one is above its own epoch.
@@ -31,7 +32,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from common.bus import Bus, Delivery, Message, Subscription
-from common.errors import FrameError
+from common.errors import BranchnetError, FrameError
 from common.events import ReplicationStatus
 from common.frames import (
     MAX_RECORDS,
@@ -582,23 +583,29 @@ class Replicator:
         await asyncio.sleep(0)  # let the acks the consumer has in hand come in
         while self._acks:
             deliveries, self._acks = self._acks, []
-            claims: list[tuple[int, Frame, Delivery]] = []
-            for delivery in deliveries:
-                try:
-                    frame = decode_frame(delivery.body, expect=FrameKind.ACK)
-                    position = max(int(orjson.loads(r)["seq"]) for r in frame.records)
-                except (FrameError, ValueError, KeyError, TypeError) as error:
-                    await self.bus.dead_letter(delivery, f"bad standby ack: {error}"[:200])
-                    continue
-                claims.append((position, frame, delivery))
-            claims.sort(key=lambda claim: claim[0], reverse=True)
-            for index, (position, frame, delivery) in enumerate(claims):
-                if position <= self.acked or _signed_by(frame, self.public_key):
-                    for _, _, settled in claims[index:]:
-                        await settled.ack()
-                    await self._advance(position)
-                    break
-                await self.bus.dead_letter(delivery, "bad standby ack: not signed by the host")
+            try:
+                await self._check(deliveries)
+            except (BranchnetError, OSError) as error:  # the broker redelivers them
+                _log.error("standby acks not settled", error=str(error)[:200])
+
+    async def _check(self, deliveries: list[Delivery]) -> None:
+        claims: list[tuple[int, Frame, Delivery]] = []
+        for delivery in deliveries:
+            try:
+                frame = decode_frame(delivery.body, expect=FrameKind.ACK)
+                position = max(int(orjson.loads(r)["seq"]) for r in frame.records)
+            except (FrameError, ValueError, KeyError, TypeError) as error:
+                await self.bus.dead_letter(delivery, f"bad standby ack: {error}"[:200])
+                continue
+            claims.append((position, frame, delivery))
+        claims.sort(key=lambda claim: claim[0], reverse=True)
+        for index, (position, frame, delivery) in enumerate(claims):
+            if position <= self.acked or _signed_by(frame, self.public_key):
+                for _, _, settled in claims[index:]:
+                    await settled.ack()
+                await self._advance(position)
+                break
+            await self.bus.dead_letter(delivery, "bad standby ack: not signed by the host")
 
     async def _advance(self, position: int) -> None:
         async with self._acked:

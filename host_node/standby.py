@@ -5,13 +5,13 @@ signature and epoch, checks that each batch continues its own chain (sequence an
 writes it to its own store, stores each checkpoint whose signature verifies, and acks its
 applied position on ``dr.acks``. Batches are written as they are checked, one transaction per
 write: the batches checked while the previous write was under way are written together (group
-commit), then their frames are acked, and the position once, by an acker task that the next
-write does not wait for (the latest position when several wait; a position ack is transient,
-as the next one supersedes it). A batch it already holds is
-skipped (a redelivery); a batch beyond its head means it missed entries (a wiped or new
-standby): it is then *out of sync* (remembered in its store), acks nothing and cannot be
-promoted until resynchronised from a snapshot of the primary's store
-(:func:`~host_node.store.copy_store`) plus the stream's tail.
+commit), then their frames are acked, and the position once, by an acker task the next write
+does not wait for (it publishes the latest position when several wait; a position ack is
+transient, as the next one supersedes it). A batch it already holds is skipped (a
+redelivery); a batch beyond its head means it missed entries (a wiped or new standby): it is
+then *out of sync* (remembered in its store), acks nothing and cannot be promoted until
+resynchronised from a snapshot of the primary's store (:func:`~host_node.store.copy_store`)
+plus the stream's tail.
 
 :func:`promote` applies everything still queued, then gives the store an epoch above every
 epoch seen and announces it on ``dr.epoch``.
