@@ -310,12 +310,14 @@ async def _round_trips(
     batches: list[Settlement],
     rate: float,
     pids: list[int],
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], dict[str, int]]:
     """Ship ``batches`` paced at ``rate`` a second and wait for each as the host does: the
-    ``ship`` times, the ship-to-held round trips, and the CPU seconds of this process and of
-    ``pids`` over the paced batches (the first, seed batch and the start-up left out)."""
+    ``ship`` times, the ship-to-held round trips, the CPU seconds of this process and of
+    ``pids`` over the paced batches (the first, seed batch and the start-up left out), and
+    the replication frames sent, acks received and ack signatures verified meanwhile."""
     from common.amqp_bus import AmqpBus
     from common.topology import CORE, DR_REPLICATION
+    from host_node import replication
 
     bus = AmqpBus(amqp_url, name="bench-primary")
     await bus.connect()
@@ -324,6 +326,19 @@ async def _round_trips(
     replicator = Replicator(
         bus, key, key.public_key(), mode="sync", standby_lost="stop", timeout_s=10.0
     )
+    counts = {"frames": 0, "acks": 0, "verified": 0}
+    on_ack, verify = replicator._on_ack, getattr(replication, "verify")  # noqa: B009
+
+    async def counted_ack(delivery: Delivery) -> None:
+        counts["acks"] += 1
+        await on_ack(delivery)
+
+    def counted_verify(*args: Any) -> bool:
+        counts["verified"] += 1
+        return bool(verify(*args))
+
+    setattr(replicator, "_on_ack", counted_ack)  # noqa: B010 - before start subscribes it
+    setattr(replication, "verify", counted_verify)  # noqa: B010 - the primary's checks only
     await replicator.start(ChainHead())
     ships: list[float] = []
     trips: list[float] = []
@@ -336,6 +351,7 @@ async def _round_trips(
     await replicator.held(batches[0].head.seq)
     answering: asyncio.Task[None] | None = None
     cpu = [time.process_time(), *(_cpu_s(pid) for pid in pids)]
+    counts.update(frames=-replicator._sequence, acks=0, verified=0)
     next_at = time.perf_counter()
     for settlement in batches[1:]:
         next_at += 1 / rate
@@ -352,9 +368,11 @@ async def _round_trips(
         spent - before
         for spent, before in zip([time.process_time(), *map(_cpu_s, pids)], cpu, strict=True)
     ]
+    counts["frames"] += replicator._sequence
     await replicator.stop()
     await bus.close()
-    return ships, trips, cpu
+    setattr(replication, "verify", verify)  # noqa: B010
+    return ships, trips, cpu, counts
 
 
 async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
@@ -380,7 +398,7 @@ async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
                 stdout=subprocess.DEVNULL,
             )
             broker_pid = int(node.pid_file.read_text().strip())
-            ships, trips, (primary_cpu, standby_cpu, broker_cpu) = await _round_trips(
+            ships, trips, (primary_cpu, standby_cpu, broker_cpu), counts = await _round_trips(
                 node.amqp_url, key, batches, rate, [standby.pid, broker_pid]
             )
         finally:
@@ -395,6 +413,7 @@ async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
         "rate_batches_per_s": rate,
         "ship_ms": _percentiles(ships),
         "ship_to_held_ms": _percentiles(trips),
+        "per_batch": {name: round(number / count, 2) for name, number in counts.items()},
         "cpu_us_per_entry": {
             "primary": round(primary_cpu / total * 1e6, 2),
             "standby": round(standby_cpu / total * 1e6, 2),
