@@ -118,9 +118,11 @@ class RecordingBus(Bus):
         pass
 
 
-def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False) -> Settlement:
+def _settlement(
+    head: ChainHead, entries: int, batch: int, held: set[str], *, seed: bool = False
+) -> Settlement:
     """A committed batch of ``entries`` approved requests after ``head``; a ``seed`` batch
-    also brings every customer."""
+    also brings every customer. The accounts not in ``held`` are new (and added to it)."""
     now = dt.datetime.now(dt.UTC)
     sealed, remembered, evidence, accounts = [], [], [], {}
     digest = hashlib.sha256(f"frame-{batch}".encode()).hexdigest()
@@ -194,6 +196,8 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
     header = b'{"version":1,"kind":"request","sender":"0001","sequence":1,"signature":"' + (
         b"ab" * 64 + b'"}'
     )
+    new = frozenset(number for number in accounts if number not in held)
+    held.update(accounts)
     return Settlement(
         replies=(),
         entries=tuple(sealed),
@@ -203,14 +207,16 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
         head=head,
         evidence=tuple(evidence),
         frames={digest: FrameProof(header, os.urandom(32 * entries))},
+        new_accounts=new,
     )
 
 
 def _batches(count: int, entries: int) -> list[Settlement]:
     """A seed batch of one entry, then ``count`` batches of ``entries``."""
-    batches = [_settlement(ChainHead(), 1, 0, seed=True)]
+    held: set[str] = set()
+    batches = [_settlement(ChainHead(), 1, 0, held, seed=True)]
     for number in range(1, count + 1):
-        batches.append(_settlement(batches[-1].head, entries, number))
+        batches.append(_settlement(batches[-1].head, entries, number, held))
     return batches
 
 
@@ -222,6 +228,8 @@ async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[floa
     )
     flush = getattr(replicator, "_flush", None)  # absent before ship stopped waiting
     await replicator.ship(batches[0])
+    if flush is not None:
+        await flush()
     started = time.process_time()
     for settlement in batches[1:]:
         await replicator.ship(settlement)

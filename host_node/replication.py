@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -108,6 +108,7 @@ class _BatchRecord(TypedDict):
     remembered: list[tuple[str, str, str, int]]  # request id, content hash, reply, seq
     evidence: list[tuple[int, str | None, int | None, str, str | None, str]]
     frames: list[tuple[str, str, str]]  # digest, header, leaves (hex)
+    new: NotRequired[list[str]]  # the accounts the primary did not hold before (absent: unknown)
 
 
 class _EntryFields(TypedDict):
@@ -182,7 +183,7 @@ def encode_batch(settlement: Settlement) -> bytes:
 
     The entries go as the canonical bodies they were hashed from, not encoded again.
     """
-    record = {
+    record: dict[str, object] = {
         "entries": [(e.hash, (e.body or entry_body(e)).decode()) for e in settlement.entries],
         "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
         "accounts": [_shipped_account(a) for a in settlement.accounts],
@@ -203,6 +204,8 @@ def encode_batch(settlement: Settlement) -> bytes:
         ],
         "frames": [(d, f.header.decode(), f.leaves.hex()) for d, f in settlement.frames.items()],
     }
+    if settlement.new_accounts is not None:
+        record["new"] = list(settlement.new_accounts)
     return orjson.dumps({"batch": record})
 
 
@@ -263,6 +266,7 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
         else dt.datetime.now(dt.UTC),
         after=head,
         head=last,
+        new_accounts=frozenset(record["new"]) if "new" in record else None,
     )
 
 
