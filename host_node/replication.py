@@ -584,8 +584,7 @@ class Replicator:
         below it are settled unverified (they cannot move the position) and so one
         verification serves them all.
         """
-        await asyncio.sleep(0)  # let the acks the consumer has in hand come in
-        while self._acks:
+        while self._acks:  # a task runs after the consumer handed over the acks it holds
             deliveries, self._acks = self._acks, []
             try:
                 await self._check(deliveries)
