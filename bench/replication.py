@@ -11,6 +11,15 @@ them). Prints one JSON object: process CPU microseconds per entry, the best of `
 
     .venv/bin/python bench/replication.py [--entries 50] [--batches 40] [--repeat 5]
 
+``--rabbitmq`` also measures the sync round trip on a private RabbitMQ node with a real
+standby process (``branchnet host --role standby``, its store fsynced as in production): a
+:class:`~host_node.replication.Replicator` ships ``--rounds`` batches at ``--rate`` batches
+a second as the host does (``ship`` after the commit, ``held`` before the replies, the next
+batch shipped while one is held) and reports, per batch, the ``ship`` time and the round
+trip from ``ship`` to ``held`` returning (p50, p90, max in ms), the replication frames,
+acks and ack signature checks per batch, and the CPU per entry of this process (the
+primary's side), of the standby process and of the broker.
+
 Nothing here asserts a time; the figures are for before/after comparisons on one machine.
 """
 
@@ -23,6 +32,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -34,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.identity import ensure_identity, identity_dir
-from common.replies import Reply
+from common.replies import Reply, encode_reply
 from common.results import ResultCode
 from host_node.batch import Remembered, Settlement
 from host_node.checkpoint import SIGNER
@@ -107,9 +119,11 @@ class RecordingBus(Bus):
         pass
 
 
-def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False) -> Settlement:
+def _settlement(
+    head: ChainHead, entries: int, batch: int, held: set[str], *, seed: bool = False
+) -> Settlement:
     """A committed batch of ``entries`` approved requests after ``head``; a ``seed`` batch
-    also brings every customer."""
+    also brings every customer. The accounts not in ``held`` are new (and added to it)."""
     now = dt.datetime.now(dt.UTC)
     sealed, remembered, evidence, accounts = [], [], [], {}
     digest = hashlib.sha256(f"frame-{batch}".encode()).hexdigest()
@@ -152,7 +166,7 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
             processed_at=now,
             journal_seq=entry.seq,
         )
-        remembered.append(Remembered(request_id, content, reply))
+        remembered.append(Remembered(request_id, content, reply, encode_reply(reply).decode()))
         record = orjson.dumps(
             {
                 "kind": kind,
@@ -183,6 +197,8 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
     header = b'{"version":1,"kind":"request","sender":"0001","sequence":1,"signature":"' + (
         b"ab" * 64 + b'"}'
     )
+    new = frozenset(number for number in accounts if number not in held)
+    held.update(accounts)
     return Settlement(
         replies=(),
         entries=tuple(sealed),
@@ -192,14 +208,16 @@ def _settlement(head: ChainHead, entries: int, batch: int, *, seed: bool = False
         head=head,
         evidence=tuple(evidence),
         frames={digest: FrameProof(header, os.urandom(32 * entries))},
+        new_accounts=new,
     )
 
 
 def _batches(count: int, entries: int) -> list[Settlement]:
     """A seed batch of one entry, then ``count`` batches of ``entries``."""
-    batches = [_settlement(ChainHead(), 1, 0, seed=True)]
+    held: set[str] = set()
+    batches = [_settlement(ChainHead(), 1, 0, held, seed=True)]
     for number in range(1, count + 1):
-        batches.append(_settlement(batches[-1].head, entries, number))
+        batches.append(_settlement(batches[-1].head, entries, number, held))
     return batches
 
 
@@ -209,11 +227,17 @@ async def _ship(key: Ed25519PrivateKey, batches: list[Settlement]) -> tuple[floa
     replicator = Replicator(
         bus, key, key.public_key(), mode="async", standby_lost="async", timeout_s=1.0
     )
+    flush = getattr(replicator, "_flush", None)  # absent before ship stopped waiting
     await replicator.ship(batches[0])
+    if flush is not None:
+        await flush()
     started = time.process_time()
     for settlement in batches[1:]:
         await replicator.ship(settlement)
+        if flush is not None:
+            await flush()  # one frame a batch, as when each is shipped before the next comes
     spent = time.process_time() - started
+    await replicator.stop()
     return spent, [m.body for m in bus.published]
 
 
@@ -266,15 +290,163 @@ async def run(entries: int, count: int, repeat: int) -> dict[str, Any]:
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(ordered[len(ordered) // 2] * 1e3, 2),
+        "p90": round(ordered[int(len(ordered) * 0.9)] * 1e3, 2),
+        "max": round(ordered[-1] * 1e3, 2),
+    }
+
+
+async def _until_consumed(bus: Bus, queue: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (await bus.queue_stats(queue)).consumers == 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody consumes {queue}")
+        await asyncio.sleep(0.1)
+
+
+async def _round_trips(
+    amqp_url: str,
+    key: Ed25519PrivateKey,
+    batches: list[Settlement],
+    rate: float,
+    pids: list[int],
+) -> tuple[list[float], list[float], list[float], dict[str, int]]:
+    """Ship ``batches`` paced at ``rate`` a second and wait for each as the host does: the
+    ``ship`` times, the ship-to-held round trips, the CPU seconds of this process and of
+    ``pids`` over the paced batches (the first, seed batch and the start-up left out), and
+    the replication frames sent, acks received and ack signatures verified meanwhile."""
+    from common.amqp_bus import AmqpBus
+    from common.topology import CORE, DR_REPLICATION
+    from host_node import replication
+
+    bus = AmqpBus(amqp_url, name="bench-primary")
+    await bus.connect()
+    await bus.declare(CORE)
+    await _until_consumed(bus, DR_REPLICATION)
+    replicator = Replicator(
+        bus, key, key.public_key(), mode="sync", standby_lost="stop", timeout_s=10.0
+    )
+    counts = {"frames": 0, "acks": 0, "verified": 0}
+    on_ack, verify = replicator._on_ack, getattr(replication, "verify")  # noqa: B009
+
+    async def counted_ack(delivery: Delivery) -> None:
+        counts["acks"] += 1
+        await on_ack(delivery)
+
+    def counted_verify(*args: Any) -> bool:
+        counts["verified"] += 1
+        return bool(verify(*args))
+
+    setattr(replicator, "_on_ack", counted_ack)  # noqa: B010 - before start subscribes it
+    setattr(replication, "verify", counted_verify)  # noqa: B010 - the primary's checks only
+    await replicator.start(ChainHead())
+    ships: list[float] = []
+    trips: list[float] = []
+
+    async def held(seq: int, started: float) -> None:
+        await replicator.held(seq)
+        trips.append(time.perf_counter() - started)
+
+    await replicator.ship(batches[0])
+    await replicator.held(batches[0].head.seq)
+    answering: asyncio.Task[None] | None = None
+    cpu = [time.process_time(), *(_cpu_s(pid) for pid in pids)]
+    counts.update(frames=-replicator._sequence, acks=0, verified=0)
+    next_at = time.perf_counter()
+    for settlement in batches[1:]:
+        next_at += 1 / rate
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        started = time.perf_counter()
+        await replicator.ship(settlement)
+        ships.append(time.perf_counter() - started)
+        if answering is not None:
+            await answering  # the host answers its batches in order
+        answering = asyncio.create_task(held(settlement.head.seq, started))
+    if answering is not None:
+        await answering
+    cpu = [
+        spent - before
+        for spent, before in zip([time.process_time(), *map(_cpu_s, pids)], cpu, strict=True)
+    ]
+    counts["frames"] += replicator._sequence
+    await replicator.stop()
+    await bus.close()
+    setattr(replication, "verify", verify)  # noqa: B010
+    return ships, trips, cpu, counts
+
+
+async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
+    from branchnet.broker import start_broker, stop_broker
+
+    batches = _batches(count, entries)
+    base_dir = Path(tempfile.mkdtemp(prefix="branchnet-bench-replication-"))
+    base_dir.chmod(0o755)  # the node runs as user rabbitmq
+    try:
+        node = start_broker(base_dir)
+        standby: subprocess.Popen[bytes] | None = None
+        try:
+            home = base_dir / "nodes"
+            key = ensure_identity(home / "primary", SIGNER)
+            shutil.copytree(identity_dir(home / "primary"), identity_dir(home / "standby"))
+            standby = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "branchnet.cli", "host", "--role", "standby"),
+                    *("--data-dir", str(home / "standby"), "--amqp-url", node.amqp_url),
+                    *("--branches", "1"),
+                ],
+                env={**os.environ, "BRANCHNET_LOG_LEVEL": "warning"},
+                stdout=subprocess.DEVNULL,
+            )
+            broker_pid = int(node.pid_file.read_text().strip())
+            ships, trips, (primary_cpu, standby_cpu, broker_cpu), counts = await _round_trips(
+                node.amqp_url, key, batches, rate, [standby.pid, broker_pid]
+            )
+        finally:
+            if standby is not None:
+                standby.send_signal(signal.SIGTERM)
+                standby.wait(30)
+            stop_broker(base_dir)
+    finally:
+        shutil.rmtree(base_dir, ignore_errors=True)
+    total = entries * count
+    return {
+        "rate_batches_per_s": rate,
+        "ship_ms": _percentiles(ships),
+        "ship_to_held_ms": _percentiles(trips),
+        "per_batch": {name: round(number / count, 2) for name, number in counts.items()},
+        "cpu_us_per_entry": {
+            "primary": round(primary_cpu / total * 1e6, 2),
+            "standby": round(standby_cpu / total * 1e6, 2),
+            "broker": round(broker_cpu / total * 1e6, 2),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=50)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--accounts", type=int, default=256, help="customer accounts touched")
+    parser.add_argument("--rabbitmq", action="store_true", help="also the round trip (above)")
+    parser.add_argument("--rounds", type=int, default=400, help="batches of the round trip")
+    parser.add_argument("--rate", type=float, default=40.0, help="batches a second shipped")
     arguments = parser.parse_args()
     _ACCOUNTS[0] = arguments.accounts
     result = asyncio.run(run(arguments.entries, arguments.batches, arguments.repeat))
+    if arguments.rabbitmq:
+        result["rabbitmq"] = asyncio.run(
+            _rabbitmq(arguments.entries, arguments.rounds, arguments.rate)
+        )
     result["loadavg"] = os.getloadavg()
     print(json.dumps(result, indent=1))
 

@@ -5,11 +5,12 @@ beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` fra
 header the host signs with its identity key. A batch goes as the rows the primary's commit
 wrote: each entry as the canonical body its hash covers (not encoded again), the rest as
 stored. The standby hashes each body once, checks the links, writes the rows and acks its
-applied position on ``dr.acks``. In ``sync`` mode the primary answers a batch only once the standby
-holds it (RPO 0); in ``async`` mode at once, reporting the lag. When the standby does not ack
-within ``standby_timeout_s`` in sync mode, the primary either stops answering
-(``standby_lost="stop"``: the batch's frames go back and are retried) or degrades to async
-with an alert, returning to sync when the standby catches up.
+applied position on ``dr.acks``. Shipping does not wait for the broker (see
+:class:`Replicator`): in ``sync`` mode the primary answers a batch only once the standby
+holds it (RPO 0), which its signed ack says; in ``async`` mode at once, reporting the lag.
+When the standby does not ack within ``standby_timeout_s`` in sync mode, the primary either
+stops answering (``standby_lost="stop"``: the batch's frames go back and are retried) or
+degrades to async with an alert, returning to sync when the standby catches up.
 
 The epoch fence: a promoted standby announces its epoch on ``dr.epoch``; a host starting as
 primary reads every announcement and refuses to run when one is above its own epoch.
@@ -23,7 +24,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -31,9 +32,17 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from common.bus import Bus, Delivery, Message, Subscription
-from common.errors import FrameError
+from common.errors import BranchnetError, FrameError
 from common.events import ReplicationStatus
-from common.frames import Frame, FrameHeader, FrameKind, build_frame, decode_frame, encode_frame
+from common.frames import (
+    MAX_RECORDS,
+    Frame,
+    FrameHeader,
+    FrameKind,
+    build_frame,
+    decode_frame,
+    encode_frame,
+)
 from common.identity import verify
 from common.logs import get_logger
 from common.results import ResultCode
@@ -99,6 +108,7 @@ class _BatchRecord(TypedDict):
     remembered: list[tuple[str, str, str, int]]  # request id, content hash, reply, seq
     evidence: list[tuple[int, str | None, int | None, str, str | None, str]]
     frames: list[tuple[str, str, str]]  # digest, header, leaves (hex)
+    new: NotRequired[list[str]]  # the accounts the primary did not hold before (absent: unknown)
 
 
 class _EntryFields(TypedDict):
@@ -173,7 +183,7 @@ def encode_batch(settlement: Settlement) -> bytes:
 
     The entries go as the canonical bodies they were hashed from, not encoded again.
     """
-    record = {
+    record: dict[str, object] = {
         "entries": [(e.hash, (e.body or entry_body(e)).decode()) for e in settlement.entries],
         "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
         "accounts": [_shipped_account(a) for a in settlement.accounts],
@@ -194,6 +204,8 @@ def encode_batch(settlement: Settlement) -> bytes:
         ],
         "frames": [(d, f.header.decode(), f.leaves.hex()) for d, f in settlement.frames.items()],
     }
+    if settlement.new_accounts is not None:
+        record["new"] = list(settlement.new_accounts)
     return orjson.dumps({"batch": record})
 
 
@@ -254,6 +266,7 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
         else dt.datetime.now(dt.UTC),
         after=head,
         head=last,
+        new_accounts=frozenset(record["new"]) if "new" in record else None,
     )
 
 
@@ -286,6 +299,17 @@ def signed_frame(
     return encode_frame(Frame(header, frame.records))
 
 
+def _signed_by(frame: Frame, key: Ed25519PublicKey) -> bool:
+    """True when ``frame``'s header carries ``key``'s signature over the rest of it."""
+    signature = frame.header.signature
+    try:
+        return signature is not None and verify(
+            key, bytes.fromhex(signature), _header_bytes(frame.header)
+        )
+    except ValueError:
+        return False
+
+
 def open_signed_frame(body: bytes, key: Ed25519PublicKey, kind: FrameKind) -> Frame:
     """Decode a frame and check its header's signature.
 
@@ -293,14 +317,7 @@ def open_signed_frame(body: bytes, key: Ed25519PublicKey, kind: FrameKind) -> Fr
         FrameError: malformed, of another kind, unsigned or not signed by ``key``.
     """
     frame = decode_frame(body, expect=kind)
-    signature = frame.header.signature
-    try:
-        valid = signature is not None and verify(
-            key, bytes.fromhex(signature), _header_bytes(frame.header)
-        )
-    except ValueError:
-        valid = False
-    if not valid:
+    if not _signed_by(frame, key):
         raise FrameError(f"{kind} frame not signed by the host")
     return frame
 
@@ -352,8 +369,26 @@ async def read_fence(bus: Bus, key: Ed25519PublicKey, *, settle_s: float = 0.5) 
 # --- the primary's side ------------------------------------------------------------------
 
 
+#: Records waiting for the sender at most: beyond, ``ship`` waits for room (back-pressure).
+OUTBOX_RECORDS = 256
+#: Bytes of records one replication frame carries at most (well under the frame limit).
+_FRAME_BUDGET = 1024 * 1024
+#: First and longest pause between attempts to publish a frame the bus failed to publish.
+_RETRY_S = (0.05, 1.0)
+
+
 class Replicator:
-    """Ships committed batches and checkpoints to the standby and tracks what it holds."""
+    """Ships committed batches and checkpoints to the standby and tracks what it holds.
+
+    ``ship`` queues a batch's record and returns: a sender task publishes the queued records
+    in order, all those queued while the previous frame waited for the broker's confirm in
+    one signed frame, one frame at a time (so a frame the broker refuses is retried before
+    any later one goes). The broker's confirm is off the batch's path: the standby's signed
+    ack, which ``held`` waits for in sync mode, implies the broker delivered the frame. A
+    frame the bus fails to publish raises an alert and is retried, in order, until it goes;
+    meanwhile the standby acks nothing new, so a sync primary meets its ``standby_lost``
+    handling, and the lag grows.
+    """
 
     def __init__(
         self,
@@ -379,6 +414,17 @@ class Replicator:
         self._sequence = 0
         self._acked = asyncio.Condition()
         self._subscription: Subscription | None = None
+        #: Records queued for the sender, oldest first, each with whether it is a checkpoint;
+        #: ``_room`` is notified when the sender takes some.
+        self._outbox: list[tuple[bytes, bool]] = []
+        self._room = asyncio.Condition()
+        self._sender: asyncio.Task[None] | None = None
+        #: True from a failed publish until one succeeds; after ``stop``, a failure gives up.
+        self.failing = False
+        self._closing = False
+        #: Acks received and not yet checked (see :meth:`_check_acks`).
+        self._acks: list[Delivery] = []
+        self._checker: asyncio.Task[None] | None = None
 
     @property
     def lag(self) -> int:
@@ -397,32 +443,102 @@ class Replicator:
             mode="async" if self.degraded else self.mode,
             lag_entries=lag,
             lag_s=round(behind_s, 3),
-            standby_up=not self.degraded,
+            standby_up=not (self.degraded or self.failing),
         )
 
     async def start(self, head: ChainHead) -> None:
         self.shipped = head.seq
+        self._closing = False
         self._subscription = await self.bus.consume(DR_ACKS, self._on_ack, prefetch=64)
 
     async def stop(self) -> None:
+        """Stop reading acks; publish what is queued (giving up if the bus fails)."""
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
+        if self._checker is not None:
+            await asyncio.shield(self._checker)
+        self._closing = True
+        await self._flush()
 
     async def ship(self, settlement: Settlement) -> None:
+        """Queue a committed batch for the standby (see the class doc)."""
         if settlement.entries:
-            await self._send(encode_batch(settlement))
+            await self._queue(encode_batch(settlement), checkpoint=False)
             self.shipped = settlement.head.seq
 
     async def ship_checkpoint(self, checkpoint: Checkpoint) -> None:
-        await self._send(encode_checkpoint_record(checkpoint))
+        """Queue a signed checkpoint after the batches it covers; after :meth:`stop`,
+        publish it before returning."""
+        await self._queue(encode_checkpoint_record(checkpoint), checkpoint=True)
+        if self._closing:
+            await self._flush()
 
-    async def _send(self, record: bytes) -> None:
-        self._sequence += 1
-        body = signed_frame(
-            self.key, FrameKind.JOURNAL, PRIMARY_SENDER, self._sequence, [record], epoch=self.epoch
-        )
-        await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_REPLICATION, body)])
+    async def _queue(self, record: bytes, *, checkpoint: bool) -> None:
+        if len(self._outbox) >= OUTBOX_RECORDS:
+            async with self._room:
+                await self._room.wait_for(lambda: len(self._outbox) < OUTBOX_RECORDS)
+        self._outbox.append((record, checkpoint))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_queued(), name="replication-sender")
+
+    async def _flush(self) -> None:
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+
+    def _take_frame(self) -> list[tuple[bytes, bool]]:
+        """The oldest queued records that fit one frame (at least one). A checkpoint only
+        leads a frame: the standby stores one once the entries it covers are written, and it
+        writes a frame's batches after checking the whole frame."""
+        size, count = 0, 0
+        for record, checkpoint in self._outbox[:MAX_RECORDS]:
+            size += len(record)
+            if count and (size > _FRAME_BUDGET or checkpoint):
+                break
+            count += 1
+        taken, self._outbox = self._outbox[:count], self._outbox[count:]
+        return taken
+
+    async def _send_queued(self) -> None:
+        """Publish the queued records, frame after frame, until none is left; a frame the
+        bus fails to publish goes back to the front and is retried (not after ``stop``)."""
+        pause = _RETRY_S[0]
+        while self._outbox:
+            taken = self._take_frame()
+            async with self._room:
+                self._room.notify_all()
+            self._sequence += 1
+            body = signed_frame(
+                self.key,
+                FrameKind.JOURNAL,
+                PRIMARY_SENDER,
+                self._sequence,
+                [record for record, _ in taken],
+                epoch=self.epoch,
+            )
+            try:
+                await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_REPLICATION, body)])
+            except BaseException as error:
+                self._outbox[:0] = taken
+                if not isinstance(error, Exception):
+                    raise  # cancelled: the records stay queued
+                if not self.failing:
+                    _log.error(
+                        "ALERT replication frame not published; retrying",
+                        error=str(error)[:200],
+                        queued=len(self._outbox),
+                    )
+                self.failing = True
+                if self._closing:
+                    _log.error("ALERT replication records not sent", queued=len(self._outbox))
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RETRY_S[1])
+                continue
+            if self.failing:
+                _log.warning("replication frames published again", queued=len(self._outbox))
+            self.failing = False
+            pause = _RETRY_S[0]
 
     async def held(self, seq: int) -> None:
         """In sync mode, return once the standby holds entry ``seq`` (see the module doc).
@@ -455,13 +571,46 @@ class Replicator:
             _log.info("replication lag", lag=self.lag, shipped=self.shipped, acked=self.acked)
 
     async def _on_ack(self, delivery: Delivery) -> None:
-        try:
-            frame = open_signed_frame(delivery.body, self.public_key, FrameKind.ACK)
-            position = max(int(orjson.loads(r)["seq"]) for r in frame.records)
-        except (FrameError, ValueError, KeyError, TypeError) as error:
-            await self.bus.dead_letter(delivery, f"bad standby ack: {error}"[:200])
-            return
-        await delivery.ack()
+        """Keep the ack for :meth:`_check_acks`, which runs once the queued ones are in."""
+        self._acks.append(delivery)
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check_acks(), name="replication-acks")
+
+    async def _check_acks(self) -> None:
+        """Move the standby's confirmed position to the highest ack that verifies.
+
+        Acks are positions, so of the acks that queued up only the highest claimed one needs
+        its signature verified: those above it that do not verify are dead-lettered, those
+        below it are settled unverified (they cannot move the position) and so one
+        verification serves them all.
+        """
+        while self._acks:  # a task runs after the consumer handed over the acks it holds
+            deliveries, self._acks = self._acks, []
+            try:
+                await self._check(deliveries)
+            except (BranchnetError, OSError) as error:  # the broker redelivers them
+                _log.error("standby acks not settled", error=str(error)[:200])
+
+    async def _check(self, deliveries: list[Delivery]) -> None:
+        claims: list[tuple[int, Frame, Delivery]] = []
+        for delivery in deliveries:
+            try:
+                frame = decode_frame(delivery.body, expect=FrameKind.ACK)
+                position = max(int(orjson.loads(r)["seq"]) for r in frame.records)
+            except (FrameError, ValueError, KeyError, TypeError) as error:
+                await self.bus.dead_letter(delivery, f"bad standby ack: {error}"[:200])
+                continue
+            claims.append((position, frame, delivery))
+        claims.sort(key=lambda claim: claim[0], reverse=True)
+        for index, (position, frame, delivery) in enumerate(claims):
+            if position <= self.acked or _signed_by(frame, self.public_key):
+                for _, _, settled in claims[index:]:
+                    await settled.ack()
+                await self._advance(position)
+                break
+            await self.bus.dead_letter(delivery, "bad standby ack: not signed by the host")
+
+    async def _advance(self, position: int) -> None:
         async with self._acked:
             self.acked = max(self.acked, position)
             self._acked.notify_all()

@@ -5,11 +5,13 @@ signature and epoch, checks that each batch continues its own chain (sequence an
 writes it to its own store, stores each checkpoint whose signature verifies, and acks its
 applied position on ``dr.acks``. Batches are written as they are checked, one transaction per
 write: the batches checked while the previous write was under way are written together (group
-commit), then their frames are acked and the position once. A batch it already holds is
-skipped (a redelivery); a batch beyond its head means it missed entries (a wiped or new
-standby): it is then *out of sync* (remembered in its store), acks nothing and cannot be
-promoted until resynchronised from a snapshot of the primary's store
-(:func:`~host_node.store.copy_store`) plus the stream's tail.
+commit), then their frames are acked, and the position once, by an acker task the next write
+does not wait for (it publishes the latest position when several wait; a position ack is
+transient, as the next one supersedes it). A batch it already holds is skipped (a
+redelivery); a batch beyond its head means it missed entries (a wiped or new standby): it is
+then *out of sync* (remembered in its store), acks nothing and cannot be promoted until
+resynchronised from a snapshot of the primary's store (:func:`~host_node.store.copy_store`)
+plus the stream's tail.
 
 :func:`promote` applies everything still queued, then gives the store an epoch above every
 epoch seen and announces it on ``dr.epoch``.
@@ -68,8 +70,13 @@ class StandbyService:
         self._pending: list[tuple[Delivery, list[ReplicaRows]]] = []
         self._tail = ChainHead()
         self._writer: asyncio.Task[None] | None = None
+        #: Publishes the position when ``_unacked`` is set (see :meth:`_ack`).
+        self._acker: asyncio.Task[None] | None = None
+        self._unacked = False
+        self._stopping = False
 
     async def start(self) -> None:
+        self._stopping = False
         await self.store.open()
         self.epoch = await self.store.epoch()
         self.in_sync = await self.store.meta(_MISSED) is None
@@ -88,6 +95,7 @@ class StandbyService:
 
     async def stop(self) -> None:
         """Stop consuming; what was checked is written and acked first."""
+        self._stopping = True
         async with self._lock:
             await self._drain()
         if self._subscription is not None:
@@ -123,7 +131,7 @@ class StandbyService:
                 return
             if not batches:  # a checkpoint, a batch already held or one beyond a gap
                 if self.in_sync and not self._pending:
-                    await self._ack()
+                    self._ack()
                 await delivery.ack()
                 return
             self._tail = tail
@@ -151,14 +159,16 @@ class StandbyService:
                 return
             self.applied_batches += sum(len(batches) for _, batches in group)
             if self.in_sync:
-                await self._ack()
+                self._ack()
             for delivery, _ in group:
                 await delivery.ack()
 
     async def _drain(self) -> None:
-        """Return once every checked frame is written (or given back)."""
+        """Return once every checked frame is written (or given back) and its position acked."""
         if self._writer is not None:
             await asyncio.shield(self._writer)  # a cancelled waiter leaves the write be
+        if self._acker is not None:
+            await asyncio.shield(self._acker)
 
     async def _apply(self, document: dict[str, object], head: ChainHead) -> ReplicaRows | None:
         """Store a checkpoint, or check a batch against the chain at ``head``: its rows to
@@ -189,14 +199,38 @@ class StandbyService:
             return None
         return verify_batch(shipped, head)
 
-    async def _ack(self) -> None:
-        self._ack_sequence += 1
-        head = self.store.head
-        record = orjson.dumps({"seq": head.seq, "hash": head.hash})
-        body = signed_frame(
-            self.key, FrameKind.ACK, STANDBY_SENDER, self._ack_sequence, [record], epoch=self.epoch
-        )
-        await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_ACKS, body)])
+    def _ack(self) -> None:
+        """Have the acker publish the applied position; the write goes on meanwhile."""
+        self._unacked = True
+        if self._acker is None or self._acker.done():
+            self._acker = asyncio.create_task(self._publish_acks(), name="standby-acks")
+
+    async def _publish_acks(self) -> None:
+        """Publish the latest position while one is wanted; retry one the bus refused
+        (unless stopping)."""
+        pause = 0.05
+        while self._unacked:
+            self._unacked = False
+            self._ack_sequence += 1
+            head = self.store.head
+            record = orjson.dumps({"seq": head.seq, "hash": head.hash})
+            body = signed_frame(
+                self.key,
+                FrameKind.ACK,
+                STANDBY_SENDER,
+                self._ack_sequence,
+                [record],
+                epoch=self.epoch,
+            )
+            try:
+                await self.bus.publish([Message(DEFAULT_EXCHANGE, DR_ACKS, body, transient=True)])
+            except Exception as error:
+                _log.error("ALERT position ack not published", error=str(error)[:200])
+                if self._stopping:
+                    return
+                self._unacked = True
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, 1.0)
 
 
 async def promote(bus: Bus, data_dir: Path, *, settle_s: float = 0.5) -> int:

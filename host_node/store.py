@@ -597,7 +597,8 @@ class ReplicaRows:
     wrote, row for row (journal bodies as hashed, replies and documents as stored).
 
     ``at`` is when the batch was processed (the time of its tier changes); ``after`` is the
-    head it continues and ``head`` its last entry.
+    head it continues and ``head`` its last entry; ``new_accounts`` are the accounts the
+    primary did not hold before (None: not known).
     """
 
     customers: Sequence[tuple[str, str, str]]
@@ -610,6 +611,7 @@ class ReplicaRows:
     at: dt.datetime
     after: ChainHead
     head: ChainHead
+    new_accounts: frozenset[str] | None = None
 
 
 def write_replicas(connection: sqlite3.Connection, batches: Sequence[ReplicaRows]) -> None:
@@ -632,7 +634,7 @@ def _insert_replica(connection: sqlite3.Connection, rows: ReplicaRows, now: str)
         "ON CONFLICT (id_type, id_number) DO NOTHING",
         [(*customer, now) for customer in rows.customers],
     )
-    connection.executemany(_UPSERT_ACCOUNT, rows.accounts)
+    _write_replica_accounts(connection, rows.accounts, rows.new_accounts)
     connection.executemany(
         "INSERT INTO journal (seq, request_id, kind, result, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
         rows.journal,
@@ -656,6 +658,21 @@ def _insert_replica(connection: sqlite3.Connection, rows: ReplicaRows, now: str)
         "VALUES (?, ?, ?, ?)",
         rows.idempotency,
     )
+
+
+def _write_replica_accounts(
+    connection: sqlite3.Connection, accounts: Sequence[AccountRow], new: frozenset[str] | None
+) -> None:
+    """Update the accounts the primary held before in place and upsert the ``new`` ones (None:
+    upsert every one); should this store lack one the primary held, they are upserted too."""
+    known = accounts if new is None else [a for a in accounts if a[0] not in new]
+    if new is not None and known:
+        updated = connection.executemany(
+            _UPDATE_ACCOUNT, [(*a[5:12], *a[13:19], a[0]) for a in known]
+        ).rowcount
+        if updated == len(known):
+            known = []
+    connection.executemany(_UPSERT_ACCOUNT, [*known, *(a for a in accounts if a[0] in (new or ()))])
 
 
 class Store:

@@ -99,6 +99,8 @@ CREATE TABLE IF NOT EXISTS tier_changes (
     assets      INTEGER NOT NULL,
     at          TEXT NOT NULL
 );
+-- the customers holding a batch's accounts, and all their accounts, without a table scan
+CREATE INDEX IF NOT EXISTS accounts_customer ON accounts (customer_id);
 """
 
 

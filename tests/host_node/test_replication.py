@@ -131,6 +131,20 @@ async def test_the_standby_stores_every_row_as_the_primary_did(
     assert held["frames"] and held["tier_changes"] and held["customer_tiers"]
 
 
+async def test_known_accounts_are_updated_in_place_and_upserted_where_the_standby_lacks_them(
+    primary: Store, standby: Store
+) -> None:
+    teller = Teller()
+    opened = await commit(primary, [teller.open_account(A, deposit=100)])
+    moved = await commit(primary, [teller.deposit(A, 5), teller.open_account(B, deposit=7)])
+    assert moved.new_accounts is not None and A not in moved.new_accounts
+    assert "new" in orjson.loads(encode_batch(moved))["batch"]  # the standby is told
+    unknown = replace(opened, new_accounts=frozenset())  # "A was held": not on this standby
+    for settlement in (unknown, moved):
+        await replicate(settlement, standby)
+    assert tables(standby.path) == tables(primary.path)
+
+
 async def test_a_batch_that_does_not_continue_the_chain_is_refused(
     primary: Store, standby: Store
 ) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from common.money import yuan
-from host_node.store import Store, ledger_path
-from host_node.tiers import TierChange, tier_of
+from host_node.store import Store, connect, ledger_path
+from host_node.tiers import TierChange, tier_of, update_tiers
 from tests.host_node.fakes import Teller, account_no, run_batch, valid_id
 
 A, B = account_no(1), account_no(2)
@@ -32,8 +33,6 @@ def test_tier_boundaries(assets: int, tier: str) -> None:
 
 
 def test_a_change_event_is_masked() -> None:
-    import datetime as dt
-
     change = TierChange("110***********1233", "0001", "base", "wealth", 1, dt.datetime.now(dt.UTC))
     assert change.upgrade
     event = change.as_event("host")
@@ -66,3 +65,16 @@ async def test_the_store_records_tier_changes_over_all_of_a_customers_accounts(
         ("branch", "base", yuan(40_000), "0001"),
     ]
     assert valid_id("chen") not in repr(rows)
+
+
+def test_recomputing_a_batchs_tiers_reads_only_its_customers_accounts(tmp_path: Path) -> None:
+    connection = connect(ledger_path(tmp_path))
+    try:
+        traced: list[str] = []
+        connection.set_trace_callback(traced.append)
+        update_tiers(connection, [A, B], dt.datetime.now(dt.UTC))
+        (query,) = [q for q in traced if q.startswith("SELECT")]
+        plan = connection.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
+    finally:
+        connection.close()
+    assert not [step for step in plan if step[3].startswith("SCAN")], plan  # no table scan
