@@ -13,23 +13,11 @@ from common.pin_commands import ChangePinCommand, PinCommand, VerifyPin
 from common.replies import encode_reply
 from common.requests import Request, Transfer
 from common.results import ResultCode
-from host_node.batch import (
-    Defer,
-    Echo,
-    Mismatch,
-    Remembered,
-    Replay,
-    Run,
-    Snapshot,
-    Stored,
-    overlaid,
-    plan,
-    settle,
-)
+from host_node.batch import Defer, Echo, Mismatch, Remembered, Replay, Run, Snapshot, plan, settle
 from host_node.journal import ChainHead
 from host_node.ledger import Decision, Posting
 from host_node.rules import _RULES, _transfer, pin_command
-from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, fake_hsm, item_of
+from tests.host_node.fakes import STAFF, T0, MemoryBank, Teller, account_no, item_of
 
 A, B = account_no(1), account_no(2)
 
@@ -47,30 +35,6 @@ def opened_bank(teller: Teller) -> MemoryBank:
         ]
     )
     return bank
-
-
-def test_an_overlaid_snapshot_holds_what_the_uncommitted_batches_changed() -> None:
-    teller = Teller()
-    bank = opened_bank(teller)
-    stored = Snapshot(dict(bank.known), dict(bank.accounts), STAFF)
-    deposit, withdraw = teller.deposit(A, 300), teller.withdraw(B, 100, teller.pin("5678"))
-    reused = deposit.model_copy(update={"amount": 1})
-    items = [item_of(r) for r in (deposit, withdraw, reused)]
-    planned = plan(items, stored, command_ids())
-    responses = {c.command_id: fake_hsm(c) for c in planned.commands}
-    first = settle(items, planned, stored, responses, bank.head, lambda: T0)
-    again = [item_of(teller.deposit(A, 5))]
-    over_first = overlaid(stored, [first], set())  # the next batch, decided over the first
-    second = settle(
-        again, plan(again, over_first, command_ids()), over_first, {}, first.head, lambda: T0
-    )
-    view = overlaid(stored, [first, second], {deposit.request_id, reused.request_id})
-    assert (view.accounts[A].balance, view.accounts[B].balance) == (10_305, 400)
-    assert view.known == {
-        deposit.request_id: Stored(items[0].content_hash, first.replies[0]),
-    }  # the 94 is not remembered; ids not asked for are left out
-    assert view.staff == STAFF and stored.accounts[A].balance == 10_000  # a new snapshot
-    assert overlaid(stored, [], set()) is stored
 
 
 def test_a_copy_in_the_same_batch_is_applied_once_and_answered_alike() -> None:
