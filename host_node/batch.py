@@ -21,7 +21,7 @@ remembered like any answer, so the rest of its batch is decided and a retry gets
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import field
 
 from common.ids import cash_account
@@ -166,25 +166,6 @@ def accounts_to_load(items: Sequence[Item]) -> set[str]:
             except Exception:  # a defect: plan() refuses the record 96
                 continue
     return numbers
-
-
-def overlaid(
-    snapshot: Snapshot, pending: Sequence[Settlement], request_ids: Collection[str]
-) -> Snapshot:
-    """``snapshot`` as the store will hold it once ``pending`` commit: the settled batches not
-    yet committed (in order, each one after the last), whose accounts and remembered replies
-    replace the stored ones. Only ``request_ids`` and the accounts ``snapshot`` holds or
-    ``pending`` touched are looked at."""
-    if not pending:
-        return snapshot
-    known, accounts = dict(snapshot.known), dict(snapshot.accounts)
-    for settlement in pending:
-        for remembered in settlement.remembered:
-            if remembered.request_id in request_ids:
-                known[remembered.request_id] = Stored(remembered.content_hash, remembered.reply)
-        for account in settlement.accounts:
-            accounts[account.number] = account
-    return Snapshot(known, accounts, snapshot.staff)
 
 
 def plan(

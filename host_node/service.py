@@ -25,7 +25,7 @@ import contextlib
 import datetime as dt
 import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,7 @@ from common.topology import (
     branch_key,
     host_topology,
 )
-from host_node.batch import Settlement, accounts_to_load, overlaid, plan, settle
+from host_node.batch import accounts_to_load, plan, settle
 from host_node.checkpoint import SIGNER, Segment, sign_checkpoint
 from host_node.config import HostConfig
 from host_node.errors import FrameRefused, StoreCorrupt, defect_reason, defect_site
@@ -57,7 +57,6 @@ from host_node.events import EventPublisher, host_events
 from host_node.guard import Guard, Refusal
 from host_node.intake import DeadRecord, Item, unpack, unpack_frame
 from host_node.integrity import check_store, check_wal
-from host_node.journal import ChainHead
 from host_node.pin_client import SENDER, PinClient
 from host_node.pin_local import PinLocal
 from host_node.policy import bank_day
@@ -124,16 +123,6 @@ class _Batch:
         self.inbounds[id(inbound)] = inbound
         self.items.extend(_Pending(item, inbound) for item in inbound.items)
         self.dead.extend((dead, inbound) for dead in inbound.dead)
-
-
-@dataclass(frozen=True, slots=True)
-class _Settled:
-    """A decided batch waiting to be committed (no settlement: only dead records)."""
-
-    batch: _Batch
-    settlement: Settlement | None
-    answered: list[tuple[_Pending, Reply]]
-    started: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,10 +215,6 @@ class HostService:
         self._command_ids = self._pins.command_ids()
         self._inbox: asyncio.Queue[_Inbound] = asyncio.Queue(config.queue_bound)
         self._carried: list[_Pending] = []
-        #: Settled batches not yet committed, in order, and the journal's head after them.
-        self._uncommitted: deque[Settlement] = deque()
-        self._head = ChainHead()
-        self._answering: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -262,7 +247,6 @@ class HostService:
             interval_s=self.config.checkpoint_interval_s,
         )
         self._segment.extend(hashes)
-        self._head = self.store.head
         # The staff and the public keys of those who sign (made by `branchnet keys init`).
         keys = staff_public_keys(self.data_dir)
         await self.store.enrol_staff(with_keys(default_staff(sorted(self.branch_ids)), keys))
@@ -409,58 +393,33 @@ class HostService:
             raise
 
     async def _run(self) -> None:
-        """Decide batch after batch; each is committed, shipped and answered by a task of
-        its own while the next batch is read and decided (a pipeline two batches deep: the
-        next batch's snapshot overlays the batches settled and not yet committed, see
-        :func:`~host_node.batch.overlaid`). Batches commit in order, one at a time, and are
-        answered in order: the standby's confirmation, reply frames, acks."""
-        committing: asyncio.Task[bool] | None = None
+        """Decide and commit batch after batch; each batch's answering (the standby's
+        confirmation, reply frames, acks) runs while the next batch is read, decided and
+        committed. Answers go out in batch order: one batch is answered at a time."""
+        answering: asyncio.Task[None] | None = None
         try:
             while not self._stopping:
                 batch = _Batch()
                 try:
                     await self._collect(batch)
-                    if not batch.records:
-                        continue
-                    if committing is not None and (committing.done() or self._books_due()):
-                        committed, committing = await committing, None
-                        if not committed:
-                            await self._restart_pipeline(batch)
-                            continue
-                    if self._books_due():
-                        await self._close_books()
-                    settled = await self._decide(batch)
+                    if batch.records:
+                        decided = await self._process(batch)
+                        if answering is not None:
+                            await answering  # never raises: it gives its frames back
+                        answering = asyncio.create_task(self._answer(decided), name="answers")
                 except (BranchnetError, OSError) as error:
                     _log.error("batch failed; frames given back", error=str(error))
                     await self._recover(batch)
-                    continue
                 except Exception:
                     _log.exception("batch failed on a defect; frames given back")
                     await self._recover(batch)
-                    continue
-                if committing is not None and not await committing:
-                    await self._restart_pipeline(batch)  # it was decided over a failed batch
-                    committing = None
-                    continue
-                committing = asyncio.create_task(self._commit(settled), name="commit")
         finally:
-            if committing is not None:
-                await asyncio.gather(committing, return_exceptions=True)
-            if self._answering is not None:
-                await asyncio.gather(self._answering, return_exceptions=True)
-
-    async def _restart_pipeline(self, batch: _Batch) -> None:
-        """After a batch failed to commit: give back ``batch`` (decided over it) and the
-        carried records, and go on from what the store holds."""
-        self._uncommitted.clear()
-        self._head = self.store.head
-        await self._recover(batch)
+            if answering is not None:
+                await asyncio.gather(answering, return_exceptions=True)
 
     async def _collect(self, batch: _Batch) -> None:
         """Take the carried-over records, then every ready frame up to the record budget."""
-        # (a carried record whose frame was given back comes again with it)
-        carried = [pending for pending in self._carried if not pending.inbound.settled]
-        self._carried = []
+        carried, self._carried = self._carried, []
         batch.items.extend(carried)
         for pending in carried:
             batch.inbounds[id(pending.inbound)] = pending.inbound
@@ -559,19 +518,15 @@ class HostService:
             if notice is not None:
                 await self._publish([notice])
 
-    async def _decide(self, batch: _Batch) -> _Settled:
-        """Read, plan, verify the PINs of and settle ``batch`` over the batches settled
-        before it (committed or not); :meth:`_commit` commits it."""
+    async def _process(self, batch: _Batch) -> _Decided:
+        """Decide and commit ``batch``; :meth:`_answer` answers it."""
         started = time.perf_counter()
-        settlement: Settlement | None = None
+        replies: Sequence[Reply | None] = ()
         if batch.items:
+            await self._close_books()
             items = [pending.item for pending in batch.items]
-            request_ids = {item.request_id for item in items}
-            pending = list(self._uncommitted)  # before the read: what it may not see yet
-            snapshot = overlaid(
-                await self.store.snapshot(request_ids, accounts_to_load(items)),
-                pending,
-                request_ids,
+            snapshot = await self.store.snapshot(
+                {item.request_id for item in items}, accounts_to_load(items)
             )
             # deadlines are the branches' wall clock, whatever clock the host's rules run on
             planned = plan(
@@ -580,59 +535,34 @@ class HostService:
             with STAGE_SECONDS.labels("crypto").time():
                 responses = await self._pins.execute(planned.commands)
             settlement = settle(
-                items, planned, snapshot, responses, self._head, self._clock, self.config.policy
+                items,
+                planned,
+                snapshot,
+                responses,
+                self.store.head,
+                self._clock,
+                self.config.policy,
             )
-            self._head = settlement.head
-            self._uncommitted.append(settlement)
-            replies: Sequence[Reply | None] = settlement.replies
-        else:
-            replies = ()
+            with STAGE_SECONDS.labels("journal_commit").time():
+                tier_changes = await self.store.commit(settlement)
+            self._tiers_changed(tier_changes)
+            self._segment.extend([entry.hash for entry in settlement.entries])
+            if self.replicator is not None:
+                await self.replicator.ship(settlement)
+            replies = settlement.replies
+            # Before any reply leaves: every answered personal-information query has a trace.
+            await self.audit.record(records_of(items, replies, _now()))
         self._counts["batches"] += 1
         answered = [(p, r) for p, r in zip(batch.items, replies, strict=True) if r is not None]
         self._carried = [p for p, r in zip(batch.items, replies, strict=True) if r is None]
         self._counts["deferred"] += len(self._carried)
-        return _Settled(batch, settlement, answered, started)
+        return _Decided(batch, answered, self.store.head.seq, started)
 
-    async def _commit(self, settled: _Settled) -> bool:
-        """Commit a settled batch (and ship it to the standby), then have it answered after
-        the batches before it; False when it failed (its frames are given back; the batch
-        decided over it must be too)."""
-        settlement, batch = settled.settlement, settled.batch
-        try:
-            if settlement is not None:
-                with STAGE_SECONDS.labels("journal_commit").time():
-                    tier_changes = await self.store.commit(settlement)
-                self._uncommitted.popleft()
-                self._tiers_changed(tier_changes)
-                self._segment.extend([entry.hash for entry in settlement.entries])
-                if self.replicator is not None:
-                    await self.replicator.ship(settlement)
-                # Before any reply leaves: every answered personal-information query has a trace.
-                items = [pending.item for pending in batch.items]
-                await self.audit.record(records_of(items, settlement.replies, _now()))
-        except (BranchnetError, OSError) as error:
-            _log.error("batch not committed; frames given back", error=str(error))
-            await self._recover(batch, carried=False)
-            return False
-        except Exception:
-            _log.exception("batch not committed on a defect; frames given back")
-            await self._recover(batch, carried=False)
-            return False
-        seq = settlement.head.seq if settlement is not None else self.store.head.seq
-        decided = _Decided(batch, settled.answered, seq, settled.started)
-        self._answering = asyncio.create_task(
-            self._answer(decided, self._answering), name="answers"
-        )
-        return True
-
-    async def _answer(self, decided: _Decided, before: asyncio.Task[None] | None) -> None:
-        """Answer a committed batch after the batch ``before`` it was answered: once the
-        standby holds it (sync replication), publish its reply frames and dead records, then
-        ack every frame it answered completely.
+    async def _answer(self, decided: _Decided) -> None:
+        """Answer a committed batch: once the standby holds it (sync replication), publish
+        its reply frames and dead records, then ack every frame it answered completely.
 
         A failure gives the batch's frames back (their stored replies answer them again)."""
-        if before is not None:
-            await before  # never raises: it gives its frames back
         try:
             await self._send_answers(decided)
         except (BranchnetError, OSError) as error:
@@ -669,21 +599,16 @@ class HostService:
                     results=dict(inbound.results),
                 )
 
-    def _books_due(self) -> bool:
-        """True when a bank day before today is to be closed (interest)."""
-        if not self.config.policy.interest_rate_bp:
-            return False
-        yesterday = bank_day(self._clock()) - dt.timedelta(days=1)
-        return self._closed_through is None or yesterday > self._closed_through
-
     async def _close_books(self) -> None:
-        """Close the bank days before today (interest); every batch settled before is
-        committed."""
+        """Close the bank days before today (interest), once per new bank day."""
+        rate = self.config.policy.interest_rate_bp
+        if not rate:
+            return
         now = self._clock()
         yesterday = bank_day(now) - dt.timedelta(days=1)
-        rate = self.config.policy.interest_rate_bp
+        if self._closed_through is not None and yesterday <= self._closed_through:
+            return
         _, tier_changes = await self.store.close_books(yesterday, rate, now)
-        self._head = self.store.head
         self._tiers_changed(tier_changes)
         self._closed_through = yesterday
 

@@ -1,10 +1,8 @@
 """The host's SQLite store: customers, accounts, postings, the journal, the idempotency table.
 
 WAL mode, ``synchronous=FULL`` unless configured otherwise. One writer thread (a
-single-thread executor) does every write, so nothing blocks the event loop and no two
-transactions interleave; a batch is one transaction (group commit). A batch's snapshot is read
-on a reader connection of its own thread, which the writer never blocks (WAL): the host reads
-the next batch while the last one commits. PINs and PIN blocks
+single-thread executor) does every read and write, so nothing blocks the event loop and no
+two transactions interleave; a batch is one transaction (group commit). PINs and PIN blocks
 never reach this file: accounts hold the PIN's verification value (the "变码") only.
 """
 
@@ -289,21 +287,6 @@ def copy_store(source: Path, target: Path) -> None:
         raise StoreError(f"snapshot not copied: {error}") from None
     finally:
         origin.close()
-
-
-def connect_reader(path: Path) -> sqlite3.Connection:
-    """A second, read-only connection to a store :func:`connect` opened (WAL: it reads the
-    last committed state while the writer writes).
-
-    Raises:
-        StoreError: the file cannot be opened.
-    """
-    try:
-        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        connection.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as error:
-        raise StoreError(f"cannot read the store at {path}: {error}") from None
-    return connection
 
 
 def write_checkpoint(connection: sqlite3.Connection, checkpoint: Checkpoint) -> None:
@@ -676,8 +659,7 @@ def _write_replica_accounts(
 
 
 class Store:
-    """The store behind one writer thread, where every write runs, and one reader thread for
-    the batch snapshots; both off the event loop."""
+    """The store behind one writer thread; every method runs there, off the event loop."""
 
     def __init__(self, path: Path, *, synchronous: Synchronous = "FULL") -> None:
         self.path = path
@@ -685,8 +667,6 @@ class Store:
         self.head = ChainHead()
         self._connection: sqlite3.Connection | None = None
         self._writer: ThreadPoolExecutor | None = None
-        self._reading: sqlite3.Connection | None = None
-        self._reader: ThreadPoolExecutor | None = None
         self.staff: dict[str, StaffMember] = {}
 
     async def open(self) -> None:
@@ -699,8 +679,6 @@ class Store:
         self._connection = await self._run(connect, self.path, self.synchronous)
         self.head = await self._run(chain_head, self._connection)
         self.staff = await self._run(read_staff, self._connection)
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-store-read")
-        self._reading = await self._run_reader(connect_reader, self.path)
 
     async def read(self, function: Callable[..., _T], *args: Any) -> _T:
         """Run ``function(connection, *args)`` on the writer thread (a check, a query)."""
@@ -712,12 +690,6 @@ class Store:
         self.staff = await self._run(read_staff, self._open())
 
     async def close(self) -> None:
-        if self._reading is not None:
-            await self._run_reader(self._reading.close)
-            self._reading = None
-        if self._reader is not None:
-            self._reader.shutdown(wait=True)
-            self._reader = None
         if self._connection is not None:
             await self._run(self._connection.close)
             self._connection = None
@@ -726,15 +698,8 @@ class Store:
             self._writer = None
 
     async def snapshot(self, request_ids: Collection[str], accounts: Collection[str]) -> Snapshot:
-        """What the store holds for a batch's request ids and accounts, and the staff: the
-        last committed state, read on the reader connection (a commit under way is not in it
-        until it is done)."""
-        if self._reading is None:
-            raise StoreError("the store is not open")
-        try:
-            snapshot = await self._run_reader(read_snapshot, self._reading, request_ids, accounts)
-        except sqlite3.Error as error:
-            raise StoreError(f"snapshot not read: {error}") from None
+        """What the store holds now for a batch's request ids and accounts, and the staff."""
+        snapshot = await self._run(read_snapshot, self._open(), request_ids, accounts)
         return replace(snapshot, staff=self.staff)
 
     async def close_books(
@@ -826,8 +791,3 @@ class Store:
         if self._writer is None:
             raise StoreError("the store is not open")
         return await asyncio.get_running_loop().run_in_executor(self._writer, function, *args)
-
-    async def _run_reader(self, function: Callable[..., _T], *args: Any) -> _T:
-        if self._reader is None:
-            raise StoreError("the store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._reader, function, *args)

@@ -397,10 +397,6 @@ class BranchDesk:
         """The first reply to each of ``request_ids``, waiting for them to arrive."""
         return await self._replies([(rid, 0) for rid in request_ids], timeout)
 
-    async def replies_to(self, request_id: str, count: int, timeout: float = 5.0) -> list[Reply]:
-        """The first ``count`` replies to ``request_id``, waiting for them to arrive."""
-        return await self._replies([(request_id, n) for n in range(count)], timeout)
-
     async def _replies(self, wanted: Sequence[tuple[str, int]], timeout: float) -> list[Reply]:
         async with asyncio.timeout(timeout):
             while any(len(self.replies.get(rid, ())) <= n for rid, n in wanted):

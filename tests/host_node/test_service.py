@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Sequence
@@ -383,72 +382,6 @@ async def test_a_request_redelivered_after_a_failed_commit_gets_its_original_ver
         assert codes(await desk.ask([replay])) == ["96"]
     finally:
         await host.stop()
-
-
-async def slow_commits(host: HostService, *, fail_first: bool = False) -> list[int]:
-    """Make each commit wait until the host decided the next batch over it (or 2 s): the
-    number of settled, uncommitted batches each commit saw; the first fails when asked."""
-    commit, seen = host.store.commit, []
-    failures = [OSError("disk gone")] if fail_first else []
-
-    async def slow_commit(settlement: Settlement) -> list[TierChange]:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                while len(host._uncommitted) < 2:
-                    await asyncio.sleep(0.01)
-        seen.append(len(host._uncommitted))
-        if failures:
-            raise failures.pop()
-        return await commit(settlement)
-
-    host.store.commit = slow_commit  # type: ignore[method-assign]
-    return seen
-
-
-async def test_a_batch_decided_while_the_last_one_commits_sees_what_it_changed(
-    broker: EmbeddedBroker, host: HostService, desk: BranchDesk, teller: Teller, tmp_path: Path
-) -> None:
-    await desk.ask([teller.open_account(C, deposit=500)])
-    seen = await slow_commits(host)
-    first = teller.deposit(C, 100)
-    await desk.send([first])
-    while not host._uncommitted:  # the first batch is settled and committing
-        await asyncio.sleep(0.005)
-    second = teller.deposit(C, 1)
-    reused = first.model_copy(update={"amount": 7})
-    await desk.send([second, first, reused])
-    original, retried, mismatched = await desk.replies_to(first.request_id, 3)
-    (after,) = await desk.answers([second.request_id])
-    assert seen[0] == 2, "the second batch should have been decided during the first's commit"
-    assert (original.balance, after.balance) == (600, 601)
-    assert retried == original  # the stored reply, though not stored yet when decided
-    assert codes([mismatched]) == ["94"]
-    await host.stop()
-    checks = check_store(ledger_path(tmp_path))
-    assert all(check.ok for check in checks.values()), checks
-    assert checks["customers_match_cash"].detail.endswith("positions 601")  # 100 moved once
-
-
-async def test_a_failed_commit_gives_back_the_batch_decided_over_it_too(
-    broker: EmbeddedBroker, host: HostService, desk: BranchDesk, teller: Teller, tmp_path: Path
-) -> None:
-    await desk.ask([teller.open_account(C, deposit=500)])
-    seen = await slow_commits(host, fail_first=True)
-    first, second = teller.deposit(C, 100), teller.deposit(C, 1)
-    await desk.send([first])
-    while not host._uncommitted:
-        await asyncio.sleep(0.005)
-    await desk.send([second])
-    replies = await desk.answers([first.request_id, second.request_id])
-    assert seen[0] == 2, "the second batch should have been decided over the failing one"
-    assert codes(replies) == ["00", "00"]
-    assert sorted(r.balance or 0 for r in replies) == [600, 601]
-    await host.stop()
-    index = journal_index(ledger_path(tmp_path))
-    assert index[first.request_id].entries == index[second.request_id].entries == 1
-    checks = check_store(ledger_path(tmp_path))
-    assert all(check.ok for check in checks.values()), checks
-    assert checks["customers_match_cash"].detail.endswith("positions 601")
 
 
 async def test_replies_go_to_each_branch_in_one_frame_per_batch(
