@@ -15,13 +15,13 @@ per ``block`` numbers.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from branch_node.errors import StateError
+from common.durable import replace_durably
 
 STATE_VERSION = 1
 #: Numbers reserved per write.
@@ -148,7 +148,7 @@ class BranchState:
                 for terminal, counters in sorted(self._positions.items())
             },
         }
-        _write_atomically(self.path, json.dumps(document, indent=1).encode() + b"\n")
+        replace_durably(self.path, json.dumps(document, indent=1).encode() + b"\n")
         self.writes += 1
 
 
@@ -169,18 +169,3 @@ def _parse_marks(text: str, branch_id: str, path: Path) -> dict[str, dict[Counte
         return marks
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise StateError(f"branch state {path} is malformed: {type(error).__name__}") from None
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(content)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.dukpt import DukptError, Ksn
+from common.durable import replace_durably
 from common.errors import ConfigError
 
 WINDOW = 64
@@ -240,9 +241,9 @@ class ReplayMarks:
         """Write the whole guard atomically and durably, then start an empty log after it."""
         document = encode_snapshot(guard)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_durably(self.path, document)
+        replace_durably(self.path, document)
         # A crash before the log is emptied replays lines the snapshot holds: harmless.
-        _write_durably(self.log_path, LOG_FORMAT)
+        replace_durably(self.log_path, LOG_FORMAT)
         self._owner, self._snapshot_bytes, self._log_bytes = guard, len(document), 0
         self.snapshots += 1
 
@@ -327,18 +328,3 @@ def encode_snapshot(guard: ReplayGuard) -> bytes:
         )
         entries.append(f'"{pad.hex().upper()}":[{high},"{seen:x}",{{{fingerprints}}}]')
     return f'{{"format":"{MARKS_FORMAT}","pads":{{{",".join(entries)}}}}}'.encode()
-
-
-def _write_durably(path: Path, content: bytes) -> None:
-    """Replace ``path`` with ``content`` atomically; both file and directory entry synced."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        file.write(content)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
