@@ -249,18 +249,7 @@ async def _round_trips(
     ids = client.command_ids()
     times = []
     for _ in range(rounds):
-        commands = []
-        for _ in range(size):
-            command_id = next(ids)
-            commands.append(
-                VerifyPin(
-                    command_id=command_id,
-                    pan=CARD,
-                    pin=next(blocks),
-                    verification_value=value,
-                    binding=f"0001-{command_id}",
-                )
-            )
+        commands = _commands(ids, blocks, value, size)
         started = time.perf_counter()
         answers = await client.execute(commands)
         times.append(time.perf_counter() - started)
