@@ -15,6 +15,7 @@ from rich.console import Console
 from branchnet import audit_cli, dr_cli, hsm_cli, journal_cli, loadtest_cli, ops_cli, training
 from branchnet.chaos import cli as chaos_cli
 from common.errors import BranchnetError
+from common.heap import settle
 from common.ids import branch_ids
 from common.logs import configure_logging
 from common.settings import Settings, load_settings
@@ -177,6 +178,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         metrics_port=settings.metrics_port,
     )
     console = Console()
+    settle()
     if args.quiet or not console.is_terminal:
         report = asyncio.run(simulate(config))
     else:

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from common.heap import settle
 from common.ids import branch_ids
 from common.settings import Settings
 
@@ -132,6 +133,7 @@ def _loadtest(args: argparse.Namespace, settings: Settings) -> int:
     )
     console = Console()
     quiet = args.quiet
+    settle()
     report = asyncio.run(
         loadtest(
             config,

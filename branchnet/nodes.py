@@ -15,6 +15,7 @@ from branchnet.buses import open_bus
 from branchnet.observability import Exposed, start_metrics
 from common.bus import Bus
 from common.errors import BusError
+from common.heap import settle
 from common.logs import get_logger
 from common.settings import load_settings
 from common.topology import HOST_REQUESTS
@@ -48,6 +49,7 @@ async def _serve(name: str, amqp_url: str, make: Callable[[Bus], Any]) -> None:
     try:
         await node.start()
         exposed.node(name, node)
+        settle()
         _log.warning("node started", node=name)
         await stop.wait()
     finally:
@@ -106,6 +108,7 @@ async def serve_standby(
     try:
         await standby.start()
         pid_path.write_text(f"{os.getpid()}\n")
+        settle()
         _log.warning("node started", node="standby")
         promotion = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, promotion.set)
@@ -126,6 +129,7 @@ async def serve_standby(
             guard=Guard.load(data_dir, branch_ids),
         )
         await host.start()
+        settle()
         _log.warning("node started", node="host", promoted_to_epoch=epoch)
         await stopped
     finally:
@@ -189,6 +193,7 @@ async def run_branch(
         await wait_for_host(bus)
         await branch.start()
         exposed.node(f"branch-{branch_id}", branch)
+        settle()
         run = asyncio.ensure_future(branch.run(duration_s, max_requests=max_requests))
         signalled = asyncio.ensure_future(stop.wait())
         await asyncio.wait({run, signalled}, return_when=asyncio.FIRST_COMPLETED)

@@ -37,6 +37,7 @@ from typing import Any
 from branchnet.loadgen import parse_mix
 from branchnet.loadnet import TargetConfig
 from branchnet.loadtest import LoadConfig, loadtest, version
+from common.heap import settle
 from common.ids import branch_ids
 from host_node import HostConfig
 
@@ -225,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from common.logs import configure_logging
 
     configure_logging("error")
+    settle()
     document = asyncio.run(run_bench(config))
     print(json.dumps(document, indent=2))
     return 0
