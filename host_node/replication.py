@@ -5,9 +5,13 @@ beside them) and each signed checkpoint to ``dr.replication`` as ``journal`` fra
 header the host signs with its identity key. A batch goes as the rows the primary's commit
 wrote: each entry as the canonical body its hash covers (not encoded again), the rest as
 stored. The standby hashes each body once, checks the links, writes the rows and acks its
-applied position on ``dr.acks``. Shipping does not wait for the broker (see
-:class:`Replicator`): in ``sync`` mode the primary answers a batch only once the standby
-holds it (RPO 0), which its signed ack says; in ``async`` mode at once, reporting the lag.
+applied position on ``dr.acks``. A closing of the books (daily interest) goes in order with
+the batches, as its entries and what it closed with: its accrual changes every account row,
+so the standby closes its own books alike and must make the very entries shipped.
+
+Shipping does not wait for the broker (see :class:`Replicator`): in ``sync`` mode the primary
+answers a batch only once the standby holds it (RPO 0), which its signed ack says; in
+``async`` mode at once, reporting the lag.
 When the standby does not ack within ``standby_timeout_s`` in sync mode, the primary either
 stops answering (``standby_lost="stop"``: the batch's frames go back and are retried) or
 degrades to async with an alert, returning to sync when the standby catches up.
@@ -22,7 +26,7 @@ import asyncio
 import datetime as dt
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NotRequired
 
@@ -51,9 +55,9 @@ from host_node.batch import Settlement
 from host_node.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
 from host_node.config import ReplicationMode, StandbyLost
 from host_node.errors import HostError
-from host_node.journal import ChainHead, body_hash, entry_body
+from host_node.journal import ChainHead, JournalEntry, body_hash, entry_body
 from host_node.ledger import AccountKind, AccountState, AccountStatus, PinMethod
-from host_node.store import AccountRow, ReplicaRows
+from host_node.store import AccountRow, ClosedBooks, ReplicaRows
 
 PRIMARY_SENDER = "host"
 STANDBY_SENDER = "standby"
@@ -98,9 +102,19 @@ _ShippedAccount = tuple[
 ]
 
 
+class _Close(TypedDict):
+    """A closing of the books on the wire (:class:`~host_node.store.ClosedBooks`)."""
+
+    through: dt.date
+    rate_bp: int
+    now: dt.datetime
+    after: tuple[int, str]  # the head it closed on: seq, hash
+
+
 class _BatchRecord(TypedDict):
     """A committed batch on the wire: the rows the primary's commit wrote, as text, except
-    what the standby reads from the entries' bodies (journal columns, postings)."""
+    what the standby reads from the entries' bodies (journal columns, postings). A closing
+    of the books goes as a batch of its entries and ``close``, without other rows."""
 
     entries: list[tuple[str, str]]  # hash, body
     customers: list[tuple[str, str, str]]
@@ -109,6 +123,7 @@ class _BatchRecord(TypedDict):
     evidence: list[tuple[int, str | None, int | None, str, str | None, str]]
     frames: list[tuple[str, str, str]]  # digest, header, leaves (hex)
     new: NotRequired[list[str]]  # the accounts the primary did not hold before (absent: unknown)
+    close: NotRequired[_Close]
 
 
 class _EntryFields(TypedDict):
@@ -138,6 +153,14 @@ class ShippedBatch:
     @property
     def first_seq(self) -> int:
         return self.entries[0]["seq"] if self.entries else 0
+
+    @property
+    def after(self) -> int:
+        """The entry it continues (0: a batch without entries, which has nothing to apply)."""
+        if self.entries:
+            return self.first_seq - 1
+        close = self.record.get("close")
+        return close["after"][0] if close else 0
 
     @property
     def last_seq(self) -> int:
@@ -178,13 +201,15 @@ def _account_row(shipped: _ShippedAccount) -> AccountRow:
     return (*shipped[:18], json.dumps(appointments) if appointments else "[]")
 
 
-def encode_batch(settlement: Settlement) -> bytes:
-    """A committed batch as one replication record (replies to the branches are not shipped).
+def _shipped_entries(entries: Sequence[JournalEntry]) -> list[tuple[str, str]]:
+    """Entries as the canonical bodies they were hashed from, not encoded again."""
+    return [(e.hash, (e.body or entry_body(e)).decode()) for e in entries]
 
-    The entries go as the canonical bodies they were hashed from, not encoded again.
-    """
+
+def encode_batch(settlement: Settlement) -> bytes:
+    """A committed batch as one replication record (replies to the branches are not shipped)."""
     record: dict[str, object] = {
-        "entries": [(e.hash, (e.body or entry_body(e)).decode()) for e in settlement.entries],
+        "entries": _shipped_entries(settlement.entries),
         "customers": [(c.name, c.id_type, c.id_number) for c in settlement.customers.values()],
         "accounts": [_shipped_account(a) for a in settlement.accounts],
         "remembered": [
@@ -206,6 +231,23 @@ def encode_batch(settlement: Settlement) -> bytes:
     }
     if settlement.new_accounts is not None:
         record["new"] = list(settlement.new_accounts)
+    return orjson.dumps({"batch": record})
+
+
+def encode_close(closed: ClosedBooks) -> bytes:
+    """A closing of the books as one replication record: its entries, and what the standby
+    closes its own books with (the accrual changes every account row: it is not shipped)."""
+    close = {
+        "through": closed.through,
+        "rate_bp": closed.rate_bp,
+        "now": closed.now,
+        "after": (closed.after.seq, closed.after.hash),
+    }
+    record = {
+        "entries": _shipped_entries(closed.entries),
+        **{rows: [] for rows in ("customers", "accounts", "remembered", "evidence", "frames")},
+        "close": close,
+    }
     return orjson.dumps({"batch": record})
 
 
@@ -232,6 +274,10 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
     journal: list[tuple[int, str, str, str, bytes, str]] = []
     postings: list[tuple[int, str, int]] = []
     last = head
+    record = shipped.record
+    close = record.get("close")
+    if close is not None and tuple(close["after"]) != (head.seq, head.hash):
+        raise ValueError(f"chain broken: books closed on entry {close['after'][0]}, not here")
     for (hash_, _), body, entry in zip(
         shipped.record["entries"], shipped.bodies, shipped.entries, strict=True
     ):
@@ -247,7 +293,6 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
         )
         postings += [(seq, account, amount) for account, amount in entry["postings"]]
         last = ChainHead(seq, hash_)
-    record = shipped.record
     return ReplicaRows(
         customers=record["customers"],
         accounts=[_account_row(a) for a in record["accounts"]],
@@ -267,6 +312,7 @@ def verify_batch(shipped: ShippedBatch, head: ChainHead) -> ReplicaRows:
         after=head,
         head=last,
         new_accounts=frozenset(record["new"]) if "new" in record else None,
+        close=None if close is None else (close["through"], close["rate_bp"], close["now"]),
     )
 
 
@@ -466,6 +512,12 @@ class Replicator:
         if settlement.entries:
             await self._queue(encode_batch(settlement), checkpoint=False)
             self.shipped = settlement.head.seq
+
+    async def ship_close(self, closed: ClosedBooks) -> None:
+        """Queue a closing of the books for the standby, in order with the batches."""
+        await self._queue(encode_close(closed), checkpoint=False)
+        if closed.entries:
+            self.shipped = closed.entries[-1].seq
 
     async def ship_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Queue a signed checkpoint after the batches it covers; after :meth:`stop`,

@@ -600,7 +600,8 @@ class HostService:
                 )
 
     async def _close_books(self) -> None:
-        """Close the bank days before today (interest), once per new bank day."""
+        """Close the bank days before today (interest), once per new bank day; the standby
+        closes them too, before the batch that follows."""
         rate = self.config.policy.interest_rate_bp
         if not rate:
             return
@@ -608,8 +609,11 @@ class HostService:
         yesterday = bank_day(now) - dt.timedelta(days=1)
         if self._closed_through is not None and yesterday <= self._closed_through:
             return
-        _, tier_changes = await self.store.close_books(yesterday, rate, now)
-        self._tiers_changed(tier_changes)
+        closed = await self.store.close_books(yesterday, rate, now)
+        self._segment.extend([entry.hash for entry in closed.entries])
+        if self.replicator is not None:
+            await self.replicator.ship_close(closed)
+        self._tiers_changed(closed.tier_changes)
         self._closed_through = yesterday
 
     def _tiers_changed(self, changes: Sequence[TierChange]) -> None:

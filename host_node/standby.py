@@ -171,8 +171,8 @@ class StandbyService:
             await asyncio.shield(self._acker)
 
     async def _apply(self, document: dict[str, object], head: ChainHead) -> ReplicaRows | None:
-        """Store a checkpoint, or check a batch against the chain at ``head``: its rows to
-        write (None: a batch already held, or one beyond a gap)."""
+        """Store a checkpoint, or check a batch (or a closing of the books) against the chain
+        at ``head``: its rows to write (None: a batch already held, or one beyond a gap)."""
         if "checkpoint" in document:
             checkpoint = decode_checkpoint_record(document)
             if not signature_valid(self.key.public_key(), checkpoint):
@@ -183,19 +183,24 @@ class StandbyService:
                 self._last_checkpoint = checkpoint.seq
             return None
         shipped = decode_batch(document["batch"])  # type: ignore[arg-type]
-        if not shipped.entries or shipped.last_seq <= head.seq:
+        if not shipped.entries and "close" not in shipped.record:
             return None
-        if shipped.first_seq != head.seq + 1:
+        # a closing of the books without entries is held once the chain is past it; on the
+        # head it is closed again, which changes nothing when this store already closed it
+        known = shipped.last_seq <= head.seq if shipped.entries else shipped.after < head.seq
+        if known:
+            return None
+        if shipped.after != head.seq:
             await self._drain()  # what came before the gap is written and acked first
             held = self.store.head.seq
             if self.in_sync:
                 _log.error(
                     "ALERT standby missed entries; resynchronise it",
                     head=held,
-                    next=shipped.first_seq,
+                    next=shipped.after + 1,
                 )
             self.in_sync = False
-            await self.store.set_meta(_MISSED, f"{held + 1}..{shipped.first_seq - 1}")
+            await self.store.set_meta(_MISSED, f"{held + 1}..{shipped.after}")
             return None
         return verify_batch(shipped, head)
 

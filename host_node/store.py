@@ -390,6 +390,20 @@ def write_settlement(connection: sqlite3.Connection, settlement: Settlement) -> 
 _CLOSED_THROUGH = "interest_closed_through"
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedBooks:
+    """A closing of the books (:func:`close_books`): the days up to ``through`` closed at
+    ``rate_bp`` at ``now`` on the journal at ``after``, the entries it wrote after it and
+    the tier changes they caused. A standby closes its books alike (see :class:`ReplicaRows`)."""
+
+    through: dt.date
+    rate_bp: int
+    now: dt.datetime
+    after: ChainHead
+    entries: Sequence[JournalEntry]
+    tier_changes: Sequence[TierChange] = ()
+
+
 def close_books(
     connection: sqlite3.Connection,
     head: ChainHead,
@@ -402,27 +416,40 @@ def close_books(
     Returns the entries and the tier changes the postings caused."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        row = connection.execute(
-            "SELECT value FROM host_state WHERE key = ?", (_CLOSED_THROUGH,)
-        ).fetchone()
-        entries: list[JournalEntry] = []
-        tier_changes: list[TierChange] = []
-        if row is not None and dt.date.fromisoformat(row[0]) < through:
-            closed = dt.date.fromisoformat(row[0])
-            entries = close_days(connection, head, closed, through, rate_bp, now)
-            _write_entries(connection, entries)
-            if entries:
-                tier_changes += update_tiers(connection, None, now)
-        if row is None or dt.date.fromisoformat(row[0]) < through:
-            connection.execute(
-                "INSERT INTO host_state (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (_CLOSED_THROUGH, through.isoformat()),
-            )
+        entries, tier_changes = _close_books(connection, head, through, rate_bp, now)
+        _write_entries(connection, entries)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+    return entries, tier_changes
+
+
+def _close_books(
+    connection: sqlite3.Connection,
+    head: ChainHead,
+    through: dt.date,
+    rate_bp: int,
+    now: dt.datetime,
+) -> tuple[list[JournalEntry], list[TierChange]]:
+    """:func:`close_books` inside the caller's transaction, its entries not written (the
+    primary writes those it made, a standby those it was shipped)."""
+    row = connection.execute(
+        "SELECT value FROM host_state WHERE key = ?", (_CLOSED_THROUGH,)
+    ).fetchone()
+    entries: list[JournalEntry] = []
+    tier_changes: list[TierChange] = []
+    if row is not None and dt.date.fromisoformat(row[0]) < through:
+        closed = dt.date.fromisoformat(row[0])
+        entries = close_days(connection, head, closed, through, rate_bp, now)
+        if entries:
+            tier_changes += update_tiers(connection, None, now)
+    if row is None or dt.date.fromisoformat(row[0]) < through:
+        connection.execute(
+            "INSERT INTO host_state (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_CLOSED_THROUGH, through.isoformat()),
+        )
     return entries, tier_changes
 
 
@@ -581,7 +608,9 @@ class ReplicaRows:
 
     ``at`` is when the batch was processed (the time of its tier changes); ``after`` is the
     head it continues and ``head`` its last entry; ``new_accounts`` are the accounts the
-    primary did not hold before (None: not known).
+    primary did not hold before (None: not known). ``close`` is a closing of the books
+    (through, rate, now; its entries are ``journal``): the accrual every account row took
+    is not shipped but made here as there, and must make the shipped entries.
     """
 
     customers: Sequence[tuple[str, str, str]]
@@ -595,6 +624,7 @@ class ReplicaRows:
     after: ChainHead
     head: ChainHead
     new_accounts: frozenset[str] | None = None
+    close: tuple[dt.date, int, dt.datetime] | None = None
 
 
 def write_replicas(connection: sqlite3.Connection, batches: Sequence[ReplicaRows]) -> None:
@@ -612,6 +642,12 @@ def write_replicas(connection: sqlite3.Connection, batches: Sequence[ReplicaRows
 
 
 def _insert_replica(connection: sqlite3.Connection, rows: ReplicaRows, now: str) -> None:
+    if rows.close is not None:
+        entries, _ = _close_books(connection, rows.after, *rows.close)
+        if [(e.seq, e.hash) for e in entries] != [(j[0], j[5]) for j in rows.journal]:
+            raise StoreError(
+                f"the books closed through {rows.close[0]} do not make the primary's entries"
+            )
     connection.executemany(
         "INSERT INTO customers (name, id_type, id_number, created_at) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (id_type, id_number) DO NOTHING",
@@ -702,23 +738,22 @@ class Store:
         snapshot = await self._run(read_snapshot, self._open(), request_ids, accounts)
         return replace(snapshot, staff=self.staff)
 
-    async def close_books(
-        self, through: dt.date, rate_bp: int, now: dt.datetime
-    ) -> tuple[list[JournalEntry], list[TierChange]]:
+    async def close_books(self, through: dt.date, rate_bp: int, now: dt.datetime) -> ClosedBooks:
         """Close the bank days up to ``through`` (interest accrued and posted, journaled).
 
         Raises:
             StoreError: the transaction failed; nothing of it was written.
         """
+        after = self.head
         try:
             entries, tier_changes = await self._run(
-                close_books, self._open(), self.head, through, rate_bp, now
+                close_books, self._open(), after, through, rate_bp, now
             )
         except sqlite3.Error as error:
             raise StoreError(f"books not closed: {error}") from None
         if entries:
             self.head = head_of(entries[-1])
-        return entries, tier_changes
+        return ClosedBooks(through, rate_bp, now, after, entries, tier_changes)
 
     async def commit(self, settlement: Settlement) -> list[TierChange]:
         """Write a batch in one transaction and move the journal head.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from common.bus import Bus, Delivery, Handler, Message, QueueStats, Subscription
 from common.frames import FrameKind
-from common.identity import ensure_identity
+from common.identity import ensure_identity, identity_dir
 from common.requests import Request
 from common.topology import DR_ACKS
 from host_node.batch import Settlement, accounts_to_load, plan, settle
@@ -29,9 +30,15 @@ from host_node.errors import StoreError
 from host_node.evidence import FrameProof
 from host_node.journal import ChainHead
 from host_node.ledger import AccountState, Appointment, Customer, DailyUsage, PinRecord
-from host_node.replication import decode_batch, encode_batch, signed_frame, verify_batch
+from host_node.replication import (
+    decode_batch,
+    encode_batch,
+    encode_close,
+    signed_frame,
+    verify_batch,
+)
 from host_node.standby import StandbyService
-from host_node.store import ReplicaRows, Store, _account_row, ledger_path
+from host_node.store import ClosedBooks, ReplicaRows, Store, _account_row, ledger_path
 from tests.host_node.fakes import STAFF, SUPERVISOR, Teller, account_no, fake_hsm, item_of, now
 
 A, B = account_no(1), account_no(2)
@@ -48,6 +55,7 @@ TABLES = {
     "customer_tiers": "*",
     "tier_changes": "*",
     "checkpoints": "*",
+    "host_state": "*",
 }
 
 
@@ -85,9 +93,10 @@ async def commit(store: Store, records: Sequence[Request], *, framed: bool = Fal
     return settlement
 
 
-async def replicate(settlement: Settlement, standby: Store) -> None:
-    """What the standby does with a shipped batch, short of the bus."""
-    record = orjson.loads(encode_batch(settlement))
+async def replicate(shipped: Settlement | ClosedBooks, standby: Store) -> None:
+    """What the standby does with a shipped batch or closing of the books, short of the bus."""
+    encoded = encode_batch(shipped) if isinstance(shipped, Settlement) else encode_close(shipped)
+    record = orjson.loads(encoded)
     await standby.apply_replicas([verify_batch(decode_batch(record["batch"]), standby.head)])
 
 
@@ -170,6 +179,54 @@ async def test_a_batch_that_does_not_continue_the_chain_is_refused(
     with pytest.raises(ValueError, match="entry 3 follows entry 1"):
         verify_batch(decode_batch(dropped), first.head)
     assert standby.head == ChainHead()  # nothing of it was written
+
+
+#: 100% a year: a few months' interest moves a customer across a tier.
+RATE_BP = 10_000
+
+
+async def test_the_standby_closes_its_books_as_the_primary_did(
+    primary: Store, standby: Store
+) -> None:
+    teller = Teller()
+    day = dt.date
+    shipped: list[Settlement | ClosedBooks] = [
+        await commit(primary, [teller.open_account(A, deposit=4_990_000)]),  # just under a tier
+        await primary.close_books(day(2026, 3, 1), RATE_BP, now()),  # marks where to start
+        await commit(primary, [teller.open_account(B, deposit=1_000)]),
+        await primary.close_books(day(2026, 3, 10), RATE_BP, now()),  # accrues only
+        await commit(primary, [teller.deposit(A, 500)]),
+        await primary.close_books(day(2026, 6, 30), RATE_BP, now()),  # posts on 20/3 and 20/6
+        await commit(primary, [teller.deposit(B, 1)]),
+    ]
+    for batch in shipped:
+        await replicate(batch, standby)
+    assert standby.head == primary.head
+    held = tables(standby.path)
+    assert held == tables(primary.path)
+    interest = [row for row in held["journal"] if row[2] == "interest"]
+    assert len(interest) == 2 and held["host_state"] == [("interest_closed_through", "2026-06-30")]
+    assert [row[3:5] for row in held["tier_changes"]] == [("base", "branch")]  # by interest
+
+
+async def test_a_closing_of_the_books_that_does_not_make_the_shipped_entries_is_refused(
+    primary: Store, standby: Store
+) -> None:
+    teller = Teller()
+    await replicate(await commit(primary, [teller.open_account(A, deposit=100_000)]), standby)
+    await replicate(await primary.close_books(dt.date(2026, 3, 1), RATE_BP, now()), standby)
+    closed = await primary.close_books(dt.date(2026, 3, 20), RATE_BP, now())
+    assert closed.entries
+    record = orjson.loads(encode_close(closed))["batch"]
+    record["close"]["rate_bp"] = RATE_BP // 2  # entries as shipped, another accrual
+    with pytest.raises(StoreError, match="do not make the primary's entries"):
+        await standby.apply_replicas([verify_batch(decode_batch(record), standby.head)])
+    with pytest.raises(ValueError, match="books closed on entry 1, not here"):
+        verify_batch(decode_batch(orjson.loads(encode_close(closed))["batch"]), ChainHead())
+    assert standby.head.seq == 1
+    assert tables(standby.path)["host_state"] == [("interest_closed_through", "2026-03-01")]
+    await replicate(closed, standby)
+    assert tables(standby.path) == tables(primary.path)
 
 
 @pytest.mark.parametrize(
@@ -359,3 +416,35 @@ async def test_frames_not_written_go_back_to_the_queue_and_are_checked_again(
     await replica._drain()
     assert [d.settled for d in again] == ["ack", "ack"]
     assert replica.store.head == primary.head and replica.bus.acks() == [2]
+
+
+async def test_closings_of_the_books_apply_in_order_once_and_one_missed_is_a_gap(
+    primary: Store, replica: StandbyService, tmp_path: Path
+) -> None:
+    teller = Teller()
+    records = [
+        encode_batch(await commit(primary, [teller.open_account(A, deposit=100_000)])),
+        encode_close(await primary.close_books(dt.date(2026, 3, 1), RATE_BP, now())),
+        encode_close(await primary.close_books(dt.date(2026, 3, 10), RATE_BP, now())),
+        encode_close(await primary.close_books(dt.date(2026, 3, 20), RATE_BP, now())),
+        encode_batch(await commit(primary, [teller.deposit(A, 5)])),
+    ]
+    frames = [
+        signed_frame(replica.key, FrameKind.JOURNAL, "host", n, [record], epoch=0)
+        for n, record in enumerate(records, 1)
+    ]
+    # each frame redelivered at once, then all of them again: each closing counts once
+    for frame in [frames[0], *(f for body in frames[1:] for f in (body, body)), *frames]:
+        await replica._on_frame(Handed(frame))
+        await replica._drain()
+    assert replica.store.head == primary.head and replica.in_sync
+    assert tables(replica.store.path) == tables(primary.path)
+
+    shutil.copytree(identity_dir(tmp_path / "replica"), identity_dir(tmp_path / "wiped"))
+    wiped = StandbyService(KeptBus(), tmp_path / "wiped")
+    await wiped.start()
+    try:
+        await wiped._on_frame(Handed(frames[2]))  # books closed on entry 1: it holds none
+        assert not wiped.in_sync and await wiped.store.meta("missed") == "1..1"
+    finally:
+        await wiped.stop()

@@ -4,15 +4,18 @@ promotion and the epoch fence — with the real crypto node and PIN pads."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import pytest
 
 from branch_node.pinpad import load_pinpads
 from common.bus import Message
+from common.clock import SimulationClock
 from common.embedded_bus import EmbeddedBroker
 from common.frames import FrameKind, build_frame, encode_frame
 from common.identity import ensure_identity, identity_dir, load_public
@@ -21,11 +24,12 @@ from crypto_node import CryptoService, init_keys
 from host_node import HostConfig, HostService
 from host_node.audit import audit_store
 from host_node.checkpoint import SIGNER
+from host_node.policy import Policy
 from host_node.replication import FencedError
 from host_node.standby import StandbyService, promote
 from host_node.store import copy_store, ledger_path
 from tests.host_node.conftest import connected
-from tests.host_node.fakes import BranchDesk, Teller, account_no
+from tests.host_node.fakes import BranchDesk, Teller, account_no, now
 
 BRANCHES = ("0001",)
 PIN = "975319"
@@ -55,9 +59,11 @@ class Site:
         self.broker = broker
         self.running: list[HostService | StandbyService] = []
 
-    async def host(self, data_dir: Path, config: HostConfig = SYNC) -> HostService:
+    async def host(
+        self, data_dir: Path, config: HostConfig = SYNC, clock: Callable[[], dt.datetime] = now
+    ) -> HostService:
         host = HostService(
-            await connected(self.broker), data_dir, branch_ids=BRANCHES, config=config
+            await connected(self.broker), data_dir, branch_ids=BRANCHES, config=config, clock=clock
         )
         await host.start()
         self.running.append(host)
@@ -114,7 +120,10 @@ def rows(data_dir: Path, query: str) -> list[tuple[object, ...]]:
 def same_books(primary: Path, standby: Path) -> None:
     for query in (
         "SELECT seq, body, hash FROM journal ORDER BY seq",
-        "SELECT number, balance, status, pin_value, pin_tries FROM accounts ORDER BY number",
+        "SELECT number, balance, status, pin_value, pin_tries, interest_units FROM accounts "
+        "ORDER BY number",
+        "SELECT key, value FROM host_state ORDER BY key",
+        "SELECT customer_id, old_tier, new_tier, assets, at FROM tier_changes ORDER BY id",
         "SELECT request_id, reply FROM idempotency ORDER BY request_id",
         "SELECT journal_seq, record, pin_outcome, documents FROM evidence ORDER BY journal_seq",
     ):
@@ -149,6 +158,39 @@ async def test_in_sync_mode_the_standby_holds_every_answered_entry(
     same_books(primary_dir, standby_dir)
     audit = audit_store(ledger_path(standby_dir), load_public(standby_dir, SIGNER))
     assert audit.ok and audit.signed_to == 3, audit.findings
+
+
+async def test_the_standby_closes_the_books_with_the_primary_before_the_next_batch(
+    site: Site, broker: EmbeddedBroker, desk: BranchDesk, teller: Teller, dirs: tuple[Path, Path]
+) -> None:
+    primary_dir, standby_dir = dirs
+    standby = await site.standby(standby_dir)
+    clock = SimulationClock(dt.datetime(2026, 3, 2, 2, tzinfo=dt.UTC), rate=0)
+    config = dc_replace(SYNC, policy=Policy(interest_rate_bp=10_000))
+    host = await site.host(primary_dir, config, clock)
+    await day(desk, teller)  # the first batch marks where the books close from
+    clock.advance(dt.timedelta(days=30))  # across the posting day, 20 March
+    await day(desk, teller, serial=2)  # its first batch closes the books, then goes on
+    # answered in sync mode: the standby held the interest entry and the batches after it
+    assert standby.store.head == host.store.head and host.store.head.seq == 7
+    assert host.replicator is not None and not host.replicator.degraded and standby.in_sync
+    await site.stop(host)  # ships the shutdown checkpoint
+    await until(lambda: standby._last_checkpoint == 7)
+    await site.stop(standby)
+    same_books(primary_dir, standby_dir)
+    assert rows(standby_dir, "SELECT seq FROM journal WHERE kind = 'interest'") == [(4,)]
+    for data_dir in (primary_dir, standby_dir):
+        audit = audit_store(ledger_path(data_dir), load_public(data_dir, SIGNER))
+        assert audit.ok and audit.signed_to == 7, audit.findings
+
+    bus = await connected(broker)
+    assert await promote(bus, standby_dir, settle_s=0.05) == 2
+    await bus.close()
+    clock.advance(dt.timedelta(days=1))
+    promoted = HostConfig(policy=config.policy)  # no standby of its own here
+    new_primary = await site.host(standby_dir, promoted, clock)  # checks the store at start
+    await day(desk, teller, serial=3)
+    assert new_primary.store.head.seq == 10
 
 
 async def test_a_silent_standby_stops_a_stop_mode_primary_until_it_returns(
