@@ -112,14 +112,13 @@ def _encryptor(key: bytes) -> _Encryptor:
     return Cipher(algorithms.AES(key), _ECB).encryptor()
 
 
+def _derivation_prefix(usage: bytes, initial_key_id: bytes) -> bytes:
+    """The derivation data of one usage and pad up to the counter (its first 12 bytes)."""
+    return _VERSION_AND_BLOCK + usage + _AES128_128_BITS + initial_key_id[4:]
+
+
 def _derivation_data(usage: bytes, initial_key_id: bytes, counter: int) -> bytes:
-    return (
-        _VERSION_AND_BLOCK
-        + usage
-        + _AES128_128_BITS
-        + initial_key_id[4:]
-        + counter.to_bytes(4, "big")
-    )
+    return _derivation_prefix(usage, initial_key_id) + counter.to_bytes(4, "big")
 
 
 def _check_key(key: bytes, name: str) -> None:
@@ -149,12 +148,14 @@ class KeyDerivation:
     owns the key, and never log them.
     """
 
-    __slots__ = ("_initial_key_id", "_intermediate")
+    __slots__ = ("_initial_key_id", "_intermediate", "_pin_prefix")
 
     def __init__(self, initial_key_bytes: bytes, initial_key_id: bytes, cache: int = 32) -> None:
         _check_key(initial_key_bytes, "initial key")
         _check_initial_key_id(initial_key_id)
         self._initial_key_id = initial_key_id
+        self._pin_prefix = _derivation_prefix(_USAGE_PIN_ENCRYPTION, initial_key_id)
+        derivation_prefix = _derivation_prefix(_USAGE_KEY_DERIVATION, initial_key_id)
         root = initial_key_bytes
 
         @functools.lru_cache(maxsize=cache)
@@ -163,7 +164,7 @@ class KeyDerivation:
             if counter == 0:
                 return _encryptor(root)
             parent = counter & (counter - 1)  # without the lowest one-bit
-            data = _derivation_data(_USAGE_KEY_DERIVATION, initial_key_id, counter)
+            data = derivation_prefix + counter.to_bytes(4, "big")
             return _encryptor(intermediate(parent).update(data))
 
         self._intermediate: Callable[[int], _Encryptor] = intermediate
@@ -175,8 +176,7 @@ class KeyDerivation:
         """The PIN-encryption working key for ``counter`` (AES-128)."""
         if not is_valid_counter(counter):
             raise DukptError("invalid DUKPT transaction counter")
-        data = _derivation_data(_USAGE_PIN_ENCRYPTION, self._initial_key_id, counter)
-        return self._intermediate(counter).update(data)
+        return self._intermediate(counter).update(self._pin_prefix + counter.to_bytes(4, "big"))
 
 
 class HostDerivation:

@@ -173,7 +173,11 @@ PinCommand = Annotated[
     | Echo,
     Field(discriminator="code"),
 ]
-PIN_COMMAND_ADAPTER: TypeAdapter[PinCommand] = TypeAdapter(PinCommand)
+#: Only the JSON keys go through pydantic's string cache: the values (PIN blocks, KSNs, card
+#: numbers) are new in every command, so caching them costs time and keeps them in memory.
+PIN_COMMAND_ADAPTER: TypeAdapter[PinCommand] = TypeAdapter(
+    PinCommand, config=ConfigDict(cache_strings="keys")
+)
 
 
 class PinResponse(BaseModel):

@@ -98,7 +98,7 @@ class Hsm:
     ) -> None:
         self._keys = keys
         self._derivations: dict[bytes, HostDerivation] = {}
-        self._pvks: dict[tuple[str, str, Action], Pvk] = {}
+        self._pvks: dict[tuple[str, int, Action, str | None], Pvk] = {}
         self._blocks: OrderedDict[str, StoredKey] = OrderedDict()
         if replay_file is None and keys.home is not None:
             replay_file = replay_marks_path(keys.home)
@@ -191,17 +191,19 @@ class Hsm:
         )
 
     def _pvk(self, method: str, version: int, action: Action, given: str | None) -> Pvk:
-        """The PVK of ``method`` and generation ``version`` (or the one given), for ``action``."""
-        name = given if given is not None else pvk_name(method, version)
-        cached = self._pvks.get((method, name, action))
+        """The PVK of ``method`` and generation ``version`` (or the one given), for ``action``.
+
+        Cached by all four: a block given is checked against each version it comes with.
+        """
+        cached = self._pvks.get((method, version, action, given))
         if cached is None:
-            stored = self._key(name)
+            stored = self._key(given if given is not None else pvk_name(method, version))
             if given is not None and stored.header.version != f"{version % 100:02d}":
                 raise KeyUsageError("the PVK given is not of the version the command names")
             cached = Pvk(stored.check(_PVK_USAGE[method], action))
             if len(self._pvks) >= _BLOCK_CACHE:
                 self._pvks.clear()  # PVKs given as blocks: keep the cache bounded
-            self._pvks[(method, name, action)] = cached
+            self._pvks[(method, version, action, given)] = cached
         return cached
 
     def _value_response(

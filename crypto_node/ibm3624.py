@@ -18,8 +18,8 @@ _PIN = re.compile(r"[0-9]{4,12}")
 _TABLE = re.compile(r"[0-9]{16}")
 _VALIDATION_DATA = re.compile(r"[0-9A-Fa-f]{16}")
 _PAN = re.compile(r"[0-9]{12,19}")
-#: (PIN digit, natural digit) -> offset digit, i.e. (p - n) mod 10.
-_DIFFERENCE = {(str(p), str(n)): str((p - n) % 10) for p in range(10) for n in range(10)}
+#: natural digit -> PIN digit -> offset digit, i.e. (p - n) mod 10.
+_DIFFERENCE = {str(n): {str(p): str((p - n) % 10) for p in range(10)} for n in range(10)}
 
 
 def validation_data(pan: str) -> str:
@@ -56,7 +56,7 @@ def generate_offset(pvk: Pvk, decimalization_table: str, validation_data: str, p
     if _PIN.fullmatch(pin) is None:
         raise InputFormatError("a PIN is 4 to 12 decimal digits")
     natural = natural_pin(pvk, decimalization_table, validation_data, len(pin))
-    return "".join(map(_DIFFERENCE.__getitem__, zip(pin, natural, strict=True)))
+    return "".join([_DIFFERENCE[n][p] for p, n in zip(pin, natural, strict=True)])
 
 
 def verify_offset(

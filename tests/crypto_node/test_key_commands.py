@@ -110,6 +110,16 @@ def test_a_pvk_of_another_version_than_the_command_names_is_refused(
     assert _verify(hsm, pad, value, pvk=other) is HsmError.USAGE_ERROR
 
 
+def test_a_pvk_block_used_once_is_still_refused_for_another_version(
+    keys: CryptoKeys, hsm: Hsm, pad: PinPad
+) -> None:
+    value = _generate(hsm, pad).verification_value
+    assert value is not None
+    other = _block(keys, "V1", "C", keys.pvk, version="07")
+    assert _verify(hsm, pad, value, pvk=other, key_version=7) is HsmError.OK
+    assert _verify(hsm, pad, value, pvk=other, key_version=1) is HsmError.USAGE_ERROR
+
+
 def test_a_tdes_key_without_odd_parity_is_a_parity_error(
     keys: CryptoKeys, hsm: Hsm, pad: PinPad
 ) -> None:
