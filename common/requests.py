@@ -204,7 +204,11 @@ Request = Annotated[
     | UnlockPin,
     Field(discriminator="kind"),
 ]
-REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(Request)
+#: Only the JSON keys go through pydantic's string cache (as for PIN commands): the values
+#: (card numbers, PIN blocks, KSNs, request ids) are new in every request.
+REQUEST_ADAPTER: TypeAdapter[Request] = TypeAdapter(
+    Request, config=ConfigDict(cache_strings="keys")
+)
 KINDS: tuple[str, ...] = (
     "open_account", "deposit", "withdraw", "transfer", "balance", "change_pin",
     "close_account", "make_appointment", "freeze", "unfreeze", "deduct", "customer_query",
