@@ -464,6 +464,12 @@ def _node_env(info: BrokerInfo) -> dict[str, str]:
         "RABBITMQ_MNESIA_BASE": str(data / "mnesia"),
         "RABBITMQ_LOG_BASE": str(data / "log"),
         "RABBITMQ_PID_FILE": str(info.pid_file),
+        # The VM keeps RabbitMQ's defaults (no busy wait, +stbt db, a scheduler per core).
+        # Measured with bench/brokerhop.py on 2 vCPUs: +sbwt short cost 1.4-2.3 times the
+        # broker's CPU per message for no latency gain; +stbt u, +S 1:1, and in rabbitmq.conf
+        # management.rates_mode = none, collect_statistics_interval = 30000 and
+        # raft.wal_max_batch_size = 64, moved the hop latencies less than the run-to-run
+        # spread (+S 1:1 saved 5-20% of the broker's CPU but would cap it at one core).
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         "ERL_EPMD_ADDRESS": HOST,
     }
