@@ -26,10 +26,8 @@ import argparse
 import asyncio
 import json
 import secrets
-import shutil
 import struct
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -212,25 +210,13 @@ async def measure(
 
 
 async def _on_private_node(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from branchnet.broker import start_broker, stop_broker
+    from branchnet.broker import private_broker
 
-    base_dir = Path(tempfile.mkdtemp(prefix="branchnet-bench-brokerhop-"))
-    base_dir.chmod(0o755)  # the node runs as user rabbitmq
-    try:
-        node = start_broker(base_dir)
-        try:
-            pid = int(node.pid_file.read_text().strip())
-            return await measure(
-                node.amqp_url,
-                pid,
-                count=args.count,
-                interval_ms=args.interval_ms,
-                burst=args.burst,
-            )
-        finally:
-            stop_broker(base_dir)
-    finally:
-        shutil.rmtree(base_dir, ignore_errors=True)
+    with private_broker("branchnet-bench-brokerhop-") as node:
+        pid = int(node.pid_file.read_text().strip())
+        return await measure(
+            node.amqp_url, pid, count=args.count, interval_ms=args.interval_ms, burst=args.burst
+        )
 
 
 def main() -> None:

@@ -22,8 +22,6 @@ import datetime as dt
 import json
 import os
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -154,26 +152,18 @@ def _beam_cpu_s(pid: int) -> float:
 
 
 async def _amqp(args: argparse.Namespace) -> dict[str, float]:
-    from branchnet.broker import start_broker, stop_broker
+    from branchnet.broker import private_broker
     from common.amqp_bus import AmqpBus
 
-    base_dir = Path(tempfile.mkdtemp(prefix="branchnet-bench-events-"))
-    base_dir.chmod(0o755)
-    try:
-        node = start_broker(base_dir)
-        try:
-            await _dashboard_queue(node.amqp_url)
-            pid = int(node.pid_file.read_text().strip())
-            beam = _beam_cpu_s(pid)
-            result = await _measure(AmqpBus(node.amqp_url, name="bench-events"), args)
-            # the broker's CPU over all runs and the idle time between batches (not the best)
-            answers = args.batch * args.batches * args.repeat
-            result["broker_cpu_us_per_answer"] = round((_beam_cpu_s(pid) - beam) / answers * 1e6, 2)
-            return result
-        finally:
-            stop_broker(base_dir)
-    finally:
-        shutil.rmtree(base_dir, ignore_errors=True)
+    with private_broker("branchnet-bench-events-") as node:
+        await _dashboard_queue(node.amqp_url)
+        pid = int(node.pid_file.read_text().strip())
+        beam = _beam_cpu_s(pid)
+        result = await _measure(AmqpBus(node.amqp_url, name="bench-events"), args)
+        # the broker's CPU over all runs and the idle time between batches (not the best)
+        answers = args.batch * args.batches * args.repeat
+        result["broker_cpu_us_per_answer"] = round((_beam_cpu_s(pid) - beam) / answers * 1e6, 2)
+        return result
 
 
 def main() -> None:

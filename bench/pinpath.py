@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -374,23 +375,16 @@ def main() -> None:
     args.sizes = [int(size) for size in args.sizes.split(",")]
     configure_logging("warning")  # as the crypto node runs
     data_dir = Path(tempfile.mkdtemp(prefix="branchnet-pinpath-"))
-    broker_dir: Path | None = None
     try:
-        amqp_url = args.url
-        if amqp_url is None and not args.in_process_only:
-            from branchnet.broker import ensure_rabbitmq_installed, start_broker
+        with contextlib.ExitStack() as stack:
+            amqp_url = args.url
+            if amqp_url is None and not args.in_process_only:
+                from branchnet.broker import private_broker
 
-            ensure_rabbitmq_installed()
-            broker_dir = Path(tempfile.mkdtemp(prefix="branchnet-pinpath-rabbitmq-"))
-            broker_dir.chmod(0o755)  # the node runs as user rabbitmq
-            amqp_url = start_broker(broker_dir).amqp_url
-        print(json.dumps(asyncio.run(run(args, data_dir, amqp_url)), indent=1))
+                node = stack.enter_context(private_broker("branchnet-pinpath-rabbitmq-"))
+                amqp_url = node.amqp_url
+            print(json.dumps(asyncio.run(run(args, data_dir, amqp_url)), indent=1))
     finally:
-        if broker_dir is not None:
-            from branchnet.broker import stop_broker
-
-            stop_broker(broker_dir)
-            shutil.rmtree(broker_dir, ignore_errors=True)
         if not os.environ.get("PINPATH_KEEP"):
             shutil.rmtree(data_dir, ignore_errors=True)
 

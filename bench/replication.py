@@ -385,16 +385,16 @@ async def _round_trips(
 
 
 async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
-    from branchnet.broker import start_broker, stop_broker
+    from branchnet.broker import private_broker
 
     batches = _batches(count, entries)
-    base_dir = Path(tempfile.mkdtemp(prefix="branchnet-bench-replication-"))
-    base_dir.chmod(0o755)  # the node runs as user rabbitmq
-    try:
-        node = start_broker(base_dir)
+    with (
+        private_broker("branchnet-bench-replication-") as node,
+        tempfile.TemporaryDirectory(prefix="branchnet-bench-replication-nodes-") as nodes,
+    ):
         standby: subprocess.Popen[bytes] | None = None
         try:
-            home = base_dir / "nodes"
+            home = Path(nodes)
             key = ensure_identity(home / "primary", SIGNER)
             shutil.copytree(identity_dir(home / "primary"), identity_dir(home / "standby"))
             standby = subprocess.Popen(
@@ -414,9 +414,6 @@ async def _rabbitmq(entries: int, count: int, rate: float) -> dict[str, Any]:
             if standby is not None:
                 standby.send_signal(signal.SIGTERM)
                 standby.wait(30)
-            stop_broker(base_dir)
-    finally:
-        shutil.rmtree(base_dir, ignore_errors=True)
     total = entries * count
     return {
         "rate_batches_per_s": rate,

@@ -31,10 +31,12 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -222,6 +224,24 @@ def start_broker(
         _stop(info, timeout_s=20)
         raise
     return info
+
+
+@contextlib.contextmanager
+def private_broker(prefix: str) -> Iterator[BrokerInfo]:
+    """A private node in a fresh temporary directory (named ``prefix``...) for the ``with``
+    block; then stopped and its directory removed. For benchmarks that need a broker of
+    their own."""
+    ensure_rabbitmq_installed()
+    base_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    base_dir.chmod(0o755)  # the node runs as user rabbitmq
+    try:
+        node = start_broker(base_dir)
+        try:
+            yield node
+        finally:
+            stop_broker(base_dir)
+    finally:
+        shutil.rmtree(base_dir, ignore_errors=True)
 
 
 def broker_status(base_dir: Path) -> BrokerInfo | None:
