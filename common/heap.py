@@ -3,10 +3,10 @@
 A node's heap is mostly what it built to start (modules, schemas, keys, connections: about
 100,000 objects) and short-lived per-batch objects that reference counting frees. CPython's
 collector still scans the start-up objects in every full collection: in a host under load that
-was one 55 to 95 ms stop of the event loop every ~6 s, each freeing nothing, enough to set the
-p99 on its own. :func:`settle` moves the start-up heap out of the collector's sight and lets
-the youngest generation grow larger between collections (fewer, no longer pauses: most young
-objects are gone by then).
+was one 55 to 95 ms stop of the event loop every ~6 s, each freeing nothing, a stall every
+request in flight waited out. :func:`settle` moves the start-up heap out of the collector's
+sight and lets the youngest generation grow larger between collections (fewer, no longer
+pauses: most young objects are gone by then).
 """
 
 from __future__ import annotations
