@@ -213,10 +213,16 @@ async def _on_private_node(args: argparse.Namespace) -> list[dict[str, Any]]:
     from branchnet.broker import private_broker
 
     with private_broker("branchnet-bench-brokerhop-") as node:
-        pid = int(node.pid_file.read_text().strip())
-        return await measure(
-            node.amqp_url, pid, count=args.count, interval_ms=args.interval_ms, burst=args.burst
-        )
+        return await _measure_args(node.amqp_url, int(node.pid_file.read_text().strip()), args)
+
+
+async def _measure_args(
+    url: str, broker_pid: int | None, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """:func:`measure` as the command line asks."""
+    return await measure(
+        url, broker_pid, count=args.count, interval_ms=args.interval_ms, burst=args.burst
+    )
 
 
 def main() -> None:
@@ -233,15 +239,7 @@ def main() -> None:
         asyncio.run(consume(args.url, bytes.fromhex(args.token)))
         return
     if args.url:
-        results = asyncio.run(
-            measure(
-                args.url,
-                args.broker_pid,
-                count=args.count,
-                interval_ms=args.interval_ms,
-                burst=args.burst,
-            )
-        )
+        results = asyncio.run(_measure_args(args.url, args.broker_pid, args))
     else:
         results = asyncio.run(_on_private_node(args))
     for result in results:
